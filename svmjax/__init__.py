@@ -1,0 +1,17 @@
+"""svmjax: multiclass SVM (hinge-family) losses in JAX, with analytic gradients.
+
+Modules, one concern each:
+
+* :mod:`svmjax.losses` — pure ``jnp`` definitions (``jax.grad`` differentiates them);
+* :mod:`svmjax.analytic` — the same losses with hand-written ``custom_vjp`` gradients;
+* :mod:`svmjax.linear` — the linear model ``{"W", "b"}`` and its regularised objective;
+* :mod:`svmjax.gradcheck` — finite differences and the agreement table;
+* :mod:`svmjax.validation` — input checks (:func:`validate`).
+"""
+
+from svmjax import analytic, gradcheck, linear, losses
+from svmjax.validation import validate
+
+__version__ = "0.1.0"
+
+__all__ = ["analytic", "gradcheck", "linear", "losses", "validate", "__version__"]

@@ -1,0 +1,274 @@
+r"""Gradient checking: finite differences, relative errors, and the agreement table.
+
+Finite differences are only meaningful in float64 (in float32 the rounding error of a
+centred difference, about :math:`10^{-7} |f| / \epsilon`, swamps the truncation error);
+:func:`x64` is a scoped float64 context that restores the previous setting even when
+the body raises.
+
+Hinge losses are piecewise linear (or piecewise quadratic, squared), so away from kinks a
+centred difference is exact up to rounding; near a kink it straddles two pieces and
+disagrees with *every* subgradient. :func:`compare` therefore reports the share of margins
+that sit within reach of a kink.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from svmjax import linear
+
+__all__ = ["x64", "numerical_gradient", "sparse_check", "rel_error", "compare", "format_table"]
+
+
+@contextlib.contextmanager
+def x64() -> Iterator[None]:
+    """Enable float64 inside a ``with`` block; the previous setting comes back on exit,
+    even when the block raises.
+
+    Example:
+      >>> with x64():
+      ...     jnp.ones(2, jnp.float64).dtype
+      dtype('float64')
+    """
+    if hasattr(jax, "enable_x64"):  # jax >= 0.7: a context manager of its own
+        with jax.enable_x64(True):
+            yield
+        return
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+
+
+def numerical_gradient(f: Callable[[Any], jax.Array], x: Any, *, eps: float = 1e-5) -> Any:
+    r"""Centred finite differences of a scalar function over every entry of ``x``.
+
+    .. math:: \hat g_k = \frac{f(x + \epsilon e_k) - f(x - \epsilon e_k)}{2\epsilon}
+
+    Args:
+      f: a JAX-traceable function of ``x`` returning a scalar.
+      x: an array or a pytree of arrays (e.g. ``{"W": ..., "b": ...}``).
+      eps: the step :math:`\epsilon`. Use float64 inputs (see :func:`x64`).
+
+    Returns:
+      The estimated gradient, with the structure, shapes and dtype of ``x``. All
+      ``2 * size(x)`` evaluations run in one compiled ``lax.map``.
+
+    Example:
+      >>> with x64():
+      ...     g = numerical_gradient(lambda w: jnp.sum(w ** 3), jnp.array([1.0, 2.0]))
+      >>> np.round(np.asarray(g), 6).tolist()
+      [3.0, 12.0]
+    """
+    flat, unravel = ravel_pytree(x)
+
+    def partial(k):
+        step = jnp.zeros_like(flat).at[k].set(eps)
+        return (f(unravel(flat + step)) - f(unravel(flat - step))) / (2 * eps)
+
+    return unravel(jax.jit(lambda: jax.lax.map(partial, jnp.arange(flat.size)))())
+
+
+def rel_error(a: Any, b: Any) -> float:
+    r"""Largest entrywise relative error between two arrays or pytrees of equal structure.
+
+    .. math:: \max_k \frac{|a_k - b_k|}{\max(10^{-12},\ |a_k| + |b_k|)}
+
+    (cs231n's ``rel_error``.) 0 means identical; entries that are both zero count as 0.
+
+    Example:
+      >>> rel_error(jnp.array([1.0, 0.0]), jnp.array([1.0, 1e-3]))
+      1.0
+    """
+    a_flat, _ = ravel_pytree(a)
+    b_flat, _ = ravel_pytree(b)
+    a_flat, b_flat = np.asarray(a_flat, np.float64), np.asarray(b_flat, np.float64)
+    if a_flat.shape != b_flat.shape:
+        raise ValueError(f"rel_error: sizes differ, {a_flat.shape} vs {b_flat.shape}")
+    err = np.abs(a_flat - b_flat) / np.maximum(1e-12, np.abs(a_flat) + np.abs(b_flat))
+    return float(err.max()) if err.size else 0.0
+
+
+def sparse_check(
+    f: Callable[[Any], jax.Array],
+    x: Any,
+    grad: Any,
+    *,
+    key: jax.Array,
+    num_checks: int = 10,
+    eps: float = 1e-5,
+) -> np.ndarray:
+    """Compare ``grad`` with centred differences at ``num_checks`` random entries of ``x``.
+
+    The cs231n ``grad_check_sparse`` idea: cheap enough for big parameters.
+
+    Args:
+      f: scalar function of ``x``. x: array or pytree. grad: the gradient to check (same
+      structure as ``x``). key: ``jax.random`` key choosing the entries (with
+      replacement). num_checks: how many entries. eps: the finite-difference step.
+
+    Returns:
+      float64 NumPy array ``[num_checks]`` of entrywise relative errors (see
+      :func:`rel_error`).
+
+    Example:
+      >>> with x64():
+      ...     w = jnp.array([1.0, 2.0, 3.0])
+      ...     errs = sparse_check(lambda w: jnp.sum(w**2), w, 2 * w, key=jax.random.key(0))
+      >>> bool(errs.max() < 1e-9)
+      True
+    """
+    flat, unravel = ravel_pytree(x)
+    g_flat, _ = ravel_pytree(grad)
+    if g_flat.shape != flat.shape:
+        raise ValueError(f"grad has {g_flat.size} entries but x has {flat.size}")
+    picks = jax.random.randint(key, (num_checks,), 0, flat.size)
+
+    def numeric(k):
+        step = jnp.zeros_like(flat).at[k].set(eps)
+        return (f(unravel(flat + step)) - f(unravel(flat - step))) / (2 * eps)
+
+    approx = np.asarray(jax.jit(lambda: jax.lax.map(numeric, picks))(), np.float64)
+    exact = np.asarray(g_flat[picks], np.float64)
+    return np.abs(approx - exact) / np.maximum(1e-12, np.abs(approx) + np.abs(exact))
+
+
+def _kink_distances(loss: str, S: jax.Array, y: jax.Array, margin: float) -> jax.Array:
+    """Distance of every hinge argument (and Crammer–Singer tie) from its kink."""
+    is_true = y[:, None] == jnp.arange(S.shape[1])
+    true_score = jnp.sum(jnp.where(is_true, S, 0), axis=1)
+    if loss == "one_vs_rest":
+        return jnp.abs(margin - jnp.where(is_true, S, -S)).ravel()
+    if loss == "weston_watkins":
+        v = S - true_score[:, None] + margin
+        return jnp.abs(v[~is_true])
+    top2 = jax.lax.top_k(jnp.where(is_true, -jnp.inf, S), 2)[0]
+    hinge = jnp.abs(top2[:, 0] - true_score + margin)
+    return jnp.concatenate([hinge, top2[:, 0] - top2[:, 1]])
+
+
+def compare(
+    loss: str = "weston_watkins",
+    *,
+    n: int,
+    d: int,
+    c: int,
+    key: jax.Array,
+    dtype: Any = jnp.float64,
+    squared: bool = False,
+    margin: float = 1.0,
+    reg: float = 1e-2,
+    eps: float = 1e-5,
+) -> dict[str, Any]:
+    """Largest relative errors between the analytic, autodiff and numeric gradients.
+
+    Draws a random linear problem (``X ~ N(0, 1)`` ``[n, d]``, labels uniform in
+    ``[0, c)``, ``W ~ N(0, 1/d)`` ``[d, c]``, ``b ~ N(0, 0.01)``) from ``key`` and takes
+    the gradient of :func:`svmjax.linear.objective` three ways: ``grad="analytic"`` and
+    ``grad="autodiff"`` in ``dtype``, and centred differences always in float64 (on the
+    same problem), so a float32 row measures the float32 gradients against an accurate
+    reference. Everything runs inside :func:`x64`, which restores the previous setting.
+
+    Args:
+      loss: one of :data:`svmjax.linear.LOSSES`.
+      n, d, c: examples, features, classes.
+      key: ``jax.random`` key for the problem.
+      dtype: ``jnp.float32`` or ``jnp.float64`` for the analytic and autodiff gradients.
+      squared, margin, reg: objective options.
+      eps: finite-difference step.
+
+    Returns:
+      A dict with ``loss``, ``squared``, ``dtype``, ``eps``, ``analytic_vs_autodiff``,
+      ``analytic_vs_numeric``, ``autodiff_vs_numeric`` (largest *entrywise* relative
+      errors, :func:`rel_error`, over ``W`` and ``b``), ``closed_form_vs_analytic``
+      (``dW`` of :func:`svmjax.linear.weston_watkins_closed_form`, plain Weston–Watkins
+      only, else ``None``) and ``kink_share``: the share of hinge arguments (and
+      Crammer–Singer ties) within ``eps * (1 + max|X|)`` of a kink, i.e. close enough for
+      one finite-difference step to cross it. In float32, entries that are small because
+      of cancellation carry relative rounding errors near 1e-5; that is float32, not a
+      wrong gradient.
+
+    Example:
+      >>> row = compare("weston_watkins", n=50, d=5, c=3, key=jax.random.key(0))
+      >>> row["analytic_vs_numeric"] < 1e-7
+      True
+    """
+    if loss not in linear.LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(linear.LOSSES)}")
+    dtype = jnp.dtype(dtype)
+    if dtype not in (jnp.float32, jnp.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    options = dict(loss=loss, reg=reg, margin=margin, squared=squared)
+    with x64():
+        kx, ky, kw, kb = jax.random.split(key, 4)
+        X64 = jax.random.normal(kx, (n, d), jnp.float64)
+        y = jax.random.randint(ky, (n,), 0, c)
+        params64 = {
+            "W": jax.random.normal(kw, (d, c), jnp.float64) / np.sqrt(d),
+            "b": 0.1 * jax.random.normal(kb, (c,), jnp.float64),
+        }
+        g_numeric = numerical_gradient(
+            lambda p: linear.objective(p, X64, y, grad="autodiff", **options), params64, eps=eps
+        )
+        reach = eps * (1 + float(jnp.max(jnp.abs(X64))))
+        distances = _kink_distances(loss, linear.scores(params64, X64), y, margin)
+
+        X, params = X64.astype(dtype), jax.tree.map(lambda a: a.astype(dtype), params64)
+
+        def gradient(p, grad):
+            g = jax.grad(linear.objective)(p, X, y, grad=grad, **options)
+            assert g["W"].dtype == dtype, f"gradient came back in {g['W'].dtype}, not {dtype}"
+            return g
+
+        g_analytic = gradient(params, "analytic")
+        g_autodiff = gradient(params, "autodiff")
+        closed = None
+        if loss == "weston_watkins" and not squared:
+            _, dW = linear.weston_watkins_closed_form(params["W"], X, y, reg=reg, margin=margin)
+            no_bias = gradient({"W": params["W"], "b": jnp.zeros_like(params["b"])}, "analytic")
+            closed = rel_error(dW, no_bias["W"])
+        return {
+            "loss": loss,
+            "squared": squared,
+            "dtype": dtype.name,
+            "eps": eps,
+            "analytic_vs_autodiff": rel_error(g_analytic, g_autodiff),
+            "analytic_vs_numeric": rel_error(g_analytic, g_numeric),
+            "autodiff_vs_numeric": rel_error(g_autodiff, g_numeric),
+            "closed_form_vs_analytic": closed,
+            "kink_share": float(jnp.mean(distances < reach)),
+        }
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Render :func:`compare` rows as a fixed-width text table."""
+    columns = [
+        ("loss", "{}"),
+        ("squared", "{}"),
+        ("dtype", "{}"),
+        ("analytic_vs_autodiff", "{:.1e}"),
+        ("analytic_vs_numeric", "{:.1e}"),
+        ("autodiff_vs_numeric", "{:.1e}"),
+        ("closed_form_vs_analytic", "{:.1e}"),
+        ("kink_share", "{:.3f}"),
+    ]
+    header = ["loss", "squared", "dtype", "analytic~autodiff", "analytic~numeric",
+              "autodiff~numeric", "closed~analytic", "near kink"]  # fmt: skip
+    cells = [
+        ["-" if row[name] is None else fmt.format(row[name]) for name, fmt in columns]
+        for row in rows
+    ]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)

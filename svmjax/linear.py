@@ -1,0 +1,192 @@
+r"""A linear multiclass model, :math:`s = xW + b`, and its regularised SVM objective.
+
+Parameters are the pytree ``{"W": [D, C], "b": [C]}``. Features ``X`` are ``[N, D]``
+floats; labels ``y`` are integer class indices ``[N]`` in ``[0, C)``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from svmjax import analytic, losses
+from svmjax.validation import is_concrete, poison_invalid_labels, validate
+
+__all__ = [
+    "LOSSES",
+    "init",
+    "scores",
+    "predict",
+    "objective",
+    "weston_watkins_closed_form",
+]
+
+LOSSES = ("weston_watkins", "crammer_singer", "one_vs_rest")
+_GRADS = {"analytic": analytic, "autodiff": losses}
+
+
+def init(
+    key: jax.Array,
+    n_features: int,
+    n_classes: int,
+    *,
+    scale: float = 1e-3,
+    dtype: jnp.dtype = jnp.float32,
+) -> dict[str, jax.Array]:
+    """Small random weights and zero biases: ``W ~ scale * N(0, 1)`` ``[D, C]``, ``b = 0`` ``[C]``.
+
+    Example:
+      >>> params = init(jax.random.key(0), 64, 10)
+      >>> params["W"].shape, params["b"].shape
+      ((64, 10), (10,))
+    """
+    if n_features < 1 or n_classes < 2:
+        raise ValueError(f"need n_features >= 1 and n_classes >= 2, got {n_features}, {n_classes}")
+    W = scale * jax.random.normal(key, (n_features, n_classes), dtype)
+    return {"W": W, "b": jnp.zeros((n_classes,), dtype)}
+
+
+def _check_features(params, X: jax.Array) -> None:
+    """Trace-time shape check of X against W."""
+    W = params["W"]
+    if X.ndim != 2 or X.shape[1] != W.shape[0]:
+        raise ValueError(
+            f"X must have shape [N, {W.shape[0]}] to match W of shape {W.shape}, got {X.shape}"
+        )
+
+
+def scores(params: dict[str, jax.Array], X: ArrayLike) -> jax.Array:
+    """Class scores ``X @ W + b``: ``[N, D] -> [N, C]``."""
+    X = jnp.asarray(X)
+    _check_features(params, X)
+    return X @ params["W"] + params["b"]
+
+
+def predict(params: dict[str, jax.Array], X: ArrayLike) -> jax.Array:
+    """Predicted class indices ``argmax_j (XW + b)_j``: ``[N, D] -> [N]`` int32.
+
+    Ties go to the lowest class index (``jnp.argmax``).
+    """
+    return jnp.argmax(scores(params, X), axis=-1)
+
+
+def objective(
+    params: dict[str, jax.Array],
+    X: ArrayLike,
+    y: ArrayLike,
+    *,
+    loss: str = "weston_watkins",
+    reg: ArrayLike = 0.0,
+    margin: ArrayLike = 1.0,
+    squared: bool = False,
+    class_weights: ArrayLike | None = None,
+    grad: str = "analytic",
+) -> jax.Array:
+    r"""Mean per-example SVM loss of the linear model plus L2 penalty on ``W`` (cs231n form).
+
+    .. math::
+
+        J(W, b) = \frac{1}{N} \sum_{i=1}^{N} L(x_i W + b,\ y_i) + \lambda \lVert W \rVert_F^2
+
+    (``b`` is not regularised; with ``class_weights`` the weighted losses are still
+    divided by ``N``, as torch's ``reduction="mean"`` for ``MultiMarginLoss`` does).
+
+    Args:
+      params: ``{"W": [D, C], "b": [C]}``.
+      X: float ``[N, D]``.
+      y: integer class indices ``[N]`` in ``[0, C)``.
+      loss: ``"weston_watkins"``, ``"crammer_singer"`` or ``"one_vs_rest"``.
+      reg: :math:`\lambda` (cs231n's ``reg``).
+      margin, squared, class_weights: passed to the loss (see :mod:`svmjax.losses`).
+      grad: ``"analytic"`` differentiates through the hand-written rules of
+        :mod:`svmjax.analytic` (strict ``> 0`` at kinks); ``"autodiff"`` through the pure
+        definitions of :mod:`svmjax.losses` (1/2 at kinks). Values are identical.
+
+    Returns:
+      A scalar. ``jax.grad(objective)`` gives ``{"W": [D, C], "b": [C]}``.
+
+    When ``X`` and ``y`` are concrete (not traced), they are checked with
+    :func:`svmjax.validate` first: a bad label, a shape mismatch or a non-finite feature
+    raises. Inside ``jit`` a bad label makes the objective NaN.
+
+    Example:
+      >>> params = init(jax.random.key(0), 3, 2)
+      >>> X, y = jnp.ones((4, 3)), jnp.array([0, 1, 1, 0])
+      >>> g = jax.grad(objective)(params, X, y, reg=1e-3)
+      >>> g["W"].shape
+      (3, 2)
+
+    Reference: cs231n notes, "Linear classification" (the full SVM loss).
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    if grad not in _GRADS:
+        raise ValueError(f"unknown grad {grad!r}; choose 'analytic' or 'autodiff'")
+    X, y = jnp.asarray(X), jnp.asarray(y)
+    _check_features(params, X)
+    if is_concrete(X, y):
+        validate(X, y, n_classes=params["W"].shape[1], name="X")
+    loss_fn = getattr(_GRADS[grad], loss)
+    per_example = loss_fn(
+        scores(params, X), y, margin=margin, squared=squared, class_weights=class_weights
+    )
+    return jnp.mean(per_example) + reg * jnp.sum(params["W"] ** 2)
+
+
+def weston_watkins_closed_form(
+    W: ArrayLike,
+    X: ArrayLike,
+    y: ArrayLike,
+    *,
+    reg: ArrayLike = 0.0,
+    margin: ArrayLike = 1.0,
+) -> tuple[jax.Array, jax.Array]:
+    r"""Weston–Watkins loss and ``dW`` by the vectorised cs231n formula, no autodiff.
+
+    .. math::
+
+        J = \frac{1}{N}\sum_i \sum_{j \ne y_i} \max(0, v_{ij}) + \lambda\lVert W\rVert^2,
+        \qquad v_{ij} = s_{ij} - s_{iy_i} + \Delta, \quad S = XW,
+
+        dW = \frac{1}{N} X^\top M + 2\lambda W, \qquad
+        M_{ij} = 1(v_{ij} > 0)\ (j \ne y_i), \quad M_{iy_i} = -\sum_{j \ne y_i} M_{ij}.
+
+    ``M`` is the ``[N, C]`` indicator-count matrix (strict ``> 0``, so 0 at kinks, as in
+    :mod:`svmjax.analytic`). No bias: scores are ``X @ W``.
+
+    Note the shapes: ``dW`` is ``[D, C]`` because ``X.T`` ``[D, N]`` meets ``M`` ``[N, C]``.
+    A common wrong attempt, ``X * count[:, None]`` (the true-class row scaled by the
+    violation count), has the shape of ``X`` ``[N, D]``, not of ``W``; it is only the
+    per-example contribution to one column of ``dW``, before the sum over examples.
+
+    Args:
+      W: ``[D, C]`` weights. X: ``[N, D]`` features. y: ``[N]`` class indices in ``[0, C)``.
+      reg: :math:`\lambda`. margin: :math:`\Delta`.
+
+    Returns:
+      ``(loss, dW)``: a scalar and ``[D, C]``.
+
+    Example:
+      >>> W = jnp.array([[1.0, -1.0], [0.5, 0.0]])
+      >>> loss, dW = weston_watkins_closed_form(W, jnp.array([[1.0, 2.0]]), jnp.array([0]))
+      >>> float(loss), dW.tolist()
+      (0.0, [[0.0, 0.0], [0.0, 0.0]])
+
+    Reference: cs231n assignment 1, ``svm_loss_vectorized``.
+    """
+    W, X, y = jnp.asarray(W), jnp.asarray(X), jnp.asarray(y)
+    if X.ndim != 2 or W.ndim != 2 or X.shape[1] != W.shape[0]:
+        raise ValueError(f"X [N, D] and W [D, C] do not match: X {X.shape}, W {W.shape}")
+    if is_concrete(X, y):
+        validate(X, y, n_classes=W.shape[1], name="X")
+    n = X.shape[0]
+    S = poison_invalid_labels(X @ W, y)  # a bad label under jit gives NaN, not a number
+    is_true = y[:, None] == jnp.arange(W.shape[1])
+    true_score = jnp.sum(jnp.where(is_true, S, 0), axis=1, keepdims=True)
+    v = jnp.where(is_true, 0, S - true_score + margin)
+    loss = jnp.sum(jnp.maximum(v, 0)) / n + reg * jnp.sum(W * W)
+    M = jnp.where(jnp.isnan(v), jnp.nan, (v > 0).astype(W.dtype))
+    M = jnp.where(is_true, -jnp.sum(M, axis=1, keepdims=True), M)
+    dW = X.T @ M / n + 2 * reg * W
+    return loss, dW
