@@ -81,6 +81,7 @@ def objective(
     margin: ArrayLike = 1.0,
     squared: bool = False,
     class_weights: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
     grad: str = "analytic",
 ) -> jax.Array:
     r"""Mean per-example SVM loss of the linear model plus L2 penalty on ``W`` (cs231n form).
@@ -90,7 +91,10 @@ def objective(
         J(W, b) = \frac{1}{N} \sum_{i=1}^{N} L(x_i W + b,\ y_i) + \lambda \lVert W \rVert_F^2
 
     (``b`` is not regularised; with ``class_weights`` the weighted losses are still
-    divided by ``N``, as torch's ``reduction="mean"`` for ``MultiMarginLoss`` does).
+    divided by ``N``, as torch's ``reduction="mean"`` for ``MultiMarginLoss`` does). With
+    ``sample_weight`` :math:`a_i \ge 0` the mean becomes
+    :math:`\sum_i a_i L_i / \sum_i a_i`; 0/1 weights mask examples out (training uses
+    this for the padded last batch).
 
     Args:
       params: ``{"W": [D, C], "b": [C]}``.
@@ -99,6 +103,7 @@ def objective(
       loss: ``"weston_watkins"``, ``"crammer_singer"`` or ``"one_vs_rest"``.
       reg: :math:`\lambda` (cs231n's ``reg``).
       margin, squared, class_weights: passed to the loss (see :mod:`svmjax.losses`).
+      sample_weight: optional non-negative ``[N]`` weights of the mean (see above).
       grad: ``"analytic"`` differentiates through the hand-written rules of
         :mod:`svmjax.analytic` (strict ``> 0`` at kinks); ``"autodiff"`` through the pure
         definitions of :mod:`svmjax.losses` (1/2 at kinks). Values are identical.
@@ -131,7 +136,17 @@ def objective(
     per_example = loss_fn(
         scores(params, X), y, margin=margin, squared=squared, class_weights=class_weights
     )
-    return jnp.mean(per_example) + reg * jnp.sum(params["W"] ** 2)
+    if sample_weight is None:
+        data_term = jnp.mean(per_example)
+    else:
+        sample_weight = jnp.asarray(sample_weight, per_example.dtype)
+        if sample_weight.shape != per_example.shape:
+            raise ValueError(
+                f"sample_weight must have shape {per_example.shape} (one per example), "
+                f"got {sample_weight.shape}"
+            )
+        data_term = jnp.sum(sample_weight * per_example) / jnp.sum(sample_weight)
+    return data_term + reg * jnp.sum(params["W"] ** 2)
 
 
 def weston_watkins_closed_form(
