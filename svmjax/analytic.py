@@ -41,6 +41,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from svmjax.losses import _prepare, _true_score, _weigh
+from svmjax.validation import one_hot
 
 __all__ = ["weston_watkins", "crammer_singer", "one_vs_rest"]
 
@@ -53,9 +54,13 @@ def _hinge_parts(v: jax.Array, squared: bool) -> tuple[jax.Array, jax.Array]:
     return positive, v > 0
 
 
-def _nan_guard(g: jax.Array, is_nan: jax.Array) -> jax.Array:
-    """Cotangent g with NaN wherever the forward loss was NaN."""
-    return jnp.where(is_nan, jnp.nan, g)
+def _nan_guard(x: jax.Array, is_nan: jax.Array) -> jax.Array:
+    """``x`` with NaN in every example whose forward loss was NaN.
+
+    A select, not a multiplication: XLA rewrites ``a * float(mask)`` as
+    ``select(mask, a, 0)``, which would silently turn ``NaN * 0`` into 0 under ``jit``.
+    """
+    return jnp.where(is_nan.reshape(is_nan.shape + (1,) * (x.ndim - is_nan.ndim)), jnp.nan, x)
 
 
 # ----------------------------------------------------------------------------- Weston–Watkins
@@ -67,7 +72,7 @@ def _weston_watkins(squared, scores, labels, margin):
 
 
 def _weston_watkins_fwd(squared, scores, labels, margin):
-    is_true = labels[..., None] == jnp.arange(scores.shape[-1])
+    is_true = one_hot(labels, scores.shape[-1])
     v = scores - _true_score(scores, is_true)[..., None] + margin
     h, dh = _hinge_parts(jnp.where(is_true, -jnp.inf, v), squared)
     loss = jnp.sum(h, axis=-1)
@@ -76,13 +81,12 @@ def _weston_watkins_fwd(squared, scores, labels, margin):
 
 def _weston_watkins_bwd(squared, residuals, g):
     labels, dh, is_nan = residuals
-    g = _nan_guard(g, is_nan)
     coef = dh.astype(g.dtype)
     count = jnp.sum(coef, axis=-1)
-    is_true = labels[..., None] == jnp.arange(coef.shape[-1])
+    is_true = one_hot(labels, coef.shape[-1])
     d_scores = g[..., None] * (coef - jnp.where(is_true, count[..., None], 0))
-    d_margin = jnp.sum(g * count)
-    return d_scores, None, d_margin
+    d_margin = jnp.sum(_nan_guard(g * count, is_nan))
+    return _nan_guard(d_scores, is_nan), None, d_margin
 
 
 _weston_watkins.defvjp(_weston_watkins_fwd, _weston_watkins_bwd)
@@ -139,7 +143,7 @@ def _crammer_singer(squared, n_classes, scores, labels, margin):
 
 
 def _crammer_singer_fwd(squared, n_classes, scores, labels, margin):
-    is_true = labels[..., None] == jnp.arange(n_classes)
+    is_true = one_hot(labels, n_classes)
     others = jnp.where(is_true, -jnp.inf, scores)
     best = jnp.argmax(others, axis=-1)  # the lowest index among tied maxima
     best_score = jnp.max(others, axis=-1)
@@ -149,10 +153,9 @@ def _crammer_singer_fwd(squared, n_classes, scores, labels, margin):
 
 def _crammer_singer_bwd(squared, n_classes, residuals, g):
     labels, best, dh, is_nan = residuals
-    coef = _nan_guard(g, is_nan) * dh.astype(g.dtype)
-    classes = jnp.arange(n_classes)
-    pair = (best[..., None] == classes).astype(g.dtype) - (labels[..., None] == classes)
-    return coef[..., None] * pair, None, jnp.sum(coef)
+    coef = _nan_guard(g * dh.astype(g.dtype), is_nan)
+    pair = one_hot(best, n_classes).astype(g.dtype) - one_hot(labels, n_classes)
+    return _nan_guard(coef[..., None] * pair, is_nan), None, jnp.sum(coef)
 
 
 _crammer_singer.defvjp(_crammer_singer_fwd, _crammer_singer_bwd)
@@ -211,7 +214,7 @@ def _one_vs_rest(squared, scores, labels, margin):
 
 
 def _one_vs_rest_fwd(squared, scores, labels, margin):
-    is_true = labels[..., None] == jnp.arange(scores.shape[-1])
+    is_true = one_hot(labels, scores.shape[-1])
     h, dh = _hinge_parts(margin - jnp.where(is_true, scores, -scores), squared)
     loss = jnp.sum(h, axis=-1)
     return loss, (labels, dh, jnp.isnan(loss))
@@ -219,9 +222,8 @@ def _one_vs_rest_fwd(squared, scores, labels, margin):
 
 def _one_vs_rest_bwd(squared, residuals, g):
     labels, dh, is_nan = residuals
-    g = _nan_guard(g, is_nan)
-    coef = g[..., None] * dh.astype(g.dtype)
-    is_true = labels[..., None] == jnp.arange(coef.shape[-1])
+    coef = _nan_guard(g[..., None] * dh.astype(g.dtype), is_nan)
+    is_true = one_hot(labels, coef.shape[-1])
     return jnp.where(is_true, -coef, coef), None, jnp.sum(coef)
 
 

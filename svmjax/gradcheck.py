@@ -23,6 +23,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from svmjax import linear
+from svmjax.validation import one_hot
 
 __all__ = ["x64", "numerical_gradient", "sparse_check", "rel_error", "compare", "format_table"]
 
@@ -144,7 +145,7 @@ def sparse_check(
 
 def _kink_distances(loss: str, S: jax.Array, y: jax.Array, margin: float) -> jax.Array:
     """Distance of every hinge argument (and Crammer–Singer tie) from its kink."""
-    is_true = y[:, None] == jnp.arange(S.shape[1])
+    is_true = one_hot(y, S.shape[1])
     true_score = jnp.sum(jnp.where(is_true, S, 0), axis=1)
     if loss == "one_vs_rest":
         return jnp.abs(margin - jnp.where(is_true, S, -S)).ravel()

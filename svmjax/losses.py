@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from svmjax.validation import check_loss_inputs, poison_invalid_labels
+from svmjax.validation import check_loss_inputs, one_hot, poison_invalid_labels
 
 __all__ = ["weston_watkins", "crammer_singer", "one_vs_rest"]
 
@@ -40,7 +40,7 @@ def _prepare(scores, labels, margin, class_weights):
     margin, class_weights)."""
     scores, labels, margin, class_weights = check_loss_inputs(scores, labels, margin, class_weights)
     scores = poison_invalid_labels(scores, labels)
-    is_true = labels[..., None] == jnp.arange(scores.shape[-1])
+    is_true = one_hot(labels, scores.shape[-1])
     return scores, labels, is_true, margin, class_weights
 
 

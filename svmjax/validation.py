@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-__all__ = ["validate", "is_concrete", "check_loss_inputs", "poison_invalid_labels"]
+__all__ = ["validate", "is_concrete", "check_loss_inputs", "poison_invalid_labels", "one_hot"]
 
 
 def is_concrete(*xs: object) -> bool:
@@ -163,3 +163,8 @@ def poison_invalid_labels(scores: jax.Array, labels: jax.Array) -> jax.Array:
     valid = (labels >= 0) & (labels < scores.shape[-1])
     factor = jnp.where(valid, jnp.ones((), scores.dtype), jnp.full((), jnp.nan, scores.dtype))
     return scores * factor[..., None]
+
+
+def one_hot(labels: jax.Array, n_classes: int) -> jax.Array:
+    """Boolean mask ``[..., C]``, True at each example's label (all False when out of range)."""
+    return jax.nn.one_hot(labels, n_classes, dtype=jnp.bool_)

@@ -1,0 +1,593 @@
+"""Datasets for multiclass SVM experiments, as NumPy arrays.
+
+Built-in data, no download: ``load("digits")``, ``load("mnist1d")``, ``load("blobs", key=...)``.
+Your own files: :func:`load_cifar10`, :func:`load_mnist`, :func:`load_svmlight`.
+
+Every loader returns a :class:`Dataset`: ``X`` float32 ``[N, D]`` and ``y`` int32 ``[N]`` holding
+integer class indices in ``[0, C)``. The split into train / validation (and test, where the data
+has no test set of its own) is a random permutation drawn from a ``jax.random`` key, by default
+``jax.random.key(0)``: the same key gives the same split, bit for bit. Image pixels are scaled to
+``[0, 1]``; preprocessing statistics are then computed on the training split only and applied
+unchanged to validation and test.
+
+A corrupt, truncated or wrong-format file raises ``ValueError`` naming the file and the problem;
+a missing file raises ``FileNotFoundError``. Nothing here uses pickle or the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import importlib
+import math
+import os
+import random
+import re
+import zlib
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import jax
+
+Preprocess = Literal["standardize", "center"] | None
+
+_PREPROCESS = ("standardize", "center", None)
+_BUILTIN = ("digits", "mnist1d", "blobs")
+_DIGITS = tuple(str(i) for i in range(10))
+_CIFAR_NAMES = tuple("airplane automobile bird cat deer dog frog horse ship truck".split())
+_CIFAR_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)
+_CIFAR_RECORD = 1 + 3 * 32 * 32  # label byte, then 1024 R, 1024 G, 1024 B bytes (row-major)
+_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_BLOB_SEPARATION = 4.0  # expected distance between two class means, in units of the noise std
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_MAX_DENSE = 2**28  # elements of a dense svmlight matrix (1 GiB of float32)
+
+
+@dataclasses.dataclass(frozen=True, repr=False, eq=False)
+class Dataset:
+    """A classification dataset split into train, validation and test parts.
+
+    ``X_*`` are float32 ``[N, D]`` with the same ``D`` in every split; ``y_*`` are int32 ``[N]``
+    integer class indices in ``[0, C)``, and ``class_names[c]`` names class ``c``. A split may be
+    empty (``N == 0``), e.g. validation with ``val_fraction=0``. ``image_shape`` is the shape of
+    one example as an image, so ``X.reshape(-1, *image_shape)`` gives images (and a weight row
+    reshaped the same way gives a template), or ``None`` for non-image data.
+    """
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    description: str
+    image_shape: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        d = self.X_train.shape[-1]
+        for split in ("train", "val", "test"):
+            X, y = getattr(self, f"X_{split}"), getattr(self, f"y_{split}")
+            if X.dtype != np.float32 or X.ndim != 2 or X.shape[1] != d:
+                raise ValueError(f"X_{split}: expected float32 [N, {d}], got {X.dtype} {X.shape}")
+            if y.dtype != np.int32 or y.shape != X.shape[:1]:
+                raise ValueError(f"y_{split}: expected int32 [{len(X)}], got {y.dtype} {y.shape}")
+            if y.size and (y.min() < 0 or y.max() >= self.n_classes):
+                raise ValueError(f"y_{split}: class indices must lie in [0, {self.n_classes})")
+        if self.image_shape is not None and math.prod(self.image_shape) != d:
+            raise ValueError(f"image_shape {self.image_shape} does not hold {d} features")
+
+    @property
+    def n_features(self) -> int:
+        """``D``, the number of features per example."""
+        return self.X_train.shape[1]
+
+    @property
+    def n_classes(self) -> int:
+        """``C``, the number of classes (labels are indices in ``[0, C)``)."""
+        return len(self.class_names)
+
+    def __repr__(self) -> str:
+        sizes = f"{len(self.y_train)}/{len(self.y_val)}/{len(self.y_test)}"
+        return (
+            f"Dataset({self.description!r}, train/val/test={sizes}, "
+            f"n_features={self.n_features}, n_classes={self.n_classes})"
+        )
+
+
+def load(
+    name: str,
+    *,
+    key: jax.Array | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float | None = None,
+    preprocess: Preprocess = "standardize",
+    n: int | None = None,
+    d: int | None = None,
+    c: int | None = None,
+) -> Dataset:
+    """Load a built-in dataset; nothing is downloaded.
+
+    * ``"digits"``: scikit-learn's 1,797 8×8 handwritten digits (64 features, 10 classes,
+      ``image_shape=(8, 8)``), pixels scaled from 0..16 to [0, 1].
+    * ``"mnist1d"``: MNIST-1D generated procedurally by the ``mnist1d`` package with its default
+      arguments (seed 42): 4,000 train and 1,000 test signals of 40 features, 10 classes.
+      Python's and NumPy's global random states are restored afterwards.
+    * ``"blobs"``: ``n`` examples (default 1000) of ``d`` features (default 20) in ``c`` balanced
+      classes (default 5): class means drawn from ``key`` about 4 noise units apart, plus unit
+      Gaussian noise, so a linear classifier does well but not perfectly. ``key`` is required.
+
+    Args:
+      name: one of ``"digits"``, ``"mnist1d"``, ``"blobs"``.
+      key: ``jax.random`` key for the split (and for the blobs); ``jax.random.key(0)`` if None.
+      val_fraction: fraction of the training data held out for validation.
+      test_fraction: fraction held out for test where the data has no test set (digits, blobs);
+        default 0.2. Not allowed for mnist1d, which has its own test set.
+      preprocess: ``"standardize"`` (per-feature mean 0, std 1 on train; a feature constant on
+        train is only centred), ``"center"`` (subtract the training mean) or ``None``.
+      n, d, c: size of the blobs; not allowed for other datasets.
+
+    Returns:
+      A :class:`Dataset`; labels are int32 class indices in ``[0, C)``.
+
+    Raises:
+      ValueError: unknown name, bad option, or a missing key for blobs.
+      ImportError: scikit-learn (digits) or mnist1d is not installed.
+
+    Example:
+      >>> import jax
+      >>> data = load("digits", key=jax.random.key(1))
+      >>> data.X_train.shape, data.X_val.shape, data.X_test.shape, data.n_classes
+      ((1258, 64), (180, 64), (359, 64), 10)
+      >>> load("blobs", key=jax.random.key(0), n=100, d=2, c=3).X_train.shape
+      (70, 2)
+    """
+    _check_options(val_fraction, test_fraction, preprocess)
+    if name not in _BUILTIN:
+        raise ValueError(
+            f"unknown dataset {name!r}; valid names: {', '.join(map(repr, _BUILTIN))} "
+            "(for files use load_cifar10, load_mnist or load_svmlight)"
+        )
+    if name != "blobs" and (n, d, c) != (None, None, None):
+        raise ValueError(f"n, d and c apply only to 'blobs', not {name!r}")
+    if name == "digits":
+        datasets = _require("sklearn.datasets", "scikit-learn")
+        X, y = datasets.load_digits(return_X_y=True)
+        parts = _split_data(X, y, key, val_fraction, test_fraction)
+        return _finish(parts, preprocess, _DIGITS, "sklearn digits", (8, 8), pixel_max=16)
+    if name == "mnist1d":
+        if test_fraction is not None:
+            raise ValueError("mnist1d has its own test set; test_fraction does not apply")
+        generated = _mnist1d()
+        test = (generated["x_test"], generated["y_test"])
+        parts = _split_data(generated["x"], generated["y"], key, val_fraction, test=test)
+        return _finish(parts, preprocess, _DIGITS, "mnist1d")
+    if key is None:
+        raise ValueError("load('blobs') needs a key, e.g. key=jax.random.key(0)")
+    n, d, c = 1000 if n is None else n, 20 if d is None else d, 5 if c is None else c
+    if c < 2 or d < 1 or n < c:
+        raise ValueError(
+            f"blobs need c >= 2 classes, d >= 1 and n >= c examples; got {n=} {d=} {c=}"
+        )
+    import jax
+
+    k_means, k_noise, k_split = jax.random.split(key, 3)
+    means = jax.random.normal(k_means, (c, d)) * (_BLOB_SEPARATION / math.sqrt(2 * d))
+    y = np.arange(n) % c
+    X = np.asarray(means)[y] + np.asarray(jax.random.normal(k_noise, (n, d)))
+    parts = _split_data(X, y, k_split, val_fraction, test_fraction)
+    return _finish(parts, preprocess, tuple(map(str, range(c))), f"blobs {n=} {d=} {c=}")
+
+
+def load_cifar10(
+    path: str | os.PathLike[str],
+    *,
+    key: jax.Array | None = None,
+    val_fraction: float = 0.1,
+    preprocess: Preprocess = "center",
+) -> Dataset:
+    """Load CIFAR-10 from its binary version (``cifar-10-binary.tar.gz``, extracted).
+
+    ``path`` is the ``cifar-10-batches-bin`` directory or the directory containing it. All of
+    ``data_batch_1.bin`` .. ``data_batch_5.bin`` (train) and ``test_batch.bin`` (test) must be
+    there, each a sequence of 3,073-byte records: one label byte (0..9), then 1,024 red, 1,024
+    green and 1,024 blue pixel bytes of a row-major 32×32 image. Any whole number of records per
+    file is accepted. Class names come from ``batches.meta.txt`` if present (10 non-empty lines),
+    else the standard ones.
+
+    Returns:
+      A :class:`Dataset` with ``X`` float32 ``[N, 3072]`` in height-width-channel order
+      (``image_shape=(32, 32, 3)``), pixels scaled to [0, 1] before preprocessing; ``y`` int32
+      class indices in ``[0, 10)``. Validation is ``val_fraction`` of the training records,
+      chosen by ``key`` (``jax.random.key(0)`` if None). ``preprocess="center"`` (the default, as
+      in cs231n) subtracts the mean training image; see :func:`load` for the other options.
+
+    Raises:
+      FileNotFoundError: a data file is missing (the message lists which).
+      ValueError: an empty file, a truncated record, a label byte above 9, a malformed
+        ``batches.meta.txt``, or a bad option.
+
+    Example:
+      >>> data = load_cifar10("~/data/cifar-10-batches-bin")  # doctest: +SKIP
+      >>> data.X_train.shape, data.image_shape  # doctest: +SKIP
+      ((45000, 3072), (32, 32, 3))
+    """
+    _check_options(val_fraction, None, preprocess)
+    directory = Path(path).expanduser()
+    if (directory / "cifar-10-batches-bin").is_dir():
+        directory = directory / "cifar-10-batches-bin"
+    missing = [name for name in _CIFAR_FILES if not (directory / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{directory}: missing CIFAR-10 file(s) {', '.join(missing)}")
+    batches = [_read_cifar_batch(directory / name) for name in _CIFAR_FILES]
+    X = np.concatenate([pixels for pixels, _ in batches[:5]])
+    y = np.concatenate([labels for _, labels in batches[:5]])
+    parts = _split_data(X, y, key, val_fraction, test=batches[5])
+    names = _read_cifar_names(directory / "batches.meta.txt")
+    return _finish(parts, preprocess, names, "CIFAR-10", (32, 32, 3), pixel_max=255)
+
+
+def load_mnist(
+    path: str | os.PathLike[str],
+    *,
+    key: jax.Array | None = None,
+    val_fraction: float = 0.1,
+    preprocess: Preprocess = "center",
+) -> Dataset:
+    """Load MNIST (or a dataset in the same format) from IDX files in the directory ``path``.
+
+    Reads ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``
+    and ``t10k-labels-idx1-ubyte``, each plain or gzipped (name + ``.gz``; plain wins if both
+    exist). Image files must have magic number 2051 and label files 2049, followed by big-endian
+    uint32 sizes and exactly that many bytes of data; labels must be 0..9.
+
+    Returns:
+      A :class:`Dataset` with ``X`` float32 ``[N, rows * cols]`` (``image_shape=(rows, cols)``,
+      28×28 for MNIST), pixels scaled to [0, 1] before preprocessing; ``y`` int32 class indices
+      in ``[0, 10)``. Validation is ``val_fraction`` of the training images, chosen by ``key``
+      (``jax.random.key(0)`` if None); preprocessing as in :func:`load_cifar10`.
+
+    Raises:
+      FileNotFoundError: a file is missing in both plain and gzipped form.
+      ValueError: bad gzip data, a wrong magic number, a size that disagrees with the header,
+        an empty file, image and label counts that disagree, a label above 9, train and test
+        images of different sizes, or a bad option.
+
+    Example:
+      >>> data = load_mnist("~/data/mnist")  # doctest: +SKIP
+      >>> data.X_train.shape, data.X_test.shape  # doctest: +SKIP
+      ((54000, 784), (10000, 784))
+    """
+    _check_options(val_fraction, None, preprocess)
+    directory = Path(path).expanduser()
+    X, y = _read_mnist_pair(directory, *_MNIST_FILES["train"])
+    X_test, y_test = _read_mnist_pair(directory, *_MNIST_FILES["test"])
+    if X.shape[1:] != X_test.shape[1:]:
+        raise ValueError(f"train images are {X.shape[1:]} but test images are {X_test.shape[1:]}")
+    image_shape = X.shape[1:]
+    X, X_test = X.reshape(len(X), -1), X_test.reshape(len(X_test), -1)
+    parts = _split_data(X, y, key, val_fraction, test=(X_test, y_test))
+    return _finish(parts, preprocess, _DIGITS, "MNIST (IDX files)", image_shape, pixel_max=255)
+
+
+def load_svmlight(
+    path: str | os.PathLike[str],
+    n_features: int | None = None,
+    *,
+    test_path: str | os.PathLike[str] | None = None,
+    key: jax.Array | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float | None = None,
+    preprocess: Preprocess = "standardize",
+) -> Dataset:
+    """Load a dense dataset from a LIBSVM / svmlight text file.
+
+    Each line is ``label index:value index:value ... # comment``: 1-based feature indices,
+    strictly increasing within the line, values and labels plain decimal numbers within float32
+    range (no nan/inf). Missing features are 0, ``qid:...`` tokens are ignored, blank and
+    comment-only lines are skipped. Labels may be any numbers (``-1``/``+1``, ``1``..``K``, ...):
+    the sorted distinct label values, over both files, become class indices ``0..C-1`` and their
+    text (``"-1"``, ``"1"``, ``"2.5"``) the ``class_names``.
+
+    Args:
+      path: training file (or the whole data set when ``test_path`` is None).
+      n_features: number of features ``D``; inferred from the largest index if None.
+      test_path: optional test file; otherwise a test split is held out by ``key``.
+      key: ``jax.random`` key for the splits; ``jax.random.key(0)`` if None.
+      val_fraction: fraction of the training examples held out for validation.
+      test_fraction: fraction held out for test when ``test_path`` is None (default 0.2).
+      preprocess: ``"standardize"`` (default), ``"center"`` or ``None``; see :func:`load`.
+
+    Returns:
+      A :class:`Dataset`: ``X`` float32 ``[N, D]``, ``y`` int32 class indices in ``[0, C)``.
+
+    Raises:
+      ValueError: naming the file and line: non-ASCII text outside a comment, an unparsable
+        label, ``index:value`` or value, index 0, indices not increasing, an index above
+        ``n_features``; also no examples, no features, fewer than 2 classes, a matrix too large
+        to hold densely (over 2**28 entries), or a bad option.
+
+    Example:
+      >>> data = load_svmlight("heart_scale", key=jax.random.key(0))  # doctest: +SKIP
+      >>> data.class_names  # doctest: +SKIP
+      ('-1', '1')
+    """
+    if test_path is not None and test_fraction is not None:
+        raise ValueError("test_fraction does not apply when test_path is given")
+    _check_options(val_fraction, test_fraction, preprocess)
+    if n_features is not None and n_features < 1:
+        raise ValueError(f"n_features must be positive, got {n_features}")
+    files = [Path(p).expanduser() for p in (path, test_path) if p is not None]
+    parsed = [_parse_svmlight(file, n_features) for file in files]
+    if n_features is None:
+        n_features = max(p.largest for p in parsed)
+        if n_features == 0:
+            raise ValueError(f"{files[0].name}: no feature values in the file; give n_features")
+    values, classes = np.unique(np.concatenate([p.labels for p in parsed]), return_inverse=True)
+    if len(values) < 2:
+        raise ValueError(f"{files[0].name}: {len(values)} distinct label(s), need at least 2")
+    names = tuple(str(int(v)) if v.is_integer() else repr(float(v)) for v in values)
+    Xs = [_dense(file, p, n_features) for file, p in zip(files, parsed, strict=True)]
+    ys = np.split(classes, [len(parsed[0].labels)])
+    test = None if test_path is None else (Xs[1], ys[1])
+    parts = _split_data(Xs[0], ys[0], key, val_fraction, test_fraction, test)
+    return _finish(parts, preprocess, names, f"svmlight {files[0].name}")
+
+
+def _check_options(val_fraction: float, test_fraction: float | None, preprocess: object) -> None:
+    if preprocess not in _PREPROCESS:
+        raise ValueError(f"preprocess must be one of {_PREPROCESS}, got {preprocess!r}")
+    test = 0.0 if test_fraction is None else test_fraction
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test)):
+        if not 0 <= value < 1:
+            raise ValueError(f"{name} must lie in [0, 1), got {value}")
+    if val_fraction + test >= 1:
+        raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction + test}")
+
+
+def _require(module: str, package: str) -> ModuleType:
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(
+            f"this dataset needs {package}: pip install {package} (or pip install 'svmjax[data]')"
+        ) from err
+
+
+def _mnist1d() -> dict[str, np.ndarray]:
+    """Generate MNIST-1D offline (``get_dataset`` would download a pickle instead)."""
+    data = _require("mnist1d.data", "mnist1d")
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:  # make_dataset reseeds the global generators
+        return data.make_dataset(data.get_dataset_args())
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+_Parts = tuple[tuple[np.ndarray, np.ndarray], ...]
+
+
+def _split_data(
+    X: np.ndarray,
+    y: np.ndarray,
+    key: jax.Array | None,
+    val_fraction: float,
+    test_fraction: float | None = None,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
+) -> _Parts:
+    """Shuffle ``X, y`` with ``key`` into (train, val, test); hold out test only if not given."""
+    import jax
+
+    if test is None:
+        fractions = [val_fraction, 0.2 if test_fraction is None else test_fraction]
+    else:
+        fractions = [val_fraction]
+    n = len(y)
+    sizes = [round(f * n) for f in fractions]
+    if n - sum(sizes) < 1:
+        raise ValueError(f"{n} examples are too few to hold out {sizes} for validation/test")
+    perm = np.asarray(jax.random.permutation(jax.random.key(0) if key is None else key, n))
+    index = np.split(perm, np.cumsum([n - sum(sizes), *sizes])[:-1])
+    parts = tuple((X[i], y[i]) for i in index)
+    return parts if test is None else (*parts, test)
+
+
+def _finish(
+    parts: _Parts,
+    preprocess: Preprocess,
+    class_names: tuple[str, ...],
+    description: str,
+    image_shape: tuple[int, ...] | None = None,
+    pixel_max: float | None = None,
+) -> Dataset:
+    """Cast, scale pixels to [0, 1], preprocess with training statistics, build the Dataset."""
+    Xs = [X.astype(np.float32) for X, _ in parts]
+    if pixel_max is not None:
+        for X in Xs:
+            X /= pixel_max
+    if preprocess is not None:
+        mean = Xs[0].mean(axis=0, dtype=np.float64)
+        scale = np.ones_like(mean)
+        if preprocess == "standardize":
+            std = Xs[0].std(axis=0, dtype=np.float64)
+            scale = np.where(Xs[0].max(axis=0) == Xs[0].min(axis=0), 1.0, std)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean, scale = mean.astype(np.float32), scale.astype(np.float32)
+            for X in Xs:  # in place: these are our own float32 copies
+                X -= mean
+                X /= scale
+        if not all(np.isfinite(X).all() for X in Xs):
+            raise ValueError(
+                f"{description}: values overflow float32 after preprocess={preprocess}"
+            )
+    ys = [y.astype(np.int32) for _, y in parts]
+    sizes = f"{len(ys[0])} train / {len(ys[1])} val / {len(ys[2])} test"
+    return Dataset(
+        *(a for pair in zip(Xs, ys, strict=True) for a in pair),
+        class_names=tuple(class_names),
+        description=f"{description}: {sizes}, preprocess={preprocess}",
+        image_shape=None if image_shape is None else tuple(image_shape),
+    )
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Return uint8 pixels ``[n, 3072]`` in height-width-channel order and labels ``[n]``."""
+    data = path.read_bytes()
+    n, rest = divmod(len(data), _CIFAR_RECORD)
+    if rest:
+        raise ValueError(
+            f"{path.name}: record {n + 1} is truncated ({rest} of {_CIFAR_RECORD} bytes)"
+        )
+    if n == 0:
+        raise ValueError(f"{path.name}: empty file, no records")
+    records = np.frombuffer(data, np.uint8).reshape(n, _CIFAR_RECORD)
+    labels = records[:, 0]
+    bad = np.flatnonzero(labels > 9)
+    if bad.size:
+        i = bad[0]
+        raise ValueError(f"{path.name}: record {i + 1} has label {labels[i]}, expected 0..9")
+    pixels = records[:, 1:].reshape(n, 3, 32, 32).transpose(0, 2, 3, 1).reshape(n, -1)
+    return pixels, labels
+
+
+def _read_cifar_names(path: Path) -> tuple[str, ...]:
+    if not path.is_file():
+        return _CIFAR_NAMES
+    try:
+        names = [line.strip() for line in path.read_bytes().decode("utf-8").splitlines()]
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path.name}: not UTF-8 text ({err.reason} at byte {err.start})"
+        ) from None
+    names = [name for name in names if name]
+    if len(names) != 10:
+        raise ValueError(f"{path.name}: {len(names)} class names, expected 10")
+    return tuple(names)
+
+
+def _read_mnist_pair(directory: Path, images: str, labels: str) -> tuple[np.ndarray, np.ndarray]:
+    images_path, labels_path = _find(directory, images), _find(directory, labels)
+    X = _read_idx(images_path, magic=2051, ndim=3)
+    y = _read_idx(labels_path, magic=2049, ndim=1)
+    if len(X) != len(y):
+        raise ValueError(
+            f"{images_path.name} has {len(X)} images but {labels_path.name} has {len(y)} labels"
+        )
+    bad = np.flatnonzero(y > 9)
+    if bad.size:
+        i = bad[0]
+        raise ValueError(f"{labels_path.name}: label {i + 1} is {y[i]}, expected 0..9")
+    return X, y
+
+
+def _find(directory: Path, name: str) -> Path:
+    for candidate in (directory / name, directory / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{directory}: neither {name} nor {name}.gz found")
+
+
+def _read_idx(path: Path, *, magic: int, ndim: int) -> np.ndarray:
+    """Read an IDX file of unsigned bytes: magic, ``ndim`` big-endian uint32 sizes, data."""
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as err:
+            raise ValueError(f"{path.name}: corrupt or truncated gzip data ({err})") from None
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{path.name}: {len(data)} bytes, shorter than the {header}-byte header")
+    found = int.from_bytes(data[:4], "big")
+    if found != magic:
+        raise ValueError(f"{path.name}: magic number {found}, expected {magic}")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    if 0 in shape:
+        raise ValueError(f"{path.name}: no data (header sizes {shape})")
+    size, have = math.prod(shape), len(data) - header
+    if size != have:
+        raise ValueError(f"{path.name}: header sizes {shape} need {size} data bytes, found {have}")
+    return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
+
+
+def _to_float(text: str) -> float | None:
+    """``float(text)`` for a plain decimal number within float32 range, else None."""
+    if _NUMBER.fullmatch(text) is None:
+        return None
+    value = float(text)
+    return value if abs(value) <= _FLOAT32_MAX else None
+
+
+class _Svmlight(NamedTuple):
+    labels: np.ndarray  # float64 [N], the label values as written
+    rows: list[int]  # example of each stored value
+    cols: list[int]  # 0-based feature of each stored value
+    vals: list[float]
+    largest: int  # largest feature index (1-based), 0 if none
+
+
+def _parse_svmlight(path: Path, n_features: int | None) -> _Svmlight:
+    labels: list[float] = []
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    largest = 0
+    for lineno, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+        where = f"{path.name}: line {lineno}"
+        try:
+            tokens = line.split(b"#", 1)[0].decode("ascii").split()
+        except UnicodeDecodeError:
+            raise ValueError(f"{where}: non-ASCII byte outside a comment") from None
+        if not tokens:
+            continue
+        label = _to_float(tokens[0])
+        if label is None:
+            raise ValueError(f"{where}: cannot parse label {tokens[0]!r}")
+        last = 0
+        for token in tokens[1:]:
+            text, colon, value_text = token.partition(":")
+            if text == "qid" and colon:
+                continue
+            if not colon or not text.isdigit() or len(text) > 18:
+                raise ValueError(f"{where}: expected index:value, got {token!r}")
+            index, value = int(text), _to_float(value_text)
+            if index == 0:
+                raise ValueError(f"{where}: feature index 0, indices start at 1")
+            if index <= last:
+                raise ValueError(
+                    f"{where}: feature indices must increase, got {index} after {last}"
+                )
+            if n_features is not None and index > n_features:
+                raise ValueError(f"{where}: feature index {index} exceeds n_features={n_features}")
+            if value is None:
+                raise ValueError(f"{where}: cannot parse value {value_text!r} for feature {index}")
+            rows.append(len(labels))
+            cols.append(index - 1)
+            vals.append(value)
+            last = index
+        largest = max(largest, last)
+        labels.append(label)
+    if not labels:
+        raise ValueError(f"{path.name}: no examples (empty file or only comments)")
+    return _Svmlight(np.array(labels), rows, cols, vals, largest)
+
+
+def _dense(path: Path, parsed: _Svmlight, n_features: int) -> np.ndarray:
+    n = len(parsed.labels)
+    if n * n_features > _MAX_DENSE:
+        raise ValueError(
+            f"{path.name}: {n} examples x {n_features} features is too large to hold densely "
+            f"(more than {_MAX_DENSE} entries)"
+        )
+    X = np.zeros((n, n_features), np.float32)
+    X[np.array(parsed.rows, np.intp), np.array(parsed.cols, np.intp)] = parsed.vals
+    return X

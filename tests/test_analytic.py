@@ -1,0 +1,231 @@
+"""Gradients: the analytic custom_vjp rules against closed forms, autodiff, finite
+differences, and (at kinks) the subgradient inequality."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import LOSS_NAMES, RTOL, random_problem
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from svmjax import analytic, gradcheck, losses
+
+
+def naive_gradient(name, scores, labels, margin=1.0, squared=False, class_weights=None):
+    """d loss_i / d scores_i by the textbook rules, strict > 0 at kinks, lowest-index argmax."""
+    scores = np.asarray(scores, np.float64)
+    grad = np.zeros_like(scores)
+    for i, (s, y) in enumerate(zip(scores, np.asarray(labels), strict=True)):
+        w = 1.0 if class_weights is None else float(class_weights[y])
+
+        def dh(v, w=w):
+            return (2 * max(v, 0.0) if squared else float(v > 0)) * w
+
+        for j in range(len(s)):
+            if name == "weston_watkins" and j != y:
+                grad[i, j] += dh(s[j] - s[y] + margin)
+                grad[i, y] -= dh(s[j] - s[y] + margin)
+            if name == "one_vs_rest":
+                t = 1.0 if j == y else -1.0
+                grad[i, j] = -t * dh(margin - t * s[j])
+        if name == "crammer_singer":
+            others = [j for j in range(len(s)) if j != y]
+            best = max(others, key=lambda j: (s[j], -j))  # highest score, lowest index on ties
+            grad[i, best] += dh(s[best] - s[y] + margin)
+            grad[i, y] -= dh(s[best] - s[y] + margin)
+    return grad
+
+
+def grad_of_sum(fn, **options):
+    return jax.jit(jax.grad(lambda s, y: jnp.sum(fn(s, y, **options))))
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+@pytest.mark.parametrize("squared", [False, True], ids=["plain", "squared"])
+@pytest.mark.parametrize("margin", [1.0, 0.5])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_analytic_gradient_is_the_closed_form(dtype, name, squared, margin, weighted):
+    scores, labels = random_problem(10, 48, 6, dtype)
+    weights = np.linspace(0.5, 2.0, 6).astype(dtype) if weighted else None
+    options = dict(margin=margin, squared=squared, class_weights=weights)
+    got = grad_of_sum(getattr(analytic, name), **options)(scores, labels)
+    assert got.dtype == dtype
+    want = naive_gradient(name, scores, labels, **options)
+    np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=RTOL[dtype] * np.abs(want).max())
+
+
+def test_weston_watkins_gradient_is_the_indicator_count():
+    # Plain hinge, margin 1: every violating class gets +1, the true class minus their count.
+    scores = jnp.array([[3.2, 5.1, -1.7, 2.5], [1.3, 4.9, 2.0, 4.0]])
+    labels = jnp.array([0, 1])
+    got = grad_of_sum(analytic.weston_watkins)(scores, labels)
+    np.testing.assert_array_equal(got, [[-2.0, 1.0, 0.0, 1.0], [0.0, -1.0, 0.0, 1.0]])
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+@pytest.mark.parametrize("squared", [False, True], ids=["plain", "squared"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_analytic_matches_autodiff_away_from_kinks(dtype, name, squared, weighted):
+    scores, labels = random_problem(11, 64, 8, dtype)
+    weights = np.linspace(0.5, 2.0, 8).astype(dtype) if weighted else None
+    options = dict(squared=squared, class_weights=weights, margin=0.75)
+    got = grad_of_sum(getattr(analytic, name), **options)(scores, labels)
+    want = grad_of_sum(getattr(losses, name), **options)(scores, labels)
+    scale = float(jnp.max(jnp.abs(want)))
+    assert scale > 0
+    np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+@pytest.mark.parametrize("squared", [False, True], ids=["plain", "squared"])
+def test_analytic_matches_finite_differences_in_float64(name, squared):
+    with gradcheck.x64():
+        scores, labels = random_problem(12, 16, 5, np.float64)
+        scores, labels = jnp.asarray(scores), jnp.asarray(labels)
+        eps = 1e-4  # hinges are piecewise linear/quadratic: only rounding limits a big step
+        # No hinge argument (or Crammer-Singer tie) within 2 eps of its kink: every
+        # centred difference stays on one smooth piece.
+        assert float(jnp.min(gradcheck._kink_distances(name, scores, labels, 1.0))) > 2 * eps
+        weights = jnp.arange(1.0, 6.0)
+
+        def per_example(s):
+            return getattr(analytic, name)(s, labels, squared=squared, class_weights=weights)
+
+        # Centred differences of each example's own loss (differencing the batch sum would
+        # add the other examples' rounding noise to entries whose true value is exactly 0).
+        def numeric_entry(k):
+            i, j = k // scores.shape[1], k % scores.shape[1]
+            step = jnp.zeros_like(scores).at[i, j].set(eps)
+            return (per_example(scores + step)[i] - per_example(scores - step)[i]) / (2 * eps)
+
+        numeric = jax.jit(jax.vmap(numeric_entry))(jnp.arange(scores.size)).reshape(scores.shape)
+        exact = jax.jit(jax.grad(lambda s: jnp.sum(per_example(s))))(scores)
+        assert exact.dtype == jnp.float64
+        # Entrywise relative error where the gradient is non-zero; where it is exactly zero,
+        # the difference must be zero up to rounding of the loss value (u * |L| / eps).
+        nonzero = exact != 0
+        assert 0.3 < float(jnp.mean(nonzero)) < 1.0 or name == "one_vs_rest"
+        assert gradcheck.rel_error(exact[nonzero], numeric[nonzero]) < 1e-7
+        assert float(jnp.max(jnp.abs(numeric[~nonzero]), initial=0.0)) < 1e-9
+
+
+# --------------------------------------------------------------------------- kinks and ties
+
+
+def test_kink_conventions_are_pinned():
+    # Weston-Watkins with a margin exactly at its kink: v = 1 - 2 + 1 = 0.
+    scores, labels = jnp.array([[2.0, 1.0, -5.0]]), jnp.array([0])
+    np.testing.assert_array_equal(
+        grad_of_sum(analytic.weston_watkins)(scores, labels), [[0.0, 0.0, 0.0]]
+    )  # strict > 0: derivative 0 at the kink
+    np.testing.assert_array_equal(
+        grad_of_sum(losses.weston_watkins)(scores, labels), [[-0.5, 0.5, 0.0]]
+    )  # jnp.maximum: 1/2 at the kink
+    # Crammer-Singer with two wrong classes tied for the maximum.
+    scores, labels = jnp.array([[0.0, 3.0, 1.0, 3.0]]), jnp.array([0])
+    np.testing.assert_array_equal(
+        grad_of_sum(analytic.crammer_singer)(scores, labels), [[-1.0, 1.0, 0.0, 0.0]]
+    )  # lowest-index maximiser takes it all
+    np.testing.assert_array_equal(
+        grad_of_sum(losses.crammer_singer)(scores, labels), [[-1.0, 0.5, 0.0, 0.5]]
+    )  # jnp.max splits evenly among tied maxima
+    # One-vs-rest at its kink (margin - t s = 0).
+    scores, labels = jnp.array([[1.0, -1.0]]), jnp.array([0])
+    np.testing.assert_array_equal(grad_of_sum(analytic.one_vs_rest)(scores, labels), [[0.0, 0.0]])
+    np.testing.assert_array_equal(grad_of_sum(losses.one_vs_rest)(scores, labels), [[-0.5, 0.5]])
+
+
+@st.composite
+def tied_problem(draw):
+    """Small integer scores with margin 1 or 1/2: exact kinks and ties are everywhere."""
+    n = draw(st.integers(1, 4))
+    c = draw(st.integers(2, 5))
+    scores = draw(st.lists(st.integers(-2, 2), min_size=n * c, max_size=n * c))
+    labels = draw(st.lists(st.integers(0, c - 1), min_size=n, max_size=n))
+    margin = draw(st.sampled_from([1.0, 0.5]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    return np.array(scores, np.float64).reshape(n, c), np.array(labels, np.int32), margin, seed
+
+
+@settings(max_examples=60, deadline=None)
+@given(problem=tied_problem(), name=st.sampled_from(LOSS_NAMES), squared=st.booleans())
+def test_both_gradients_are_subgradients_at_kinks(problem, name, squared):
+    # f is convex in the scores, so g is a subgradient at s iff f(z) >= f(s) + <g, z - s>
+    # for every z. Check many random z, near s (where a wrong "gradient" shows first) and far.
+    scores, labels, margin, seed = problem
+    with gradcheck.x64():
+        s, y = jnp.asarray(scores), jnp.asarray(labels)
+        step_sizes = np.array([1e-3, 1e-1, 3.0, 10.0]).repeat(50)[:, None, None]
+        z = s[None] + np.random.default_rng(seed).standard_normal((200, *s.shape)) * step_sizes
+        for module in (analytic, losses):
+
+            def f(x, module=module):
+                return jnp.sum(getattr(module, name)(x, y, margin=margin, squared=squared))
+
+            g = jax.grad(f)(s)
+            lower = f(s) + jnp.sum(g[None] * (z - s[None]), axis=(1, 2))
+            assert bool(jnp.all(jax.vmap(f)(z) >= lower - 1e-9)), module.__name__
+
+
+# --------------------------------------------------------------------------- transformations
+
+
+@pytest.mark.parametrize("module", [analytic, losses], ids=["analytic", "losses"])
+@pytest.mark.parametrize("name", LOSS_NAMES)
+@pytest.mark.parametrize("squared", [False, True], ids=["plain", "squared"])
+def test_vmap_grad_gives_per_example_gradients(module, name, squared):
+    scores, labels = random_problem(13, 32, 6, np.float32)
+    fn = getattr(module, name)
+    per_example = jax.jit(jax.vmap(jax.grad(lambda s, y: fn(s, y, squared=squared))))(
+        scores, labels
+    )
+    batch = grad_of_sum(fn, squared=squared)(scores, labels)
+    np.testing.assert_allclose(per_example, batch, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_margin_and_class_weight_gradients_match_autodiff(name):
+    scores, labels = random_problem(14, 40, 5, np.float32)
+
+    def total(module, margin, weights):
+        return jnp.sum(getattr(module, name)(scores, labels, margin=margin, class_weights=weights))
+
+    weights = jnp.linspace(0.5, 2.0, 5)
+    for argnums in (1, 2):
+        got = jax.grad(total, argnums)(analytic, 0.75, weights)
+        want = jax.grad(total, argnums)(losses, 0.75, weights)
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_forward_mode_is_not_supported_and_says_so():
+    scores, labels = random_problem(15, 4, 3, np.float32)
+    with pytest.raises(TypeError, match="custom_vjp"):
+        jax.jvp(lambda s: analytic.weston_watkins(s, labels), (scores,), (scores,))
+
+
+# --------------------------------------------------------------------------- NaN and bad labels
+
+
+@pytest.mark.parametrize("module", [analytic, losses], ids=["analytic", "losses"])
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_out_of_range_label_under_jit_gives_nan_loss_and_gradient(module, name):
+    scores, _ = random_problem(16, 4, 3, np.float32)
+    labels = jnp.array([0, 3, 1, -1])  # 3 and -1 are out of range for C = 3
+    fn = jax.jit(getattr(module, name))
+    loss = fn(scores, labels)
+    assert np.isnan(loss[1]) and np.isnan(loss[3])
+    assert np.isfinite(loss[0]) and np.isfinite(loss[2])
+    # Labels passed as jit arguments (closed-over constants would be checked, and raise).
+    g = jax.jit(jax.grad(lambda s, y: jnp.sum(getattr(module, name)(s, y))))(scores, labels)
+    assert np.isnan(g[1]).all() and np.isnan(g[3]).all()
+    assert np.isfinite(g[0]).all() and np.isfinite(g[2]).all()
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_nan_score_gives_nan_gradient_row(name):
+    scores = jnp.array([[0.0, jnp.nan, 1.0], [0.5, 0.1, 2.0]])
+    labels = jnp.array([0, 2])
+    g = grad_of_sum(getattr(analytic, name))(scores, labels)
+    assert np.isnan(g[0]).all()
+    assert np.isfinite(g[1]).all()
