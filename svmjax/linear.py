@@ -60,7 +60,7 @@ def scores(params: dict[str, jax.Array], X: ArrayLike) -> jax.Array:
     """Class scores ``X @ W + b``: ``[N, D] -> [N, C]``."""
     X = jnp.asarray(X)
     _check_features(params, X)
-    return X @ params["W"] + params["b"]
+    return X @ params["W"] + params["b"][None, :]
 
 
 def predict(params: dict[str, jax.Array], X: ArrayLike) -> jax.Array:

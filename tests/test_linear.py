@@ -1,0 +1,141 @@
+"""The linear model: closed form, analytic, autodiff and a naive loop give the same dW."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import LOSS_NAMES, RTOL
+
+from svmjax import linear
+
+
+def naive_weston_watkins_dW(W, X, y, reg, margin):
+    """cs231n's svm_loss_naive: loops over examples and classes."""
+    W, X = np.asarray(W, np.float64), np.asarray(X, np.float64)
+    dW, loss = np.zeros_like(W), 0.0
+    for i in range(X.shape[0]):
+        s = X[i] @ W
+        for j in range(W.shape[1]):
+            if j == y[i]:
+                continue
+            v = s[j] - s[y[i]] + margin
+            if v > 0:
+                loss += v
+                dW[:, j] += X[i]
+                dW[:, y[i]] -= X[i]
+    n = X.shape[0]
+    return loss / n + reg * np.sum(W * W), dW / n + 2 * reg * W
+
+
+def problem(seed, n, d, c, dtype):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)).astype(dtype)
+    y = rng.integers(0, c, n).astype(np.int32)
+    W = (rng.standard_normal((d, c)) / np.sqrt(d)).astype(dtype)
+    return W, X, y
+
+
+@pytest.mark.parametrize("margin", [1.0, 0.5])
+@pytest.mark.parametrize("reg", [0.0, 0.1])
+def test_four_ways_to_dW_agree(dtype, margin, reg):
+    W, X, y = problem(0, 80, 12, 6, dtype)
+    want_loss, want_dW = naive_weston_watkins_dW(W, X, y, reg, margin)
+    loss, dW = jax.jit(linear.weston_watkins_closed_form)(W, X, y, reg=reg, margin=margin)
+    params = {"W": jnp.asarray(W), "b": jnp.zeros(6, dtype)}
+    tol = dict(rtol=10 * RTOL[dtype], atol=10 * RTOL[dtype] * np.abs(want_dW).max())
+    np.testing.assert_allclose(loss, want_loss, rtol=10 * RTOL[dtype])
+    np.testing.assert_allclose(dW, want_dW, **tol)
+    for grad in ("analytic", "autodiff"):
+        value, g = jax.jit(jax.value_and_grad(linear.objective), static_argnames="grad")(
+            params, X, y, reg=reg, margin=margin, grad=grad
+        )
+        assert g["W"].dtype == dtype
+        np.testing.assert_allclose(value, want_loss, rtol=10 * RTOL[dtype])
+        np.testing.assert_allclose(g["W"], want_dW, **tol)
+
+
+def test_closed_form_by_hand():
+    # One example, scores [2, 1.5, -1], true class 0, margin 1: only class 1 violates
+    # (v = 0.5), so M = [[-1, 1, 0]] and dW = x^T M.
+    X = jnp.array([[1.0, 2.0]])
+    W = jnp.array([[2.0, 1.5, -1.0], [0.0, 0.0, 0.0]])
+    loss, dW = linear.weston_watkins_closed_form(W, X, jnp.array([0]))
+    assert float(loss) == 0.5
+    np.testing.assert_array_equal(dW, [[-1.0, 1.0, 0.0], [-2.0, 2.0, 0.0]])
+    assert dW.shape == W.shape  # [D, C], not the [N, D] of the common X * count mistake
+
+
+@pytest.mark.parametrize("loss", LOSS_NAMES)
+@pytest.mark.parametrize("squared", [False, True], ids=["plain", "squared"])
+def test_objective_gradients_analytic_vs_autodiff(loss, squared):
+    W, X, y = problem(1, 64, 10, 5, np.float32)
+    params = {"W": jnp.asarray(W), "b": jnp.linspace(-0.1, 0.1, 5)}
+    options = dict(loss=loss, squared=squared, reg=0.05, class_weights=jnp.linspace(0.5, 2, 5))
+    g_a = jax.grad(linear.objective)(params, X, y, grad="analytic", **options)
+    g_b = jax.grad(linear.objective)(params, X, y, grad="autodiff", **options)
+    for name in ("W", "b"):
+        scale = float(jnp.max(jnp.abs(g_b[name])))
+        np.testing.assert_allclose(g_a[name], g_b[name], rtol=1e-5, atol=1e-6 * scale)
+
+
+def test_bias_is_not_regularised_and_objective_is_the_mean():
+    W, X, y = problem(2, 30, 4, 3, np.float32)
+    params = {"W": jnp.asarray(W), "b": jnp.array([5.0, -5.0, 0.0])}
+    base = linear.objective(params, X, y)
+    scores = X @ W + params["b"][None, :]
+    from svmjax import losses
+
+    np.testing.assert_allclose(base, np.mean(losses.weston_watkins(scores, y)), rtol=1e-6)
+    with_reg = linear.objective(params, X, y, reg=0.5)
+    np.testing.assert_allclose(with_reg - base, 0.5 * np.sum(W**2), rtol=1e-5)
+
+
+def test_sample_weight_is_a_weighted_mean_and_masks():
+    W, X, y = problem(3, 10, 4, 3, np.float32)
+    params = {"W": jnp.asarray(W), "b": jnp.zeros(3)}
+    mask = jnp.array([1.0] * 6 + [0.0] * 4)
+    masked = linear.objective(params, X, y, sample_weight=mask)
+    np.testing.assert_allclose(masked, linear.objective(params, X[:6], y[:6]), rtol=1e-6)
+    g = jax.grad(linear.objective)(params, X, y, sample_weight=mask)
+    g6 = jax.grad(linear.objective)(params, X[:6], y[:6])
+    np.testing.assert_allclose(g["W"], g6["W"], rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match=r"sample_weight must have shape \(10,\)"):
+        linear.objective(params, X, y, sample_weight=jnp.ones(9))
+
+
+def test_init_scores_predict():
+    params = linear.init(jax.random.key(0), 7, 4, scale=0.01)
+    assert params["W"].shape == (7, 4) and params["b"].shape == (4,)
+    assert 0.001 < float(jnp.std(params["W"])) < 0.05
+    np.testing.assert_array_equal(params["b"], 0)
+    again = linear.init(jax.random.key(0), 7, 4, scale=0.01)
+    np.testing.assert_array_equal(params["W"], again["W"])  # same key, same bits
+    X = jnp.eye(7)[:3]
+    np.testing.assert_allclose(linear.scores(params, X), params["W"][:3])
+    np.testing.assert_array_equal(linear.predict(params, X), jnp.argmax(params["W"][:3], axis=1))
+
+
+def test_bad_model_inputs_name_the_problem():
+    params = linear.init(jax.random.key(0), 3, 2)
+    with pytest.raises(ValueError, match=r"X must have shape \[N, 3\] to match W"):
+        linear.scores(params, jnp.ones((4, 5)))
+    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
+        linear.objective(params, jnp.ones((4, 3)), jnp.zeros(4, int), loss="hinge")
+    with pytest.raises(ValueError, match="unknown grad 'numeric'"):
+        linear.objective(params, jnp.ones((4, 3)), jnp.zeros(4, int), grad="numeric")
+    with pytest.raises(ValueError, match="label 2 at position 1 is outside"):
+        linear.objective(params, jnp.ones((4, 3)), jnp.array([0, 2, 1, 0]))
+    with pytest.raises(ValueError, match="n_classes >= 2, got 3, 1"):
+        linear.init(jax.random.key(0), 3, 1)
+
+
+def test_out_of_range_label_under_jit_makes_objective_and_gradient_nan():
+    params = linear.init(jax.random.key(0), 3, 2)
+    X, y = jnp.ones((4, 3)), jnp.array([0, 2, 1, 0])
+    for grad in ("analytic", "autodiff"):
+        value, g = jax.jit(jax.value_and_grad(linear.objective), static_argnames="grad")(
+            params, X, y, grad=grad
+        )
+        assert np.isnan(value) and np.isnan(g["W"]).any(), grad
+    loss, dW = jax.jit(linear.weston_watkins_closed_form)(params["W"], X, y)
+    assert np.isnan(loss) and np.isnan(dW).any()
