@@ -6,12 +6,25 @@ Modules, one concern each:
 * :mod:`svmjax.analytic` — the same losses with hand-written ``custom_vjp`` gradients;
 * :mod:`svmjax.linear` — the linear model ``{"W", "b"}`` and its regularised objective;
 * :mod:`svmjax.gradcheck` — finite differences and the agreement table;
+* :mod:`svmjax.train` — optax training: ``fit``, ``fit_grid``, checkpoints;
+* :mod:`svmjax.data` — built-in data sets and loaders for CIFAR-10, MNIST, LIBSVM files;
+* :mod:`svmjax.plots` — learning curves and weight templates (matplotlib extra);
 * :mod:`svmjax.validation` — input checks (:func:`validate`).
 """
 
-from svmjax import analytic, gradcheck, linear, losses
+from svmjax import analytic, data, gradcheck, linear, losses, plots, train
 from svmjax.validation import validate
 
 __version__ = "0.1.0"
 
-__all__ = ["analytic", "gradcheck", "linear", "losses", "validate", "__version__"]
+__all__ = [
+    "analytic",
+    "data",
+    "gradcheck",
+    "linear",
+    "losses",
+    "plots",
+    "train",
+    "validate",
+    "__version__",
+]
