@@ -1,0 +1,225 @@
+"""Training speed: ``svmjax.train.fit`` vs a Python loop of jitted steps vs torch, and the
+cost of ``fit_grid`` against training the same configurations one after another.
+
+All timings are measured in one process, after a warm-up run that pays for compilation, and
+reported as the minimum and median over repeats; compare the *ratios*, not absolute times
+(this is a shared, noisy machine). Writes ``results.json`` and ``results.md`` into the
+output folder.
+
+    python experiments/bench_train.py [--out results/bench_train] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import svmjax
+from svmjax import data, linear, train
+
+
+@dataclasses.dataclass
+class Config:
+    out: str = "results/bench_train"
+    dataset: str = "mnist1d"
+    batch_size: int = 256
+    epochs: int = 20
+    learning_rate: float = 0.01
+    repeats: int = 5
+    grid_sizes: tuple[int, ...] = (1, 16, 64)
+    grid_epochs: int = 10
+    torch: bool = True
+
+
+def _timed(fn, repeats: int) -> dict[str, float]:
+    fn()  # warm-up: compilation and caches
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return {"min": min(times), "median": statistics.median(times)}
+
+
+def _python_loop(params, X, y, config: Config, steps_per_epoch: int):
+    """The textbook alternative: one jitted step, a Python loop over batches and epochs."""
+    optimizer = optax.sgd(config.learning_rate)
+
+    @jax.jit
+    def step(params, opt_state, X, y, index):
+        grads = jax.grad(linear.objective)(params, X[index], y[index])
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    n = X.shape[0]
+    rng = np.random.default_rng(0)
+
+    def run():
+        p, s = params, optimizer.init(params)
+        for _ in range(config.epochs):
+            order = rng.permutation(n)
+            for b in range(steps_per_epoch):
+                p, s = step(p, s, X, y, order[b * config.batch_size : (b + 1) * config.batch_size])
+        return jax.block_until_ready(p)
+
+    return run
+
+
+def _torch_loop(X, y, n_classes: int, config: Config, steps_per_epoch: int):
+    import torch
+
+    torch.set_num_threads(2)
+    Xt, yt = torch.from_numpy(np.array(X)), torch.from_numpy(np.array(y, np.int64))
+    n = Xt.shape[0]
+    rng = np.random.default_rng(0)
+
+    def run():
+        W = torch.zeros(Xt.shape[1], n_classes, requires_grad=True)
+        b = torch.zeros(n_classes, requires_grad=True)
+        opt = torch.optim.SGD([W, b], lr=config.learning_rate)
+        for _ in range(config.epochs):
+            order = torch.from_numpy(rng.permutation(n))
+            for i in range(steps_per_epoch):
+                index = order[i * config.batch_size : (i + 1) * config.batch_size]
+                scores = Xt[index] @ W + b
+                # C * multi_margin_loss is the Weston-Watkins loss (torch divides by C).
+                loss = n_classes * torch.nn.functional.multi_margin_loss(scores, yt[index])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        return W
+
+    return run
+
+
+def main(config: Config) -> dict:
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = data.load(config.dataset, key=jax.random.key(0))
+    X, y = jnp.asarray(ds.X_train), jnp.asarray(ds.y_train)
+    n, steps_per_epoch = X.shape[0], -(-X.shape[0] // config.batch_size)
+    steps = config.epochs * steps_per_epoch
+    params = linear.init(jax.random.key(1), ds.n_features, ds.n_classes)
+    optimizer = train.make_optimizer("sgd", config.learning_rate)
+
+    def fit_run():
+        result, _ = train.fit(
+            params, X, y, key=jax.random.key(2), optimizer=optimizer,
+            epochs=config.epochs, batch_size=config.batch_size,
+        )  # fmt: skip
+        return jax.block_until_ready(result)
+
+    compile_start = time.perf_counter()
+    train.fit(params, X, y, key=jax.random.key(3), optimizer=optimizer, epochs=1,
+              batch_size=config.batch_size)  # fmt: skip
+    compile_seconds = time.perf_counter() - compile_start
+
+    per_run = {
+        "fit (lax.scan epochs)": _timed(fit_run, config.repeats),
+        "python loop of jitted steps": _timed(
+            _python_loop(params, X, y, config, steps_per_epoch), config.repeats
+        ),
+    }
+    if config.torch:
+        try:
+            per_run["torch (multi_margin_loss, SGD)"] = _timed(
+                _torch_loop(X, y, ds.n_classes, config, steps_per_epoch), config.repeats
+            )
+        except ImportError:
+            print("torch not installed: skipping (pip install 'svmjax[test]')")
+    per_step = {name: {k: v / steps * 1e6 for k, v in t.items()} for name, t in per_run.items()}
+
+    grid = {}
+    for k in config.grid_sizes:
+        lrs = tuple(float(v) for v in np.geomspace(1e-3, 1e-1, k))
+
+        def grid_run(lrs=lrs):
+            result = train.fit_grid(
+                params, X, y, key=jax.random.key(4), learning_rates=lrs, regs=(0.0,),
+                epochs=config.grid_epochs, batch_size=config.batch_size,
+            )  # fmt: skip
+            return jax.block_until_ready(result.params)
+
+        grid[k] = _timed(grid_run, max(1, config.repeats // 2))
+
+    k_max = max(config.grid_sizes)
+
+    def sequential_run():
+        for lr in np.geomspace(1e-3, 1e-1, k_max):
+            result, _ = train.fit(
+                params, X, y, key=jax.random.key(4),
+                optimizer=train.make_optimizer("sgd", float(lr)),
+                epochs=config.grid_epochs, batch_size=config.batch_size,
+            )  # fmt: skip
+        jax.block_until_ready(result)
+
+    sequential = _timed(sequential_run, 1)
+    one = grid[min(config.grid_sizes)]["median"]
+
+    results = {
+        "config": dataclasses.asdict(config),
+        "machine": {
+            "platform": platform.platform(),
+            "device": str(jax.devices()[0].device_kind),
+            "jax": jax.__version__,
+            "svmjax": svmjax.__version__,
+        },
+        "problem": {"n": n, "d": ds.n_features, "c": ds.n_classes, "steps": steps},
+        "compile_seconds_first_fit": compile_seconds,
+        "per_step_us": per_step,
+        "fit_grid_seconds": {str(k): v for k, v in grid.items()},
+        "fit_grid_cost_vs_one_config": {str(k): v["median"] / one for k, v in grid.items()},
+        f"sequential_{k_max}_fits_seconds": sequential,
+        f"sequential_{k_max}_cost_vs_one_grid_config": sequential["median"] / one,
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+
+    fit_median = per_step["fit (lax.scan epochs)"]["median"]
+    lines = [
+        f"# Training speed on {config.dataset} ({n}x{ds.n_features}x{ds.n_classes}, "
+        f"batch {config.batch_size}, {steps} steps; {results['machine']['device']})",
+        "",
+        "| method | µs/step (min) | µs/step (median) | median vs fit |",
+        "|---|---|---|---|",
+    ]
+    for name, t in per_step.items():
+        lines.append(
+            f"| {name} | {t['min']:.1f} | {t['median']:.1f} | {t['median'] / fit_median:.2f}× |"
+        )
+    lines += [
+        "",
+        f"First fit (1 epoch) including compilation: {compile_seconds:.2f} s.",
+        "",
+        f"| fit_grid configs ({config.grid_epochs} epochs) | seconds (median) | cost vs 1 config |",
+        "|---|---|---|",
+    ]
+    for k, t in grid.items():
+        lines.append(f"| {k} | {t['median']:.3f} | {t['median'] / one:.1f}× |")
+    lines.append(
+        f"| {k_max} sequential `fit` calls | {sequential['median']:.3f} | "
+        f"{sequential['median'] / one:.1f}× |"
+    )
+    table = "\n".join(lines)
+    (out / "results.md").write_text(table + "\n")
+    print(table)
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=Config.out)
+    parser.add_argument("--repeats", type=int, default=Config.repeats)
+    parser.add_argument("--epochs", type=int, default=Config.epochs)
+    parser.add_argument("--no-torch", action="store_true")
+    args = parser.parse_args()
+    main(Config(out=args.out, repeats=args.repeats, epochs=args.epochs, torch=not args.no_torch))
