@@ -114,14 +114,26 @@ def main(config: Config) -> dict:
 
     def fit_run():
         result, _ = train.fit(
-            params, X, y, key=jax.random.key(2), optimizer=optimizer,
-            epochs=config.epochs, batch_size=config.batch_size,
-        )  # fmt: skip
+            params,
+            X,
+            y,
+            key=jax.random.key(2),
+            optimizer=optimizer,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+        )
         return jax.block_until_ready(result)
 
     compile_start = time.perf_counter()
-    train.fit(params, X, y, key=jax.random.key(3), optimizer=optimizer, epochs=1,
-              batch_size=config.batch_size)  # fmt: skip
+    train.fit(
+        params,
+        X,
+        y,
+        key=jax.random.key(3),
+        optimizer=optimizer,
+        epochs=1,
+        batch_size=config.batch_size,
+    )
     compile_seconds = time.perf_counter() - compile_start
 
     per_run = {
@@ -145,9 +157,15 @@ def main(config: Config) -> dict:
 
         def grid_run(lrs=lrs):
             result = train.fit_grid(
-                params, X, y, key=jax.random.key(4), learning_rates=lrs, regs=(0.0,),
-                epochs=config.grid_epochs, batch_size=config.batch_size,
-            )  # fmt: skip
+                params,
+                X,
+                y,
+                key=jax.random.key(4),
+                learning_rates=lrs,
+                regs=(0.0,),
+                epochs=config.grid_epochs,
+                batch_size=config.batch_size,
+            )
             return jax.block_until_ready(result.params)
 
         grid[k] = _timed(grid_run, max(1, config.repeats // 2))
@@ -157,10 +175,14 @@ def main(config: Config) -> dict:
     def sequential_run():
         for lr in np.geomspace(1e-3, 1e-1, k_max):
             result, _ = train.fit(
-                params, X, y, key=jax.random.key(4),
+                params,
+                X,
+                y,
+                key=jax.random.key(4),
                 optimizer=train.make_optimizer("sgd", float(lr)),
-                epochs=config.grid_epochs, batch_size=config.batch_size,
-            )  # fmt: skip
+                epochs=config.grid_epochs,
+                batch_size=config.batch_size,
+            )
         jax.block_until_ready(result)
 
     sequential = _timed(sequential_run, 1)

@@ -269,8 +269,16 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         ("closed_form_vs_analytic", "{:.1e}"),
         ("kink_share", "{:.3f}"),
     ]
-    header = ["loss", "squared", "dtype", "analytic~autodiff", "analytic~numeric",
-              "autodiff~numeric", "closed~analytic", "near kink"]  # fmt: skip
+    header = [
+        "loss",
+        "squared",
+        "dtype",
+        "analytic~autodiff",
+        "analytic~numeric",
+        "autodiff~numeric",
+        "closed~analytic",
+        "near kink",
+    ]
     cells = [
         ["-" if row[name] is None else fmt.format(row[name]) for name, fmt in columns]
         for row in rows

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_history", "plot_templates"]
+__all__ = ["plot_heatmap", "plot_history", "plot_templates"]
 
 
 def _pyplot():
@@ -90,6 +90,50 @@ def plot_templates(
         ax.imshow(image, cmap="gray" if len(image_shape) == 2 else None)
         ax.set_title(names[c], fontsize=8)
         ax.axis("off")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_heatmap(
+    values: np.ndarray,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    path: str | Path,
+    *,
+    xlabel: str = "",
+    ylabel: str = "",
+    title: str = "",
+) -> Path:
+    """Save a ``[rows, cols]`` grid of numbers (e.g. validation accuracy) as an annotated heatmap.
+
+    NaN cells (e.g. a diverged configuration) are drawn blank.
+
+    Returns:
+      The path written.
+    """
+    values = np.asarray(values, np.float64)
+    if values.shape != (len(row_labels), len(col_labels)):
+        raise ValueError(
+            f"values of shape {values.shape} do not match {len(row_labels)} row and "
+            f"{len(col_labels)} column labels"
+        )
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.1 * len(col_labels) + 2.5, 0.6 * len(row_labels) + 1.8))
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(col_labels)), col_labels)
+    ax.set_yticks(range(len(row_labels)), row_labels)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    low, high = np.nanmin(values), np.nanmax(values)
+    for (i, j), value in np.ndenumerate(values):
+        if np.isfinite(value):
+            bright = (value - low) > 0.6 * (high - low)  # dark text on the light end of viridis
+            color = "k" if bright else "w"
+            ax.text(j, i, f"{value:.3f}", ha="center", va="center", color=color, fontsize=8)
+    fig.colorbar(image, ax=ax)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 
@@ -41,10 +42,15 @@ def test_gradcheck_prints_every_variant():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["demo", "--epochs", "0"], "must be a positive integer, got 0"),
-        (["demo", "--lr", "-1"], "must be > 0, got -1"),
-        (["demo", "--lr", "fast"], "invalid _positive_float value: 'fast'"),
-        (["train"], "invalid choice: 'train'"),
+        (["demo", "--epochs", "0"], "--epochs: expected a positive integer, got '0'"),
+        (["demo", "--lr", "-1"], "--lr: expected a number > 0, got '-1'"),
+        (["demo", "--lr", "fast"], "--lr: expected a number > 0, got 'fast'"),
+        (["fit"], "invalid choice: 'fit'"),
+        (["train", "--loss", "hinge"], "argument --loss: invalid choice: 'hinge'"),
+        (["train", "--dataset", "digits", "--svmlight", "x.svm"], "not allowed with argument"),
+        (["train", "--svmlight", "/no/such/file.svm"], "No such file or directory"),
+        (["train", "--mnist", "/no/such/dir"], "train: error:"),
+        (["sweep", "--lrs"], "expected at least one argument"),
     ],
 )
 def test_bad_flags_give_one_line_and_no_traceback(args, message):
@@ -52,3 +58,60 @@ def test_bad_flags_give_one_line_and_no_traceback(args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_train_json_and_outputs(tmp_path):
+    result = run(
+        "train",
+        "--loss",
+        "crammer_singer",
+        "--squared",
+        "--epochs",
+        "5",
+        "--json",
+        "--out",
+        str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["loss"] == "crammer_singer" and metrics["squared"] is True
+    assert metrics["test_accuracy"] > 0.9
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    with np.load(tmp_path / "params.npz", allow_pickle=False) as params:
+        assert params["W"].shape == (64, 10) and params["b"].shape == (10,)
+
+
+def test_train_reads_a_libsvm_file(tmp_path):
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(60):
+        label = i % 3
+        x = rng.standard_normal(4) + 3 * np.eye(4)[label]
+        lines.append(f"{label + 1} " + " ".join(f"{j + 1}:{v:.4f}" for j, v in enumerate(x)))
+    path = tmp_path / "toy.svm"
+    path.write_text("\n".join(lines) + "\n")
+    result = run("train", "--svmlight", str(path), "--epochs", "30", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["train_accuracy"] > 0.9
+
+
+def test_sweep_writes_heatmap_and_json(tmp_path):
+    result = run(
+        "sweep",
+        "--lrs",
+        "0.03",
+        "0.3",
+        "--regs",
+        "0",
+        "1e-3",
+        "--epochs",
+        "3",
+        "--out",
+        str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    sweep = json.loads((tmp_path / "sweep.json").read_text())
+    assert np.array(sweep["val_accuracy"]).shape == (2, 2)
+    assert sweep["best"]["learning_rate"] in (0.03, 0.3)
+    assert (tmp_path / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
