@@ -5,7 +5,10 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+sys.path.insert(0, str(EXPERIMENTS))  # the scripts import their sibling `common`
 
 
 def load(name):
@@ -27,3 +30,71 @@ def test_bench_train_smoke(tmp_path):
     assert "python loop of jitted steps" in saved["per_step_us"]
     assert saved["fit_grid_cost_vs_one_config"]["1"] == 1.0
     assert (tmp_path / "results.md").read_text().startswith("# Training speed on digits")
+
+
+def test_gradient_agreement_smoke(tmp_path):
+    experiment = load("gradient_agreement")
+    config = experiment.Config(
+        out=str(tmp_path), n=30, d=4, c=3, num_z=50, dtypes=("float64",), squared=(False,)
+    )
+    result = experiment.main(config)
+    assert [row["loss"] for row in result["table"]] == [
+        "weston_watkins",
+        "crammer_singer",
+        "one_vs_rest",
+    ]
+    assert all(row["analytic_vs_numeric"] < 1e-7 for row in result["table"])
+    for row in result["kinks"]:
+        assert row["analytic_violations"] == 0 and row["autodiff_violations"] == 0
+        assert row["analytic_gradient"] != row["autodiff_gradient"]  # two different subgradients
+    assert (tmp_path / "kinks.png").exists() and (tmp_path / "results.json").exists()
+    assert "# Gradient agreement" in (tmp_path / "results.md").read_text()
+
+
+def test_compare_losses_smoke(tmp_path):
+    experiment = load("compare_losses")
+    config = experiment.Config(
+        out=str(tmp_path), datasets=("blobs",), seeds=(0, 1), learning_rates=(0.01, 0.1), epochs=2
+    )
+    results = experiment.main(config)["results"]
+    assert len(results) == 6  # 3 losses x plain/squared
+    assert all(len(r["test_accuracy"]) == 2 and r["test_accuracy_mean"] > 0.5 for r in results)
+    assert json.loads((tmp_path / "results.json").read_text())["results"] == results
+
+
+def _fake_cifar(folder: Path, records: int = 20) -> Path:
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        labels = rng.integers(0, 10, records, dtype=np.uint8)
+        pixels = rng.integers(0, 256, (records, 3072), dtype=np.uint8)
+        (folder / name).write_bytes(np.concatenate([labels[:, None], pixels], axis=1).tobytes())
+    return folder
+
+
+def test_cs231n_replication_smoke_on_digits_and_cifar_format(tmp_path):
+    experiment = load("cs231n_replication")
+    small = dict(learning_rates=(0.01, 0.1), regs=(0.0, 0.01), epochs=2)
+    result = experiment.main(experiment.Config(out=str(tmp_path / "digits"), **small))
+    assert result["val_accuracy"].shape == (2, 2) and result["test_accuracy"] > 0.5
+    for name in ("heatmap.png", "templates.png", "results.json", "results.md"):
+        assert (tmp_path / "digits" / name).exists()
+    cifar = _fake_cifar(tmp_path / "cifar-10-batches-bin")
+    config = experiment.Config(
+        out=str(tmp_path / "cifar"),
+        cifar10=str(cifar),
+        cifar_learning_rates=(0.01,),
+        cifar_regs=(0.1,),
+        cifar_epochs=1,
+    )
+    result = experiment.main(config)
+    assert result["val_accuracy"].shape == (1, 1)
+    assert (tmp_path / "cifar" / "templates.png").exists()  # 32x32x3 templates
+
+
+def test_mnist1d_baseline_smoke(tmp_path):
+    experiment = load("mnist1d_baseline")
+    config = experiment.Config(out=str(tmp_path), seeds=(0,), linear_epochs=2, mlp_epochs=2)
+    results = experiment.main(config)
+    assert len(results) == 3
+    assert all(0.0 <= r["test_accuracy"][0] <= 1.0 for r in results.values())
