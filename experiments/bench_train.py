@@ -13,18 +13,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from common import environment, write
 
-import svmjax
 from svmjax import data, linear, train
 
 
@@ -103,8 +100,6 @@ def _torch_loop(X, y, n_classes: int, config: Config, steps_per_epoch: int):
 
 
 def main(config: Config) -> dict:
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     ds = data.load(config.dataset, key=jax.random.key(0))
     X, y = jnp.asarray(ds.X_train), jnp.asarray(ds.y_train)
     n, steps_per_epoch = X.shape[0], -(-X.shape[0] // config.batch_size)
@@ -190,12 +185,6 @@ def main(config: Config) -> dict:
 
     results = {
         "config": dataclasses.asdict(config),
-        "machine": {
-            "platform": platform.platform(),
-            "device": str(jax.devices()[0].device_kind),
-            "jax": jax.__version__,
-            "svmjax": svmjax.__version__,
-        },
         "problem": {"n": n, "d": ds.n_features, "c": ds.n_classes, "steps": steps},
         "compile_seconds_first_fit": compile_seconds,
         "per_step_us": per_step,
@@ -204,12 +193,11 @@ def main(config: Config) -> dict:
         f"sequential_{k_max}_fits_seconds": sequential,
         f"sequential_{k_max}_cost_vs_one_grid_config": sequential["median"] / one,
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
     fit_median = per_step["fit (lax.scan epochs)"]["median"]
     lines = [
         f"# Training speed on {config.dataset} ({n}x{ds.n_features}x{ds.n_classes}, "
-        f"batch {config.batch_size}, {steps} steps; {results['machine']['device']})",
+        f"batch {config.batch_size}, {steps} steps; {environment()['device']})",
         "",
         "| method | µs/step (min) | µs/step (median) | median vs fit |",
         "|---|---|---|---|",
@@ -231,9 +219,7 @@ def main(config: Config) -> dict:
         f"| {k_max} sequential `fit` calls | {sequential['median']:.3f} | "
         f"{sequential['median'] / one:.1f}× |"
     )
-    table = "\n".join(lines)
-    (out / "results.md").write_text(table + "\n")
-    print(table)
+    write(config.out, results, "\n".join(lines))
     return results
 
 
