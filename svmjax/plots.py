@@ -25,6 +25,16 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: str | Path) -> Path:
+    """Lay out, write as PNG (creating the folder) and close the figure."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_history(history: Mapping[str, np.ndarray], path: str | Path, *, title: str = "") -> Path:
     """Save the objective and accuracy curves of a training history as a PNG.
 
@@ -49,12 +59,7 @@ def plot_history(history: Mapping[str, np.ndarray], path: str | Path, *, title: 
     right.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_templates(
@@ -90,12 +95,7 @@ def plot_templates(
         ax.imshow(image, cmap="gray" if len(image_shape) == 2 else None)
         ax.set_title(names[c], fontsize=8)
         ax.axis("off")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_heatmap(
@@ -134,9 +134,4 @@ def plot_heatmap(
             color = "k" if bright else "w"
             ax.text(j, i, f"{value:.3f}", ha="center", va="center", color=color, fontsize=8)
     fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
