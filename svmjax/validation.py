@@ -113,9 +113,13 @@ def check_loss_inputs(
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None]:
     """Trace-time checks of a loss call; returns the inputs as arrays.
 
-    Dtypes and shapes are checked always (they are static). Label *values* are checked
-    only when the labels are concrete (eager calls); inside ``jit`` see
-    :func:`poison_invalid_labels`.
+    Dtypes and shapes are checked always (they are static). Label and class-weight
+    *values* (labels in ``[0, C)``; weights finite and ``>= 0``) are checked only when they
+    are concrete (eager calls); inside ``jit`` see :func:`poison_invalid_labels`. The
+    margin is not checked: any finite margin defines a valid loss (``margin=0`` is the
+    multiclass perceptron criterion), and the training entry points, which need a positive
+    one, check it there. Non-finite scores are not checked either: they propagate (a NaN
+    score gives a NaN loss), as in any ``jnp`` function; :func:`validate` rejects them.
     """
     scores = jnp.asarray(scores)
     labels_in = labels
@@ -142,6 +146,14 @@ def check_loss_inputs(
                 f"class_weights must have shape ({n_classes},) (one weight per class), "
                 f"got shape {class_weights.shape}"
             )
+        if is_concrete(class_weights):  # a negative weight rewards violating the margin
+            w = np.asarray(class_weights)
+            bad = np.flatnonzero(~(np.isfinite(w) & (w >= 0)))
+            if bad.size:
+                raise ValueError(
+                    f"class_weights must be finite and >= 0, got class_weights[{bad[0]}] = "
+                    f"{w[bad[0]]}"
+                )
     if is_concrete(labels_in) and labels.size:
         y = np.asarray(labels)
         bad = (y < 0) | (y >= n_classes)
