@@ -9,10 +9,11 @@ Modules, one concern each:
 * :mod:`svmjax.train` — optax training: ``fit``, ``fit_grid``, checkpoints;
 * :mod:`svmjax.data` — built-in data sets and loaders for CIFAR-10, MNIST, LIBSVM files;
 * :mod:`svmjax.plots` — learning curves and weight templates (matplotlib extra);
+* :mod:`svmjax.sharding` — meshes for data-parallel ``fit`` and sharded ``fit_grid``;
 * :mod:`svmjax.validation` — input checks (:func:`validate`).
 """
 
-from svmjax import analytic, data, gradcheck, linear, losses, plots, train
+from svmjax import analytic, data, gradcheck, linear, losses, plots, sharding, train
 from svmjax.validation import validate
 
 __version__ = "0.1.0"
@@ -24,6 +25,7 @@ __all__ = [
     "linear",
     "losses",
     "plots",
+    "sharding",
     "train",
     "validate",
     "__version__",
