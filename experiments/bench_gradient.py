@@ -1,0 +1,325 @@
+"""Speed of the Weston–Watkins loss and its weight gradient, several ways, and the effect of
+``bfloat16`` data on speed and accuracy.
+
+Methods, all computing the loss *and* the gradient on the same float32 problem (random
+``X ~ N(0, 1)``, uniform labels, ``W ~ 1e-3 N(0, 1)`` as in cs231n, ``reg = 1e-3``):
+
+* ``analytic``: ``jax.value_and_grad`` of ``svmjax.linear.objective(..., grad="analytic")``
+  (the fused path of :mod:`svmjax.fused`), jitted;
+* ``analytic_bf16``: the same with ``X`` stored in ``bfloat16`` (float32 products);
+* ``two_pass``: the same ``custom_vjp`` forced to one block (``svmjax.fused.mean_loss``
+  with ``block=N``): two passes over ``X``, weight gradient in the fast layout;
+* ``scores_vjp``: the previous analytic path, ``svmjax.analytic``'s ``custom_vjp`` on the
+  scores only, the weight gradient left to autodiff;
+* ``autodiff``: ``objective(..., grad="autodiff")`` (``jax.grad`` of the pure loss);
+* ``closed_form``: ``svmjax.linear.weston_watkins_closed_form``, jitted (no bias);
+* ``numpy``: cs231n's vectorised ``svm_loss_vectorized`` in NumPy (no bias);
+* ``torch``: ``C * multi_margin_loss`` and autograd (when torch is importable);
+* ``floor``: one streaming read of ``X``, ``jnp.sum(X, 0)``, jitted.
+
+Everything runs in one process, interleaved (one call of each method per round, the order
+rotated from round to round), after two warm-up calls; min and median over the rounds.
+Compare the *ratios* within one run, not absolute times (shared, noisy machines). Then a
+linear Weston–Watkins SVM is trained on digits and mnist1d with ``X`` in float32 and in
+bfloat16 (same initialisation, full-batch Adam) to show what the rounding of the data costs
+in accuracy.
+
+Writes ``results.json`` and ``timings.png`` into the output folder.
+
+    python experiments/bench_gradient.py [--sizes 4000x40x10 10000x3073x10 ...] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import svmjax
+from svmjax import data, fused, linear
+
+# OpenMP threads (torch, some BLAS builds) otherwise spin after each parallel region and
+# slow down whatever is timed next on a 2-core machine. Set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+try:
+    import torch
+except ImportError:  # optional
+    torch = None
+
+SIZES = {
+    "tiny": (300, 16, 4),  # for the smoke test
+    "4000x40x10": (4000, 40, 10),  # mnist1d
+    "500x3073x10": (500, 3073, 10),  # a cs231n development subset
+    "10000x784x10": (10000, 784, 10),  # MNIST-like
+    "10000x3073x10": (10000, 3073, 10),
+    "49000x3073x10": (49000, 3073, 10),  # cs231n's CIFAR-10 training split (600 MB)
+}
+METHODS = (
+    "analytic", "analytic_bf16", "two_pass", "scores_vjp", "autodiff", "closed_form", "numpy",
+    "torch", "floor",
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    out: str = "results/bench_gradient"
+    sizes: tuple[str, ...] = ("4000x40x10", "500x3073x10", "10000x784x10", "10000x3073x10")
+    repeats: int = 15
+    reg: float = 1e-3
+    seed: int = 0
+    accuracy_datasets: tuple[str, ...] = ("digits", "mnist1d")
+    accuracy_steps: int = 500
+    learning_rate: float = 0.01
+    accuracy_reg: float = 1e-3
+
+
+# ------------------------------------------------------------------------------- methods
+
+
+def _numpy_svm(W: np.ndarray, X: np.ndarray, y: np.ndarray, reg: float):
+    """cs231n's svm_loss_vectorized (loss and dW, no bias)."""
+    n = X.shape[0]
+    scores = X @ W
+    correct = scores[np.arange(n), y][:, None]
+    margins = np.maximum(0, scores - correct + 1)
+    margins[np.arange(n), y] = 0
+    loss = margins.sum() / n + reg * np.sum(W * W)
+    M = (margins > 0).astype(X.dtype)
+    M[np.arange(n), y] = -M.sum(axis=1)
+    return loss, X.T @ M / n + 2 * reg * W
+
+
+def _methods(n: int, d: int, c: int, reg: float, seed: int) -> dict[str, Callable[[], object]]:
+    """Zero-argument callables, each computing loss and gradient once (and waiting for it)."""
+    rng = np.random.default_rng(seed)
+    X_np = rng.standard_normal((n, d), dtype=np.float32)
+    y_np = rng.integers(0, c, n).astype(np.int64)
+    W_np = (1e-3 * rng.standard_normal((d, c))).astype(np.float32)
+    X, y = jnp.asarray(X_np), jnp.asarray(y_np.astype(np.int32))
+    X_bf16 = X.astype(jnp.bfloat16)
+    params = {"W": jnp.asarray(W_np), "b": jnp.zeros(c)}
+
+    def objective(grad):
+        return jax.jit(jax.value_and_grad(functools.partial(linear.objective, reg=reg, grad=grad)))
+
+    analytic, autodiff = objective("analytic"), objective("autodiff")
+
+    def two_pass(p, X, y):  # the same custom_vjp, forced to one block
+        return fused.mean_loss(p, X, y, block=X.shape[0]) + reg * jnp.sum(p["W"] ** 2)
+
+    def scores_vjp(p, X, y):  # the custom_vjp of svmjax.analytic on the scores only
+        mean = jnp.mean(svmjax.analytic.weston_watkins(linear.scores(p, X), y))
+        return mean + reg * jnp.sum(p["W"] ** 2)
+
+    two_pass, scores_vjp = (jax.jit(jax.value_and_grad(f)) for f in (two_pass, scores_vjp))
+    closed = jax.jit(lambda W, X, y: linear.weston_watkins_closed_form(W, X, y, reg=reg))
+    floor = jax.jit(lambda X: jnp.sum(X, 0))
+    methods = {
+        "analytic": lambda: jax.block_until_ready(analytic(params, X, y)),
+        "analytic_bf16": lambda: jax.block_until_ready(analytic(params, X_bf16, y)),
+        "two_pass": lambda: jax.block_until_ready(two_pass(params, X, y)),
+        "scores_vjp": lambda: jax.block_until_ready(scores_vjp(params, X, y)),
+        "autodiff": lambda: jax.block_until_ready(autodiff(params, X, y)),
+        "closed_form": lambda: jax.block_until_ready(closed(params["W"], X, y)),
+        "numpy": lambda: _numpy_svm(W_np, X_np, y_np, reg),
+        "floor": lambda: jax.block_until_ready(floor(X)),
+    }
+    if torch is not None:
+        X_t, y_t = torch.from_numpy(X_np), torch.from_numpy(y_np)
+        W_t = torch.from_numpy(W_np.copy()).requires_grad_()
+        b_t = torch.zeros(c, requires_grad=True)
+
+        def torch_step():
+            W_t.grad = b_t.grad = None
+            scores = X_t @ W_t + b_t
+            loss = c * torch.nn.functional.multi_margin_loss(scores, y_t) + reg * (W_t**2).sum()
+            loss.backward()
+            return loss.item()
+
+        methods["torch"] = torch_step
+    return methods
+
+
+def _time(methods: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Interleaved rounds; each round runs every method once, in a rotated order (so no
+    method always follows the same neighbour)."""
+    for run in methods.values():  # warm up: compile, allocate
+        run()
+        run()
+    names = list(methods)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            start = time.perf_counter()
+            methods[name]()
+            times[name].append(1e3 * (time.perf_counter() - start))
+    return times
+
+
+# ------------------------------------------------------------------------------- accuracy
+
+
+def _train(X, y, n_classes: int, config: Config):
+    """Full-batch Adam on the analytic objective; returns the final parameters."""
+    optimizer = optax.adam(config.learning_rate)
+    params = linear.init(jax.random.key(config.seed), X.shape[1], n_classes)
+
+    def step(carry, _):
+        params, state = carry
+        value, g = jax.value_and_grad(linear.objective)(params, X, y, reg=config.accuracy_reg)
+        updates, state = optimizer.update(g, state, params)
+        return (optax.apply_updates(params, updates), state), value
+
+    (params, _), _ = jax.lax.scan(
+        step, (params, optimizer.init(params)), length=config.accuracy_steps
+    )
+    return params
+
+
+def _accuracy_rows(config: Config) -> list[dict]:
+    rows = []
+    train = jax.jit(_train, static_argnames=("n_classes", "config"))
+    for name in config.accuracy_datasets:
+        ds = data.load(name)
+        n_classes = len(ds.class_names)
+        y = jnp.asarray(ds.y_train)
+        for dtype in ("float32", "bfloat16"):
+            X = jnp.asarray(ds.X_train).astype(dtype)
+            params = train(X, y, n_classes=n_classes, config=config)
+            objective = linear.objective(params, ds.X_train, ds.y_train, reg=config.accuracy_reg)
+
+            def accuracy(X_split, y_split, params=params, dtype=dtype):
+                if len(y_split) == 0:
+                    return None
+                predicted = linear.predict(params, jnp.asarray(X_split).astype(dtype))
+                return float(np.mean(np.asarray(predicted) == y_split))
+
+            rows.append(
+                {
+                    "dataset": name,
+                    "X_dtype": dtype,
+                    "train_objective": float(objective),  # float32 data, for comparison
+                    "train_accuracy": accuracy(ds.X_train, ds.y_train),
+                    "val_accuracy": accuracy(ds.X_val, ds.y_val),
+                    "test_accuracy": accuracy(ds.X_test, ds.y_test),
+                }
+            )
+    return rows
+
+
+# ------------------------------------------------------------------------------- output
+
+
+def _table(rows: list[dict]) -> str:
+    names = [m for m in METHODS if any(m in r["min_ms"] for r in rows)]
+    header = ["size", *names, "autodiff/analytic", "torch/analytic", "analytic/floor"]
+    lines = []
+    for r in rows:
+        lo, med = r["min_ms"], r["median_ms"]
+        cells = [r["size"]]
+        cells += [f"{lo[m]:.2f} ({med[m]:.2f})" if m in lo else "-" for m in names]
+        cells += [f"{v:.2f}" if v is not None else "-" for v in r["ratios"].values()]
+        lines.append(cells)
+    widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(header)]
+    out = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
+    out += ["  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)) for cells in lines]
+    return "\n".join(out)
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [m for m in METHODS if any(m in r["min_ms"] for r in rows)]
+    fig, ax = plt.subplots(figsize=(1.5 + 1.6 * len(rows), 4))
+    width = 0.8 / len(names)
+    for k, name in enumerate(names):
+        xs = [i + k * width for i, r in enumerate(rows) if name in r["min_ms"]]
+        ys = [r["min_ms"][name] for r in rows if name in r["min_ms"]]
+        ax.bar(xs, ys, width, label=name)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))], [r["size"] for r in rows])
+    ax.set_yscale("log")
+    ax.set_ylabel("loss + gradient, min over rounds (ms)")
+    ax.set_title("Weston–Watkins loss and dW (N x D x C), float32")
+    ax.legend(fontsize=7, ncols=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(config: Config) -> dict:
+    unknown = set(config.sizes) - set(SIZES)
+    if unknown:
+        raise ValueError(f"unknown sizes {sorted(unknown)}; choose from {', '.join(SIZES)}")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for size in config.sizes:
+        times = _time(_methods(*SIZES[size], config.reg, config.seed), config.repeats)
+        lo = {name: min(t) for name, t in times.items()}
+        med = {name: float(np.median(t)) for name, t in times.items()}
+        ratios = {
+            "autodiff/analytic": lo["autodiff"] / lo["analytic"],
+            "torch/analytic": lo["torch"] / lo["analytic"] if "torch" in lo else None,
+            "analytic/floor": lo["analytic"] / lo["floor"],
+        }
+        rows.append({"size": size, "min_ms": lo, "median_ms": med, "ratios": ratios})
+        print(_table(rows[-1:]), flush=True)
+    accuracy = _accuracy_rows(config)
+    results = {
+        "config": dataclasses.asdict(config),
+        "timings": rows,
+        "bf16_accuracy": accuracy,
+        "environment": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "device": jax.devices()[0].device_kind,
+            "jax": jax.__version__,
+            "torch": None if torch is None else torch.__version__,
+            "svmjax": svmjax.__version__,
+        },
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    _plot(rows, out / "timings.png")
+    print("\nloss + gradient, ms: min (median) over", config.repeats, "interleaved rounds")
+    print(_table(rows))
+    print("\nbfloat16 data (float32 parameters and products):")
+    for r in accuracy:
+        scores = "  ".join(
+            f"{split} {r[f'{split}_accuracy']:.4f}"
+            for split in ("train", "val", "test")
+            if r[f"{split}_accuracy"] is not None
+        )
+        objective = f"objective {r['train_objective']:.6f}"
+        print(f"  {r['dataset']:8s} X {r['X_dtype']:8s} {objective}  {scores}")
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=Config.out)
+    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(Config.sizes))
+    parser.add_argument("--repeats", type=int, default=Config.repeats)
+    parser.add_argument("--accuracy-steps", type=int, default=Config.accuracy_steps)
+    args = parser.parse_args()
+    main(
+        Config(
+            out=args.out,
+            sizes=tuple(args.sizes),
+            repeats=args.repeats,
+            accuracy_steps=args.accuracy_steps,
+        )
+    )
