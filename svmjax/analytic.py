@@ -84,7 +84,9 @@ def _weston_watkins_bwd(squared, residuals, g):
     coef = dh.astype(g.dtype)
     count = jnp.sum(coef, axis=-1)
     is_true = one_hot(labels, coef.shape[-1])
-    d_scores = g[..., None] * (coef - jnp.where(is_true, count[..., None], 0))
+    # g * coef - g * count * e_y, written so that XLA:CPU fuses it well (the algebraically
+    # equal g * (coef - where(is_true, count, 0)) ran 1.7x slower at 4000 x 10).
+    d_scores = g[..., None] * coef - (g * count)[..., None] * is_true
     d_margin = jnp.sum(_nan_guard(g * count, is_nan))
     return _nan_guard(d_scores, is_nan), None, d_margin
 
