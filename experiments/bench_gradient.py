@@ -278,7 +278,7 @@ def main(config: Config) -> dict:
         }
         rows.append({"size": size, "min_ms": lo, "median_ms": med, "ratios": ratios})
         print(_table(rows[-1:]), flush=True)
-    accuracy = _accuracy_rows(config)
+    accuracy = _accuracy_rows(config) if config.accuracy_steps > 0 else []  # 0: timings only
     results = {
         "config": dataclasses.asdict(config),
         "timings": rows,
@@ -296,7 +296,8 @@ def main(config: Config) -> dict:
     _plot(rows, out / "timings.png")
     print("\nloss + gradient, ms: min (median) over", config.repeats, "interleaved rounds")
     print(_table(rows))
-    print("\nbfloat16 data (float32 parameters and products):")
+    if accuracy:
+        print("\nbfloat16 data (float32 parameters and products):")
     for r in accuracy:
         scores = "  ".join(
             f"{split} {r[f'{split}_accuracy']:.4f}"

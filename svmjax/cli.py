@@ -3,7 +3,8 @@
 * ``svmjax demo`` — the main job: gradient table, then a linear SVM on digits;
 * ``svmjax train`` — train on a built-in data set or your own files;
 * ``svmjax sweep`` — a learning-rate × reg grid with ``fit_grid``, heatmap and JSON;
-* ``svmjax gradcheck`` — analytic vs autodiff vs numeric gradients, every loss variant.
+* ``svmjax gradcheck`` — analytic vs autodiff vs numeric gradients, every loss variant;
+* ``svmjax bench`` — the gradient benchmark (``experiments/bench_gradient.py``).
 
 Errors in what the user typed or pointed at (a bad flag value, a missing file, unreadable
 data) end with a one-line message and exit status 2, never a traceback.
@@ -259,6 +260,28 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    """Run ``experiments/bench_gradient.py`` of the source checkout this package runs from."""
+    import runpy
+
+    script = Path(__file__).resolve().parent.parent / "experiments" / "bench_gradient.py"
+    if not script.is_file():
+        raise OSError(
+            f"svmjax bench runs {script.name} from a source checkout (make demo / pip "
+            f"install -e .); not found at {script}"
+        )
+    argv = [str(script), "--out", args.out, "--repeats", str(args.repeats), "--sizes", *args.sizes]
+    argv += ["--accuracy-steps", "0"]
+    saved, sys.argv = sys.argv, argv
+    sys.path.insert(0, str(script.parent))
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = saved
+        sys.path.remove(str(script.parent))
+    return 0
+
+
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
@@ -365,6 +388,30 @@ def build_parser() -> argparse.ArgumentParser:
         "float32 and float64.",
     )
     check.set_defaults(run=_gradcheck)
+
+    bench = commands.add_parser(
+        "bench",
+        help="time loss + gradient: analytic vs autodiff vs closed form vs NumPy vs torch",
+        description="Run the gradient benchmark (experiments/bench_gradient.py) at the chosen "
+        "sizes; prints a table of ratios and writes JSON and a plot.",
+    )
+    bench.add_argument(
+        "--sizes",
+        nargs="+",
+        default=["4000x40x10", "10000x784x10"],
+        choices=[
+            "tiny",
+            "4000x40x10",
+            "500x3073x10",
+            "10000x784x10",
+            "10000x3073x10",
+            "49000x3073x10",
+        ],
+        help="problem sizes N x D x C (4000x40x10 10000x784x10)",
+    )
+    bench.add_argument("--repeats", type=_positive_int, default=15, help="timed rounds (15)")
+    bench.add_argument("--out", default="results/bench_gradient", help="output folder")
+    bench.set_defaults(run=_bench)
 
     for sub in (demo, fit, sweep, check):
         sub.add_argument("--seed", type=int, default=0, help="random seed (0)")

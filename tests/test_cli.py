@@ -51,6 +51,7 @@ def test_gradcheck_prints_every_variant():
         (["train", "--svmlight", "/no/such/file.svm"], "No such file or directory"),
         (["train", "--mnist", "/no/such/dir"], "train: error:"),
         (["sweep", "--lrs"], "expected at least one argument"),
+        (["bench", "--sizes", "huge"], "argument --sizes: invalid choice: 'huge'"),
     ],
 )
 def test_bad_flags_give_one_line_and_no_traceback(args, message):
@@ -115,3 +116,12 @@ def test_sweep_writes_heatmap_and_json(tmp_path):
     assert np.array(sweep["val_accuracy"]).shape == (2, 2)
     assert sweep["best"]["learning_rate"] in (0.03, 0.3)
     assert (tmp_path / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_runs_the_gradient_benchmark(tmp_path):
+    result = run("bench", "--sizes", "tiny", "--repeats", "2", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "autodiff/analytic" in result.stdout
+    timings = json.loads((tmp_path / "results.json").read_text())["timings"]
+    assert [row["size"] for row in timings] == ["tiny"]
+    assert timings[0]["ratios"]["autodiff/analytic"] > 0
