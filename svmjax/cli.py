@@ -73,7 +73,7 @@ def _demo(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         validation=(ds.X_val, ds.y_val),
-        progress=sys.stderr.isatty() if args.progress is None else args.progress,
+        progress=_progress(args),
     )
     jax.block_until_ready(params)
     train_seconds = time.perf_counter() - train_start
@@ -301,7 +301,7 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--squared", action="store_true", help="squared hinge")
     parser.add_argument(
-        "--grad", choices=("analytic", "autodiff"), default="analytic", help="gradient (analytic)"
+        "--grad", choices=linear.GRADS, default="analytic", help="gradient (analytic)"
     )
     parser.add_argument(
         "--optimizer", choices=train.OPTIMIZERS, default="sgd", help="optimizer (sgd)"

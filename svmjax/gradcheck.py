@@ -50,6 +50,17 @@ def x64() -> Iterator[None]:
         jax.config.update("jax_enable_x64", previous)
 
 
+def _centred_differences(f, flat: jax.Array, unravel, entries: jax.Array, eps: float):
+    """(f(x + eps e_k) - f(x - eps e_k)) / (2 eps) for each k in ``entries``, in one compiled
+    ``lax.map`` over the flattened ``x``."""
+
+    def difference(k):
+        step = jnp.zeros_like(flat).at[k].set(eps)
+        return (f(unravel(flat + step)) - f(unravel(flat - step))) / (2 * eps)
+
+    return jax.jit(lambda: jax.lax.map(difference, entries))()
+
+
 def numerical_gradient(f: Callable[[Any], jax.Array], x: Any, *, eps: float = 1e-5) -> Any:
     r"""Centred finite differences of a scalar function over every entry of ``x``.
 
@@ -71,12 +82,7 @@ def numerical_gradient(f: Callable[[Any], jax.Array], x: Any, *, eps: float = 1e
       [3.0, 12.0]
     """
     flat, unravel = ravel_pytree(x)
-
-    def partial(k):
-        step = jnp.zeros_like(flat).at[k].set(eps)
-        return (f(unravel(flat + step)) - f(unravel(flat - step))) / (2 * eps)
-
-    return unravel(jax.jit(lambda: jax.lax.map(partial, jnp.arange(flat.size)))())
+    return unravel(_centred_differences(f, flat, unravel, jnp.arange(flat.size), eps))
 
 
 def rel_error(a: Any, b: Any) -> float:
@@ -143,11 +149,7 @@ def sparse_check(
         raise ValueError(f"grad has {g_flat.size} entries but x has {flat.size}")
     picks = jax.random.randint(key, (num_checks,), 0, flat.size)
 
-    def numeric(k):
-        step = jnp.zeros_like(flat).at[k].set(eps)
-        return (f(unravel(flat + step)) - f(unravel(flat - step))) / (2 * eps)
-
-    approx = np.asarray(jax.jit(lambda: jax.lax.map(numeric, picks))(), np.float64)
+    approx = np.asarray(_centred_differences(f, flat, unravel, picks, eps), np.float64)
     exact = np.asarray(g_flat[picks], np.float64)
     return np.abs(approx - exact) / np.maximum(1e-12, np.abs(approx) + np.abs(exact))
 

@@ -80,7 +80,6 @@ __all__ = [
 Params = dict[str, jax.Array]
 OPTIMIZERS = ("sgd", "momentum", "adam")
 SCHEDULES = ("constant", "cosine")
-_GRADS = ("analytic", "autodiff")
 _FORMAT = "svmjax-checkpoint/1"
 
 
@@ -316,8 +315,8 @@ def _grid_epoch(params, opt_state, orders, regs, alive, data, consts, *, mesh, *
 def _check_options(key, loss: str, grad: str, mesh: Mesh | None, **counts: int) -> None:
     if loss not in linear.LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(linear.LOSSES)}")
-    if grad not in _GRADS:
-        raise ValueError(f"unknown grad {grad!r}; choose one of {', '.join(_GRADS)}")
+    if grad not in linear.GRADS:
+        raise ValueError(f"unknown grad {grad!r}; choose one of {', '.join(linear.GRADS)}")
     is_key = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
     if not is_key or key.shape != ():
         raise TypeError(
