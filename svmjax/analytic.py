@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from svmjax.losses import _prepare, _true_score, _weigh
+from svmjax.losses import prepare, true_score, weigh
 from svmjax.validation import one_hot
 
 __all__ = ["weston_watkins", "crammer_singer", "one_vs_rest"]
@@ -73,7 +73,7 @@ def _weston_watkins(squared, scores, labels, margin):
 
 def _weston_watkins_fwd(squared, scores, labels, margin):
     is_true = one_hot(labels, scores.shape[-1])
-    v = scores - _true_score(scores, is_true)[..., None] + margin
+    v = scores - true_score(scores, is_true)[..., None] + margin
     h, dh = _hinge_parts(jnp.where(is_true, -jnp.inf, v), squared)
     loss = jnp.sum(h, axis=-1)
     return loss, (labels, dh, jnp.isnan(loss))
@@ -132,8 +132,8 @@ def weston_watkins(
     Reference: Weston and Watkins, ESANN 1999; cs231n notes, "Optimization" (the
     analytic SVM gradient).
     """
-    scores, labels, is_true, margin, class_weights = _prepare(scores, labels, margin, class_weights)
-    return _weigh(_weston_watkins(squared, scores, labels, margin), is_true, class_weights)
+    scores, labels, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
+    return weigh(_weston_watkins(squared, scores, labels, margin), is_true, class_weights)
 
 
 # ----------------------------------------------------------------------------- Crammer–Singer
@@ -149,7 +149,7 @@ def _crammer_singer_fwd(squared, n_classes, scores, labels, margin):
     others = jnp.where(is_true, -jnp.inf, scores)
     best = jnp.argmax(others, axis=-1)  # the lowest index among tied maxima
     best_score = jnp.max(others, axis=-1)
-    loss, dh = _hinge_parts(best_score - _true_score(scores, is_true) + margin, squared)
+    loss, dh = _hinge_parts(best_score - true_score(scores, is_true) + margin, squared)
     return loss, (labels, best, dh, jnp.isnan(loss))
 
 
@@ -202,9 +202,9 @@ def crammer_singer(
 
     Reference: Crammer and Singer, JMLR 2001.
     """
-    scores, labels, is_true, margin, class_weights = _prepare(scores, labels, margin, class_weights)
+    scores, labels, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
     loss = _crammer_singer(squared, scores.shape[-1], scores, labels, margin)
-    return _weigh(loss, is_true, class_weights)
+    return weigh(loss, is_true, class_weights)
 
 
 # ----------------------------------------------------------------------------- one-vs-rest
@@ -269,5 +269,5 @@ def one_vs_rest(
 
     Reference: Rifkin and Klautau, "In defense of one-vs-all classification", JMLR 2004.
     """
-    scores, labels, is_true, margin, class_weights = _prepare(scores, labels, margin, class_weights)
-    return _weigh(_one_vs_rest(squared, scores, labels, margin), is_true, class_weights)
+    scores, labels, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
+    return weigh(_one_vs_rest(squared, scores, labels, margin), is_true, class_weights)

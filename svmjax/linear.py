@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from svmjax import fused, losses
-from svmjax.validation import is_concrete, one_hot, poison_invalid_labels, validate
+from svmjax.validation import is_concrete, one_hot, poison_invalid, validate
 
 __all__ = [
     "GRADS",
@@ -211,7 +211,7 @@ def weston_watkins_closed_form(
     if is_concrete(X, y):
         validate(X, y, n_classes=W.shape[1], name="X")
     n = X.shape[0]
-    S = poison_invalid_labels(X @ W, y)  # a bad label under jit gives NaN, not a number
+    S = poison_invalid(X @ W, y)  # a bad label under jit gives NaN, not a number
     is_true = one_hot(y, W.shape[1])
     true_score = jnp.sum(jnp.where(is_true, S, 0), axis=1, keepdims=True)
     v = jnp.where(is_true, 0, S - true_score + margin)

@@ -14,8 +14,9 @@ Conventions shared by every loss here:
   weight of its *true* class, as ``torch.nn.MultiMarginLoss(weight=...)`` does).
 * They return per-example losses ``[...]`` and never reduce: take the mean (or a weighted
   sum) yourself.
-* A label outside ``[0, C)`` raises ``ValueError`` when the labels are concrete; inside
-  ``jit`` (where nothing can raise) that example's loss and gradient are NaN.
+* A label outside ``[0, C)``, or a negative or non-finite class weight, raises
+  ``ValueError`` when the values are concrete; inside ``jit`` (where nothing can raise)
+  the loss and gradient of every example it touches are NaN, never a plausible number.
 
 Kinks. Autodiff of these definitions picks particular subgradients at the kinks:
 ``jnp.maximum(v, 0)`` gives derivative 1/2 at ``v == 0``, and ``jnp.max`` splits the
@@ -30,28 +31,33 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from svmjax.validation import check_loss_inputs, one_hot, poison_invalid_labels
+from svmjax.validation import check_loss_inputs, one_hot, poison_invalid
 
 __all__ = ["weston_watkins", "crammer_singer", "one_vs_rest"]
 
 
-def _prepare(scores, labels, margin, class_weights):
-    """Check inputs; return (scores with bad-label rows set to NaN, labels, true-class mask,
-    margin, class_weights)."""
+def prepare(scores, labels, margin, class_weights):
+    """Check a loss call's inputs (shared with :mod:`svmjax.analytic`).
+
+    Returns ``(scores, labels, is_true, margin, class_weights)`` as arrays, with the
+    scores of every example whose label is outside ``[0, C)`` or whose class weight is
+    negative or non-finite set to NaN (see :func:`svmjax.validation.poison_invalid`).
+    """
     scores, labels, margin, class_weights = check_loss_inputs(scores, labels, margin, class_weights)
-    scores = poison_invalid_labels(scores, labels)
+    scores = poison_invalid(scores, labels, class_weights)
     is_true = one_hot(labels, scores.shape[-1])
     return scores, labels, is_true, margin, class_weights
 
 
-def _weigh(loss: jax.Array, is_true: jax.Array, class_weights: jax.Array | None) -> jax.Array:
+def weigh(loss: jax.Array, is_true: jax.Array, class_weights: jax.Array | None) -> jax.Array:
     """Multiply each example's loss by the weight of its true class."""
     if class_weights is None:
         return loss
     return loss * jnp.sum(jnp.where(is_true, class_weights, 0), axis=-1)
 
 
-def _true_score(scores: jax.Array, is_true: jax.Array) -> jax.Array:
+def true_score(scores: jax.Array, is_true: jax.Array) -> jax.Array:
+    """The score of each example's true class, ``[..., C] -> [...]``."""
     return jnp.sum(jnp.where(is_true, scores, 0), axis=-1)
 
 
@@ -102,10 +108,10 @@ def weston_watkins(
     Reference: J. Weston and C. Watkins, "Support vector machines for multi-class
     pattern recognition", ESANN 1999; cs231n notes, "Linear classification".
     """
-    scores, _, is_true, margin, class_weights = _prepare(scores, labels, margin, class_weights)
-    v = scores - _true_score(scores, is_true)[..., None] + margin
+    scores, _, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
+    v = scores - true_score(scores, is_true)[..., None] + margin
     loss = jnp.sum(jnp.where(is_true, 0, _hinge(v, squared)), axis=-1)
-    return _weigh(loss, is_true, class_weights)
+    return weigh(loss, is_true, class_weights)
 
 
 def crammer_singer(
@@ -150,10 +156,10 @@ def crammer_singer(
     Reference: K. Crammer and Y. Singer, "On the algorithmic implementation of
     multiclass kernel-based vector machines", JMLR 2001.
     """
-    scores, _, is_true, margin, class_weights = _prepare(scores, labels, margin, class_weights)
+    scores, _, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
     best_other = jnp.max(jnp.where(is_true, -jnp.inf, scores), axis=-1)
-    loss = _hinge(best_other - _true_score(scores, is_true) + margin, squared)
-    return _weigh(loss, is_true, class_weights)
+    loss = _hinge(best_other - true_score(scores, is_true) + margin, squared)
+    return weigh(loss, is_true, class_weights)
 
 
 def one_vs_rest(
@@ -194,7 +200,7 @@ def one_vs_rest(
     Reference: R. Rifkin and A. Klautau, "In defense of one-vs-all classification",
     JMLR 2004.
     """
-    scores, _, is_true, margin, class_weights = _prepare(scores, labels, margin, class_weights)
+    scores, _, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
     signed = jnp.where(is_true, scores, -scores)
     loss = jnp.sum(_hinge(margin - signed, squared), axis=-1)
-    return _weigh(loss, is_true, class_weights)
+    return weigh(loss, is_true, class_weights)

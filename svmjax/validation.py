@@ -1,14 +1,18 @@
-"""Input checks shared by every svmjax entry point.
+"""Input checks shared by every svmjax entry point: one home, one message per mistake.
 
-Two kinds of check live here:
+Checks run once, at the boundary (the public function a user calls), never inside the
+jitted hot path. Three kinds live here:
 
 * :func:`validate` looks at *values* (label range, finiteness). It needs concrete
   arrays, so it runs only at eager entry points, never inside ``jit``.
 * :func:`check_loss_inputs` looks at *shapes and dtypes*, which are static, so it runs at
-  trace time inside ``jit`` too. :func:`poison_invalid_labels` is the in-``jit`` fallback
+  trace time inside ``jit`` too. :func:`poison_invalid` is the in-``jit`` fallback
   for label values: JAX clamps out-of-range indices instead of raising, so a bad label
   would otherwise give a finite, plausible loss. We turn that example's scores into NaN
   instead, so its loss and its gradient are NaN.
+* Option checks (:func:`scalar`, :func:`count`, :func:`class_weights`, :func:`as_key`,
+  :func:`check_mesh`) turn Python options into checked values, with the same message
+  wherever the option appears.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-__all__ = ["validate", "is_concrete", "check_loss_inputs", "poison_invalid_labels", "one_hot"]
+__all__ = ["validate"]
 
 
 def is_concrete(*xs: object) -> bool:
@@ -68,19 +72,13 @@ def validate(
       ValueError: label 5 at position 1 is outside [0, 3) ...
 
     This runs on concrete values only; inside ``jit`` the losses fall back to
-    :func:`poison_invalid_labels`, which turns an out-of-range label into a NaN loss.
+    :func:`poison_invalid`, which turns an out-of-range label into a NaN loss.
     """
     x = np.asarray(scores_or_X)
     y = np.asarray(labels)
-    if not np.issubdtype(x.dtype, np.floating) and x.dtype != jnp.bfloat16:
-        raise TypeError(f"{name} must be floating point, got dtype {x.dtype}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise TypeError(
-            f"labels must be integer class indices in [0, C), got dtype {y.dtype}"
-            + (" (convert with labels.astype(int))" if np.issubdtype(y.dtype, np.floating) else "")
-        )
+    check_dtypes(x, y, name)
     if x.ndim < 1:
-        raise ValueError(f"{name} must have at least 1 dimension [..., C], got a scalar")
+        raise ValueError(f"{name} needs a class axis [..., C], got a 0-d array (a scalar)")
     if y.shape != x.shape[:-1]:
         raise ValueError(
             f"labels shape {y.shape} does not match {name} shape {x.shape}: "
@@ -95,13 +93,7 @@ def validate(
     if not finite.all():
         index = _first_index(~finite)
         raise ValueError(f"{name} is not finite: {name}[{_position(index)}] = {x[index]}")
-    bad = (y < 0) | (y >= n_classes)
-    if bad.any():
-        index = _first_index(bad)
-        raise ValueError(
-            f"label {y[index]} at position {_position(index)} is outside [0, {n_classes}) "
-            f"({int(bad.sum())} bad label(s) in all)"
-        )
+    check_labels(y, n_classes)
     return jnp.asarray(x), jnp.asarray(y)
 
 
@@ -115,20 +107,19 @@ def check_loss_inputs(
 
     Dtypes and shapes are checked always (they are static). Label and class-weight
     *values* (labels in ``[0, C)``; weights finite and ``>= 0``) are checked only when they
-    are concrete (eager calls); inside ``jit`` see :func:`poison_invalid_labels`. The
+    are concrete (eager calls); inside ``jit`` see :func:`poison_invalid`. The
     margin is not checked: any finite margin defines a valid loss (``margin=0`` is the
     multiclass perceptron criterion), and the training entry points, which need a positive
     one, check it there. Non-finite scores are not checked either: they propagate (a NaN
     score gives a NaN loss), as in any ``jnp`` function; :func:`validate` rejects them.
     """
+    check_dtypes(scores, labels, "scores")  # the caller's dtypes, before JAX converts them
     scores = jnp.asarray(scores)
     labels_in = labels
     labels = jnp.asarray(labels)
-    if not jnp.issubdtype(scores.dtype, jnp.floating):
-        raise TypeError(f"scores must be floating point, got dtype {scores.dtype}")
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"labels must be integer class indices in [0, C), got dtype {labels.dtype}")
-    if scores.ndim < 1 or labels.shape != scores.shape[:-1]:
+    if scores.ndim < 1:
+        raise ValueError("scores need a class axis [..., C], got a 0-d array (a scalar)")
+    if labels.shape != scores.shape[:-1]:
         raise ValueError(
             f"labels shape {labels.shape} does not match scores shape {scores.shape}: "
             f"expected labels of shape {scores.shape[:-1]}"
@@ -147,32 +138,29 @@ def check_loss_inputs(
                 f"got shape {class_weights.shape}"
             )
         if is_concrete(class_weights):  # a negative weight rewards violating the margin
-            w = np.asarray(class_weights)
-            bad = np.flatnonzero(~(np.isfinite(w) & (w >= 0)))
-            if bad.size:
-                raise ValueError(
-                    f"class_weights must be finite and >= 0, got class_weights[{bad[0]}] = "
-                    f"{w[bad[0]]}"
-                )
+            check_class_weight_values(np.asarray(class_weights))
     if is_concrete(labels_in) and labels.size:
-        y = np.asarray(labels)
-        bad = (y < 0) | (y >= n_classes)
-        if bad.any():
-            index = _first_index(bad)
-            raise ValueError(
-                f"label {y[index]} at position {_position(index)} is outside [0, {n_classes})"
-            )
+        check_labels(np.asarray(labels), n_classes)
     return scores, labels, margin, class_weights
 
 
-def poison_invalid_labels(scores: jax.Array, labels: jax.Array) -> jax.Array:
-    """Return ``scores`` with every example whose label is outside ``[0, C)`` set to NaN.
+def poison_invalid(
+    scores: jax.Array, labels: jax.Array, class_weights: jax.Array | None = None
+) -> jax.Array:
+    """Return ``scores`` with NaN rows for every example whose label is outside ``[0, C)``
+    or whose class weight (``class_weights[label]``) is negative or non-finite.
 
     Multiplying (rather than selecting) makes the NaN flow into the gradient as well:
-    a bad label gives a NaN loss *and* a NaN gradient for that example, never a finite,
-    plausible number. Valid examples are multiplied by exactly 1.
+    such an example gets a NaN loss *and* a NaN gradient, never a finite, plausible
+    number. Valid examples are multiplied by exactly 1. This is the in-``jit`` twin of the
+    eager ``ValueError`` of :func:`check_loss_inputs`: a negative class weight would reward
+    violating the margin (torch's ``MultiMarginLoss`` accepts one and returns a negative
+    loss; svmjax refuses it, eagerly with an error and under ``jit`` with NaN).
     """
     valid = (labels >= 0) & (labels < scores.shape[-1])
+    if class_weights is not None:
+        w = jnp.take(class_weights, jnp.clip(labels, 0, scores.shape[-1] - 1))
+        valid = valid & jnp.isfinite(w) & (w >= 0)
     factor = jnp.where(valid, jnp.ones((), scores.dtype), jnp.full((), jnp.nan, scores.dtype))
     return scores * factor[..., None]
 
@@ -180,3 +168,129 @@ def poison_invalid_labels(scores: jax.Array, labels: jax.Array) -> jax.Array:
 def one_hot(labels: jax.Array, n_classes: int) -> jax.Array:
     """Boolean mask ``[..., C]``, True at each example's label (all False when out of range)."""
     return jax.nn.one_hot(labels, n_classes, dtype=jnp.bool_)
+
+
+# ------------------------------------------------------------------------ shared pieces
+
+
+def _dtype(x: object) -> np.dtype:
+    dtype = getattr(x, "dtype", None)  # not np.asarray(x): no copy of a device array
+    return np.asarray(x).dtype if dtype is None else np.dtype(dtype)
+
+
+def _dtype_name(x: object) -> str:
+    return str(_dtype(x))
+
+
+def check_dtypes(scores_or_X: object, labels: object, name: str = "scores") -> None:
+    """Raise ``TypeError`` unless ``scores_or_X`` is floating point and ``labels`` integer.
+
+    The dtypes named are the caller's own (an ``int64`` NumPy array is reported as
+    ``int64``, not as the ``int32`` JAX would convert it to).
+    """
+    x_dtype, y_dtype = _dtype(scores_or_X), _dtype(labels)
+    if not jnp.issubdtype(x_dtype, jnp.floating):
+        raise TypeError(f"{name} must be floating point, got dtype {_dtype_name(scores_or_X)}")
+    if not jnp.issubdtype(y_dtype, jnp.integer):
+        hint = " (convert with labels.astype(int))" if jnp.issubdtype(y_dtype, jnp.floating) else ""
+        raise TypeError(
+            f"labels must be integer class indices in [0, C), got dtype {_dtype_name(labels)}"
+            + hint
+        )
+
+
+def check_labels(y: np.ndarray, n_classes: int) -> None:
+    """Raise ``ValueError`` naming the first label outside ``[0, n_classes)``."""
+    bad = (y < 0) | (y >= n_classes)
+    if bad.any():
+        index = _first_index(bad)
+        raise ValueError(
+            f"label {y[index]} at position {_position(index)} is outside [0, {n_classes}) "
+            f"({int(bad.sum())} bad label(s) in all)"
+        )
+
+
+def check_class_weight_values(w: np.ndarray) -> None:
+    """Raise ``ValueError`` naming the first class weight that is negative or non-finite."""
+    bad = np.flatnonzero(~(np.isfinite(w) & (w >= 0)))
+    if bad.size:
+        raise ValueError(
+            f"class_weights must be finite and >= 0, got class_weights[{bad[0]}] = {w[bad[0]]}"
+        )
+
+
+def class_weights(w: ArrayLike | None, n_classes: int, dtype=jnp.float32) -> jax.Array | None:
+    """Checked class weights ``[n_classes]`` as an array of ``dtype`` (``None`` stays)."""
+    if w is None:
+        return None
+    w = np.asarray(w)
+    if w.shape != (n_classes,):
+        raise ValueError(
+            f"class_weights must have shape ({n_classes},) (one weight per class), "
+            f"got shape {w.shape}"
+        )
+    if not np.issubdtype(w.dtype, np.number) or np.iscomplexobj(w):
+        raise TypeError(f"class_weights must be real numbers, got dtype {w.dtype}")
+    check_class_weight_values(w)
+    return jnp.asarray(w, dtype)
+
+
+def scalar(name: str, value: object, *, positive: bool) -> float:
+    """``value`` as a Python float, checked: finite and ``> 0`` (``positive``) or ``>= 0``."""
+    if np.ndim(value) != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {np.shape(value)}")
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(number) or (number <= 0 if positive else number < 0):
+        raise ValueError(
+            f"{name} must be a finite number {'>' if positive else '>='} 0, got {value}"
+        )
+    return number
+
+
+def count(name: str, value: object) -> int:
+    """``value`` as a Python int, checked ``>= 1``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def as_key(key: object) -> jax.Array:
+    """A single typed PRNG key from a typed key (``jax.random.key(seed)``) or a legacy raw
+    key (``jax.random.PRNGKey(seed)``, ``uint32`` data); both give the same key, so the
+    same seed gives the same bits either way.
+
+    Example:
+      >>> import jax
+      >>> bool(jax.random.key_data(as_key(jax.random.PRNGKey(3)))
+      ...      .tolist() == jax.random.key_data(jax.random.key(3)).tolist())
+      True
+    """
+    if isinstance(key, jax.Array | np.ndarray) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise TypeError(f"key must be a single key, got an array of keys of shape {key.shape}")
+        return jnp.asarray(key)
+    if isinstance(key, jax.Array | np.ndarray) and key.dtype == np.uint32:
+        impl = jax.random.key_impl(jax.random.key(0))
+        expected = jax.random.key_data(jax.random.key(0)).shape
+        if key.shape != expected:
+            raise TypeError(
+                f"a raw key must be uint32 of shape {expected} (jax.random.PRNGKey(seed)), "
+                f"got shape {key.shape}"
+            )
+        return jax.random.wrap_key_data(jnp.asarray(key), impl=impl)
+    raise TypeError(
+        "key must be a JAX PRNG key: jax.random.key(seed) or jax.random.PRNGKey(seed), got "
+        + (f"an array of dtype {key.dtype}" if hasattr(key, "dtype") else repr(key))
+    )
+
+
+def check_mesh(mesh: object) -> None:
+    """Raise ``TypeError`` unless ``mesh`` is ``None`` or a ``jax.sharding.Mesh``."""
+    if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
+        raise TypeError(
+            "mesh must be a jax.sharding.Mesh (e.g. svmjax.sharding.data_mesh()) or None, "
+            f"got {type(mesh).__name__}"
+        )

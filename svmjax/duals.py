@@ -1,0 +1,190 @@
+r"""The exact solver's per-loss pieces: smoothing, the dual map, and the dual value.
+
+:func:`svmjax.solve.solve` is generic; what it needs to know about a loss is a
+:class:`Dual`, which the loss's registry entry (:mod:`svmjax.registry`) carries. A loss
+without one is refused by the solver (no certificate without a derived dual).
+
+Layout: inside the solver everything is transposed: weights ``V = W.T`` ``[C, D]``, scores
+``Z = V @ X.T`` ``[C, N]``, dual variables ``[C, N]``. On XLA:CPU this layout runs the
+per-class reductions over a short leading axis and keeps both matrix products in the fast
+(untransposed) form.
+
+The dual of :math:`\tfrac12\lVert W\rVert^2 + \sum_i c_i L(x_i W + b, y_i)`: write
+:math:`a_i \in \mathbb{R}^C` for the dual variables of example :math:`i` and
+:math:`u_i = c_i\, G(a_i)` with :math:`G(a) = a - (\sum_j a_j) e_{y_i}` (relative margins:
+Weston–Watkins, Crammer–Singer; :math:`a_{y_i} = 0`) or :math:`G(a)_j = -t_j a_j`
+(absolute margins, one-vs-rest, :math:`t_j = \pm 1`). Then
+
+.. math::
+
+    D(a) = -\tfrac12 \Big\lVert \sum_i x_i^\top u_i \Big\rVert_F^2
+           - \sum_i c_i\, \ell^*(a_i) \le P^\star,
+    \qquad \ell^*(a) = -\Delta \textstyle\sum_j a_j \ \text{(hinge)},\quad
+    \textstyle\sum_j \big(\tfrac14 a_j^2 - \Delta a_j\big) \ \text{(squared)},
+
+with :math:`\tfrac14(\sum_j a_j)^2 - \Delta \sum_j a_j` for squared Crammer–Singer, over
+:math:`0 \le a_{ij} \le 1` (hinge; Crammer–Singer: :math:`a_i \ge 0,\ \sum_j a_{ij} \le 1`)
+or :math:`a_{ij} \ge 0` (squared), and, with an intercept, :math:`\sum_i u_i = 0`. The
+gradient of the smoothed loss is such an :math:`a`, so every solver iterate yields a
+dual-feasible point.
+
+Smoothing: each hinge term becomes :math:`\mu\,\mathrm{softplus}(v/\mu)` (at most
+:math:`\mu \log 2` above it); Crammer–Singer's max becomes
+:math:`\mu \log(1 + \sum_{j \ne y} e^{v_j/\mu})` (at most :math:`\mu \log C` above).
+Squared Weston–Watkins and one-vs-rest are differentiable already and are not smoothed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["Dual", "WESTON_WATKINS", "CRAMMER_SINGER", "ONE_VS_REST"]
+
+
+class Dual(NamedTuple):
+    """What the exact solver needs to know about one loss (arrays in the ``[C, N]`` layout).
+
+    ``smooth(z, is_true, margin, mu, squared)`` returns the smoothed per-example losses
+    ``[N]`` and their gradient ``a`` ``[C, N]`` in the dual parametrisation (so ``a`` is
+    dual-feasible); ``dual_map(a, is_true, c)`` is ``u`` ``[C, N]``; ``repair(a, is_true,
+    c)`` rescales ``a`` so that ``sum_i u_i = 0`` (the intercept's constraint) and returns
+    ``(a, ok)``; ``value(a, uX, c, margin, squared)`` is the best dual value along the ray
+    ``t * a``; ``smoothed(squared)`` says whether the loss needs smoothing at all.
+    """
+
+    smooth: Callable
+    dual_map: Callable
+    repair: Callable
+    value: Callable
+    smoothed: Callable[[bool], bool]
+
+
+def _relative_margins(z, is_true, margin):
+    """``v = z - z_y + margin`` ``[C, N]``, ``-inf`` on the true class (no term there)."""
+    true_score = jnp.sum(jnp.where(is_true, z, 0), axis=0)
+    return jnp.where(is_true, -jnp.inf, z - true_score[None, :] + margin)
+
+
+def _smooth_sum(v, mu, squared):
+    """Summed hinges of the margins ``v`` ``[C, N]``: softplus-smoothed, or squared."""
+    if squared:
+        h = jnp.maximum(v, 0)
+        return jnp.sum(h * h, axis=0), 2 * h
+    values = jnp.where(v > -jnp.inf, mu * jax.nn.softplus(v / mu), 0)
+    return jnp.sum(values, axis=0), jax.nn.sigmoid(v / mu)
+
+
+def _smooth_weston_watkins(z, is_true, margin, mu, squared):
+    return _smooth_sum(_relative_margins(z, is_true, margin), mu, squared)
+
+
+def _smooth_one_vs_rest(z, is_true, margin, mu, squared):
+    return _smooth_sum(margin - jnp.where(is_true, z, -z), mu, squared)
+
+
+def _smooth_crammer_singer(z, is_true, margin, mu, squared):
+    r = _relative_margins(z, is_true, margin) / mu
+    top = jnp.maximum(jnp.max(r, axis=0), 0)
+    expo = jnp.exp(r - top[None, :])
+    total = jnp.exp(-top) + jnp.sum(expo, axis=0)
+    m = mu * (top + jnp.log(total))  # mu * log(1 + sum_j exp(v_j / mu)) >= the hinge
+    p = expo / total[None, :]
+    if squared:
+        return m * m, 2 * m[None, :] * p
+    return m, p
+
+
+def _relative_map(a, is_true, c):
+    """``u_i = c_i G(a_i)`` for relative margins."""
+    return c[None, :] * jnp.where(is_true, -jnp.sum(a, axis=0, keepdims=True), a)
+
+
+def _absolute_map(a, is_true, c):
+    return c[None, :] * jnp.where(is_true, -a, a)
+
+
+def _repair_relative(a, is_true, c):
+    """Rescale ``a`` per class so that ``sum_i u_i = 0``, only scaling down (factors in
+    ``[0, 1]``, which keeps every other constraint).
+
+    ``flow[k, j]`` is the sum over the examples of class ``k`` of ``c_i a_ij``, from class
+    ``k`` to class ``j``. We need ``lam >= 0`` with ``flow.T @ lam = out * lam``: a null
+    vector of this Laplacian (the Perron vector), unique and positive when the flow graph is
+    strongly connected, and 1 at the optimum. ``ok`` is False when no such vector exists
+    (a class with no active dual variable).
+    """
+    flow = (is_true.astype(a.dtype) * c[None, :]) @ a.T
+    out = jnp.sum(flow, axis=1)
+    isolated = (out <= 0) & (jnp.sum(flow, axis=0) <= 0)
+    laplacian = jnp.diag(out + isolated.astype(a.dtype)) - flow.T
+    _, _, vt = jnp.linalg.svd(laplacian)
+    lam = vt[-1] * jnp.sign(jnp.sum(vt[-1]))
+    lam = jnp.where(isolated, 0, jnp.maximum(lam, 0))
+    lam = lam / jnp.maximum(jnp.max(lam), jnp.finfo(a.dtype).tiny)
+    residual = jnp.max(jnp.abs(flow.T @ lam - out * lam))
+    ok = jnp.isfinite(residual) & (residual <= 1e-3 * jnp.max(out * lam))
+    return a * jnp.sum(jnp.where(is_true, lam[:, None], 0), axis=0, keepdims=True), ok
+
+
+def _repair_absolute(a, is_true, c):
+    """Per class, scale down the larger of the two sides (``+`` and ``-`` examples)."""
+    ca = c[None, :] * a
+    pos = jnp.sum(jnp.where(is_true, ca, 0), axis=1)
+    neg = jnp.sum(jnp.where(is_true, 0, ca), axis=1)
+    lam_pos = jnp.where(pos > neg, neg / jnp.where(pos > 0, pos, 1), 1)
+    lam_neg = jnp.where(neg > pos, pos / jnp.where(neg > 0, neg, 1), 1)
+    return a * jnp.where(is_true, lam_pos[:, None], lam_neg[:, None]), jnp.array(True)
+
+
+def _ray_value(a, uX, c, margin, squared, *, biggest, extra):
+    """Best dual value along the ray ``t * a``, ``t`` in the feasible range; ``uX`` is
+    ``u @ X`` for the ``u`` of ``a``; ``biggest(a)`` [N] bounds ``t`` (hinge),
+    ``extra(a)`` is the squared hinge's quadratic term."""
+    quad = jnp.sum(uX * uX)
+    lin = margin * jnp.sum(c[None, :] * a)
+    tiny = jnp.finfo(a.dtype).tiny
+    if squared:
+        t = lin / jnp.maximum(quad + extra(a) / 2, tiny)
+        return t * lin - 0.5 * t * t * (quad + extra(a) / 2)
+    t_max = 1 / jnp.maximum(jnp.max(jnp.where(c > 0, biggest(a), 0)), tiny)
+    t = jnp.clip(lin / jnp.maximum(quad, tiny), 0, t_max)
+    return t * lin - 0.5 * t * t * quad
+
+
+def _sum_value(a, uX, c, margin, squared):
+    return _ray_value(
+        a,
+        uX,
+        c,
+        margin,
+        squared,
+        biggest=lambda a: jnp.max(a, axis=0),
+        extra=lambda a: jnp.sum(c[None, :] * a * a),
+    )
+
+
+def _max_value(a, uX, c, margin, squared):
+    return _ray_value(
+        a,
+        uX,
+        c,
+        margin,
+        squared,
+        biggest=lambda a: jnp.sum(a, axis=0),
+        extra=lambda a: jnp.sum(c * jnp.sum(a, axis=0) ** 2),
+    )
+
+
+WESTON_WATKINS = Dual(
+    _smooth_weston_watkins, _relative_map, _repair_relative, _sum_value, lambda sq: not sq
+)
+CRAMMER_SINGER = Dual(
+    _smooth_crammer_singer, _relative_map, _repair_relative, _max_value, lambda sq: True
+)
+ONE_VS_REST = Dual(
+    _smooth_one_vs_rest, _absolute_map, _repair_absolute, _sum_value, lambda sq: not sq
+)

@@ -1,0 +1,151 @@
+"""The one registry of loss names: every module that dispatches on a loss name reads it.
+
+Each entry is a :class:`Loss`: the pure definition (:mod:`svmjax.losses`), the same loss
+with its analytic gradient (:mod:`svmjax.analytic`), and what the loss supports. Adding a
+loss means writing its two functions and calling :func:`register` once; training,
+:func:`svmjax.linear.objective`, :mod:`svmjax.gradcheck`, the estimator and the command
+line pick it up from here. The exact solver takes the losses whose entry has a ``dual``.
+
+Example:
+  >>> from svmjax import registry
+  >>> registry.get("crammer_singer").dual is not None
+  True
+  >>> "weston_watkins" in registry.names()
+  True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from svmjax import analytic, duals, losses
+from svmjax.validation import one_hot
+
+__all__ = ["CONSTRAINTS", "Loss", "get", "names", "register", "unregister"]
+
+CONSTRAINTS = (None, "sum_to_zero")
+
+
+class Loss(NamedTuple):
+    """A registered loss.
+
+    Attributes:
+      name: the name used everywhere (``loss="..."``).
+      pure: ``pure(scores, labels, *, margin, squared, class_weights, **options)``, plain
+        ``jnp`` (``jax.grad`` differentiates it).
+      analytic: the same signature and values, with a hand-written ``custom_vjp`` gradient.
+      dual: the exact solver's pieces (:class:`svmjax.duals.Dual`), or ``None``: then
+        :func:`svmjax.solve.solve` refuses the loss (no certificate without a dual).
+      constraint: ``None`` or ``"sum_to_zero"``: the model the loss is meant for has
+        :math:`\\sum_c w_c = 0` and :math:`\\sum_c b_c = 0` (training keeps it so).
+      kinks: optional ``kinks(scores, labels, margin, **options)``, the distance of every
+        kink argument from its kink (flat), for :func:`svmjax.gradcheck.compare`.
+      options: names of the loss's extra keyword hyperparameters beyond ``margin``,
+        ``squared`` and ``class_weights`` (e.g. ``("k",)``), passed as ``loss_options``.
+      paper: a short reference.
+    """
+
+    name: str
+    pure: Callable[..., jax.Array]
+    analytic: Callable[..., jax.Array]
+    dual: duals.Dual | None = None
+    constraint: str | None = None
+    kinks: Callable[..., jax.Array] | None = None
+    options: tuple[str, ...] = ()
+    paper: str = ""
+
+
+_REGISTRY: dict[str, Loss] = {}
+
+
+def register(entry: Loss, *, replace: bool = False) -> Loss:
+    """Add ``entry`` to the registry and return it.
+
+    Raises:
+      ValueError: the name is taken (pass ``replace=True`` to overwrite) or the
+        constraint is unknown.
+    """
+    if entry.name in _REGISTRY and not replace:
+        raise ValueError(f"loss {entry.name!r} is already registered (pass replace=True)")
+    if entry.constraint not in CONSTRAINTS:
+        raise ValueError(f"unknown constraint {entry.constraint!r}; choose one of {CONSTRAINTS}")
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+def unregister(name: str) -> None:
+    """Remove a loss (tests use it to clean up after registering a toy loss)."""
+    _REGISTRY.pop(name, None)
+
+
+def get(name: str) -> Loss:
+    """The entry of ``name``; a ``ValueError`` listing the known names otherwise."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(names())}") from None
+
+
+def names(*, solver: bool = False) -> tuple[str, ...]:
+    """Registered loss names, in registration order (only those the exact solver takes,
+    with ``solver=True``)."""
+    return tuple(n for n, e in _REGISTRY.items() if not solver or e.dual is not None)
+
+
+# ------------------------------------------------------------------------------ kinks
+
+
+def _relative_kinks(scores, labels, margin):
+    is_true = one_hot(labels, scores.shape[-1])
+    true_score = jnp.sum(jnp.where(is_true, scores, 0), axis=-1)
+    v = scores - true_score[..., None] + margin
+    return jnp.abs(v[~is_true])
+
+
+def _max_kinks(scores, labels, margin):
+    is_true = one_hot(labels, scores.shape[-1])
+    true_score = jnp.sum(jnp.where(is_true, scores, 0), axis=-1)
+    top2 = jax.lax.top_k(jnp.where(is_true, -jnp.inf, scores), 2)[0]
+    hinge = jnp.abs(top2[..., 0] - true_score + margin)
+    return jnp.concatenate([hinge.ravel(), (top2[..., 0] - top2[..., 1]).ravel()])
+
+
+def _absolute_kinks(scores, labels, margin):
+    is_true = one_hot(labels, scores.shape[-1])
+    return jnp.abs(margin - jnp.where(is_true, scores, -scores)).ravel()
+
+
+register(
+    Loss(
+        "weston_watkins",
+        losses.weston_watkins,
+        analytic.weston_watkins,
+        dual=duals.WESTON_WATKINS,
+        kinks=_relative_kinks,
+        paper="Weston & Watkins, ESANN 1999",
+    )
+)
+register(
+    Loss(
+        "crammer_singer",
+        losses.crammer_singer,
+        analytic.crammer_singer,
+        dual=duals.CRAMMER_SINGER,
+        kinks=_max_kinks,
+        paper="Crammer & Singer, JMLR 2001",
+    )
+)
+register(
+    Loss(
+        "one_vs_rest",
+        losses.one_vs_rest,
+        analytic.one_vs_rest,
+        dual=duals.ONE_VS_REST,
+        kinks=_absolute_kinks,
+        paper="Rifkin & Klautau, JMLR 2004",
+    )
+)
