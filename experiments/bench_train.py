@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from common import environment, write
 
-from svmjax import data, linear, train
+from svmjax import data, grid, linear, optim, train
 
 
 @dataclasses.dataclass
@@ -105,7 +105,7 @@ def main(config: Config) -> dict:
     n, steps_per_epoch = X.shape[0], -(-X.shape[0] // config.batch_size)
     steps = config.epochs * steps_per_epoch
     params = linear.init(jax.random.key(1), ds.n_features, ds.n_classes)
-    optimizer = train.make_optimizer("sgd", config.learning_rate)
+    optimizer = optim.make_optimizer("sgd", config.learning_rate)
 
     def fit_run():
         result, _ = train.fit(
@@ -146,12 +146,12 @@ def main(config: Config) -> dict:
             print("torch not installed: skipping (pip install 'svmjax[test]')")
     per_step = {name: {k: v / steps * 1e6 for k, v in t.items()} for name, t in per_run.items()}
 
-    grid = {}
+    grid_times = {}
     for k in config.grid_sizes:
         lrs = tuple(float(v) for v in np.geomspace(1e-3, 1e-1, k))
 
         def grid_run(lrs=lrs):
-            result = train.fit_grid(
+            result = grid.fit_grid(
                 params,
                 X,
                 y,
@@ -163,7 +163,7 @@ def main(config: Config) -> dict:
             )
             return jax.block_until_ready(result.params)
 
-        grid[k] = _timed(grid_run, max(1, config.repeats // 2))
+        grid_times[k] = _timed(grid_run, max(1, config.repeats // 2))
 
     k_max = max(config.grid_sizes)
 
@@ -174,22 +174,22 @@ def main(config: Config) -> dict:
                 X,
                 y,
                 key=jax.random.key(4),
-                optimizer=train.make_optimizer("sgd", float(lr)),
+                optimizer=optim.make_optimizer("sgd", float(lr)),
                 epochs=config.grid_epochs,
                 batch_size=config.batch_size,
             )
         jax.block_until_ready(result)
 
     sequential = _timed(sequential_run, 1)
-    one = grid[min(config.grid_sizes)]["median"]
+    one = grid_times[min(config.grid_sizes)]["median"]
 
     results = {
         "config": dataclasses.asdict(config),
         "problem": {"n": n, "d": ds.n_features, "c": ds.n_classes, "steps": steps},
         "compile_seconds_first_fit": compile_seconds,
         "per_step_us": per_step,
-        "fit_grid_seconds": {str(k): v for k, v in grid.items()},
-        "fit_grid_cost_vs_one_config": {str(k): v["median"] / one for k, v in grid.items()},
+        "fit_grid_seconds": {str(k): v for k, v in grid_times.items()},
+        "fit_grid_cost_vs_one_config": {str(k): v["median"] / one for k, v in grid_times.items()},
         f"sequential_{k_max}_fits_seconds": sequential,
         f"sequential_{k_max}_cost_vs_one_grid_config": sequential["median"] / one,
     }
@@ -213,7 +213,7 @@ def main(config: Config) -> dict:
         f"| fit_grid configs ({config.grid_epochs} epochs) | seconds (median) | cost vs 1 config |",
         "|---|---|---|",
     ]
-    for k, t in grid.items():
+    for k, t in grid_times.items():
         lines.append(f"| {k} | {t['median']:.3f} | {t['median'] / one:.1f}× |")
     lines.append(
         f"| {k_max} sequential `fit` calls | {sequential['median']:.3f} | "

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from common import markdown_table, write
 
-from svmjax import data, linear, train
+from svmjax import data, grid, linear, registry
 
 
 @dataclasses.dataclass
@@ -58,9 +58,9 @@ def main(config: Config) -> dict:
     rows, results = [], []
     for ds_name, ds in _datasets(config).items():
         params = linear.init(jax.random.key(1), ds.n_features, ds.n_classes)
-        for loss in linear.LOSSES:
+        for loss in registry.names():
             for squared in (False, True):
-                grid = train.fit_grid(
+                sweep = grid.fit_grid(
                     params,
                     ds.X_train,
                     ds.y_train,
@@ -76,10 +76,10 @@ def main(config: Config) -> dict:
                     validation=(ds.X_val, ds.y_val),
                 )
                 n_lr, n_seed = len(config.learning_rates), len(config.seeds)
-                val = grid.history["val_accuracy"][:, -1].reshape(n_lr, n_seed)
+                val = sweep.history["val_accuracy"][:, -1].reshape(n_lr, n_seed)
                 best_lr = int(np.argmax(np.nan_to_num(val.mean(axis=1), nan=-1.0)))
                 test = [
-                    _test_accuracy(jax.tree.map(lambda p, k=k: p[k], grid.params), ds)
+                    _test_accuracy(jax.tree.map(lambda p, k=k: p[k], sweep.params), ds)
                     for k in range(best_lr * n_seed, (best_lr + 1) * n_seed)
                 ]
                 result = {

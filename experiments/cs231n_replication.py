@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from common import markdown_table, write
 
-from svmjax import data, linear, plots, train
+from svmjax import data, grid, linear, plots
 
 
 @dataclasses.dataclass
@@ -52,7 +52,7 @@ def main(config: Config) -> dict:
         ds = data.load("digits", key=key)
     params = linear.init(jax.random.key(config.seed + 1), ds.n_features, ds.n_classes)
     start = time.perf_counter()
-    grid = train.fit_grid(
+    sweep = grid.fit_grid(
         params,
         ds.X_train,
         ds.y_train,
@@ -66,10 +66,10 @@ def main(config: Config) -> dict:
     )
     seconds = time.perf_counter() - start
     shape = (len(config.learning_rates), len(config.regs))
-    val = grid.history["val_accuracy"][:, -1].reshape(shape)
-    train_acc = grid.history["train_accuracy"][:, -1].reshape(shape)
-    best = jax.tree.map(lambda p: p[grid.best], grid.params)
-    best_lr, best_reg, _ = grid.configs[grid.best]
+    val = sweep.history["val_accuracy"][:, -1].reshape(shape)
+    train_acc = sweep.history["train_accuracy"][:, -1].reshape(shape)
+    best = jax.tree.map(lambda p: p[sweep.best], sweep.params)
+    best_lr, best_reg, _ = sweep.configs[sweep.best]
     test = float(np.mean(np.asarray(linear.predict(best, ds.X_test)) == ds.y_test))
 
     out = write(

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from common import markdown_table, write
 
-from svmjax import analytic, gradcheck, linear, losses
+from svmjax import analytic, gradcheck, losses, registry
 
 
 @dataclasses.dataclass
@@ -100,7 +100,7 @@ def main(config: Config) -> dict:
             loss, n=config.n, d=config.d, c=config.c, key=key, dtype=dtype, squared=squared
         )
         for dtype in config.dtypes
-        for loss in linear.LOSSES
+        for loss in registry.names()
         for squared in config.squared
     ]
 

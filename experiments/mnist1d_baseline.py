@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from common import markdown_table, write
 
-from svmjax import analytic, data, linear, train
+from svmjax import analytic, data, linear, optim, train
 
 
 @dataclasses.dataclass
@@ -94,7 +94,7 @@ def train_linear(ds: data.Dataset, seed: int, config: Config) -> float:
         ds.X_train,
         ds.y_train,
         key=jax.random.key(seed + 10),
-        optimizer=train.make_optimizer("momentum", config.linear_lr),
+        optimizer=optim.make_optimizer("momentum", config.linear_lr),
         reg=1e-4,
         epochs=config.linear_epochs,
         batch_size=256,

@@ -5,7 +5,7 @@ training step of the linear SVM laid out the way ``train.fit(..., mesh=mesh)`` l
 the sharding of the parameters (replicated), the minibatch (rows split over the devices)
 and the gradients (replicated, after XLA's all-reduce), then the collectives in the
 compiled HLO of that step and of a ``fit_grid``-style step (configurations split over the
-devices: no collectives). Finally it runs ``train.fit`` and ``train.fit_grid`` with and
+devices: no collectives). Finally it runs ``train.fit`` and ``grid.fit_grid`` with and
 without the mesh and reports how far apart the results are.
 
 On a CPU-only machine it re-executes itself with
@@ -33,7 +33,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding
 
-from svmjax import data, linear, sharding, train
+from svmjax import data, grid, linear, optim, sharding, train
 
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 
@@ -164,7 +164,7 @@ def main(config: Config) -> dict:
 
     fit_options = dict(
         key=jax.random.key(2),
-        optimizer=train.make_optimizer("sgd", config.learning_rate),
+        optimizer=optim.make_optimizer("sgd", config.learning_rate),
         epochs=config.epochs,
         batch_size=config.batch_size,
         validation=(ds.X_val, ds.y_val),
@@ -182,9 +182,9 @@ def main(config: Config) -> dict:
         batch_size=config.batch_size,
         validation=(ds.X_val, ds.y_val),
     )
-    grid_one, grid_one_seconds = _timed(lambda: train.fit_grid(params, X, y, **grid_options))
+    grid_one, grid_one_seconds = _timed(lambda: grid.fit_grid(params, X, y, **grid_options))
     grid_many, grid_many_seconds = _timed(
-        lambda: train.fit_grid(params, X, y, mesh=mesh, **grid_options)
+        lambda: grid.fit_grid(params, X, y, mesh=mesh, **grid_options)
     )
 
     results = {

@@ -4,13 +4,18 @@ Modules, one concern each:
 
 * :mod:`svmjax.losses` — pure ``jnp`` definitions (``jax.grad`` differentiates them);
 * :mod:`svmjax.analytic` — the same losses with hand-written ``custom_vjp`` gradients;
+* :mod:`svmjax.registry` — the one list of loss names and what each supports;
 * :mod:`svmjax.linear` — the linear model ``{"W", "b"}`` and its regularised objective;
 * :mod:`svmjax.fused` — the fast analytic objective (one pass over ``X``, bfloat16 ``X``);
-* :mod:`svmjax.solve` — an exact full-batch primal solver with a duality-gap certificate;
+* :mod:`svmjax.optim` — optimizers by name, learning rate in the state;
+* :mod:`svmjax.train` — optax training: ``fit``;
+* :mod:`svmjax.grid` — ``fit_grid``: many configurations in one vmapped run;
+* :mod:`svmjax.checkpoint` — atomic ``.npz`` checkpoints, no pickle;
+* :mod:`svmjax.solve` — an exact full-batch primal solver with a duality-gap certificate,
+  built on :mod:`svmjax.lbfgs` and the per-loss duals of :mod:`svmjax.duals`;
 * :class:`svmjax.SVMClassifier` — a scikit-learn estimator (needs the ``data`` extra);
 * :mod:`svmjax.conventions` — conversions to torch, optax, Keras, liblinear, sklearn, cs231n;
 * :mod:`svmjax.gradcheck` — finite differences and the agreement table;
-* :mod:`svmjax.train` — optax training: ``fit``, ``fit_grid``, checkpoints;
 * :mod:`svmjax.data` — built-in data sets and loaders for CIFAR-10, MNIST, LIBSVM files;
 * :mod:`svmjax.plots` — learning curves and weight templates (matplotlib extra);
 * :mod:`svmjax.sharding` — meshes for data-parallel ``fit`` and sharded ``fit_grid``;
@@ -19,13 +24,19 @@ Modules, one concern each:
 
 from svmjax import (
     analytic,
+    checkpoint,
     conventions,
     data,
+    duals,
     fused,
     gradcheck,
+    grid,
+    lbfgs,
     linear,
     losses,
+    optim,
     plots,
+    registry,
     sharding,
     solve,
     train,
@@ -37,13 +48,19 @@ __version__ = "0.1.0"
 __all__ = [
     "SVMClassifier",
     "analytic",
+    "checkpoint",
     "conventions",
     "data",
+    "duals",
     "fused",
     "gradcheck",
+    "grid",
+    "lbfgs",
     "linear",
     "losses",
+    "optim",
     "plots",
+    "registry",
     "sharding",
     "solve",
     "train",

@@ -4,7 +4,6 @@
 * ``svmjax train`` — train on a built-in data set or your own files;
 * ``svmjax sweep`` — a learning-rate × reg grid with ``fit_grid``, heatmap and JSON;
 * ``svmjax gradcheck`` — analytic vs autodiff vs numeric gradients, every loss variant;
-* ``svmjax bench`` — the gradient benchmark (``experiments/bench_gradient.py``).
 
 Errors in what the user typed or pointed at (a bad flag value, a missing file, unreadable
 data) end with a one-line message and exit status 2, never a traceback.
@@ -22,14 +21,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from svmjax import data, gradcheck, linear, train
+from svmjax import data, gradcheck, grid, linear, optim, registry, train
 
 
 def _agreement_rows(key: jax.Array, *, n: int = 200, d: int = 20, c: int = 10) -> list[dict]:
     return [
         gradcheck.compare(loss, n=n, d=d, c=c, key=key, dtype=dtype, squared=squared)
         for dtype in (jnp.float32, jnp.float64)
-        for loss in linear.LOSSES
+        for loss in registry.names()
         for squared in (False, True)
     ]
 
@@ -68,7 +67,7 @@ def _demo(args: argparse.Namespace) -> int:
         ds.X_train,
         ds.y_train,
         key=train_key,
-        optimizer=train.make_optimizer("sgd", args.lr),
+        optimizer=optim.make_optimizer("sgd", args.lr),
         reg=args.reg,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -116,15 +115,24 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class UsageError(Exception):
+    """A mistake in the command line or in the files it names: printed as one line on
+    stderr, exit status 2. Anything else is a bug and keeps its traceback."""
+
+
 def _load(args: argparse.Namespace, key: jax.Array) -> data.Dataset:
-    """The data set named by --dataset / --cifar10 / --mnist / --svmlight."""
-    if args.cifar10:
-        return data.load_cifar10(args.cifar10, key=key)
-    if args.mnist:
-        return data.load_mnist(args.mnist, key=key)
-    if args.svmlight:
-        return data.load_svmlight(args.svmlight, key=key)
-    return data.load(args.dataset, key=key)
+    """The data set named by --dataset / --cifar10 / --mnist / --svmlight; a file that is
+    missing or unreadable is a :class:`UsageError` naming it."""
+    try:
+        if args.cifar10:
+            return data.load_cifar10(args.cifar10, key=key)
+        if args.mnist:
+            return data.load_mnist(args.mnist, key=key)
+        if args.svmlight:
+            return data.load_svmlight(args.svmlight, key=key)
+        return data.load(args.dataset, key=key)
+    except (ValueError, OSError) as error:
+        raise UsageError(str(error)) from error
 
 
 def _progress(args: argparse.Namespace) -> bool:
@@ -147,7 +155,7 @@ def _train(args: argparse.Namespace) -> int:
         loss=args.loss,
         grad=args.grad,
         squared=args.squared,
-        optimizer=train.make_optimizer(args.optimizer, args.lr),
+        optimizer=optim.make_optimizer(args.optimizer, args.lr),
         reg=args.reg,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -199,10 +207,10 @@ def _sweep(args: argparse.Namespace) -> int:
     split_key, init_key, train_key = jax.random.split(jax.random.key(args.seed), 3)
     ds = _load(args, split_key)
     if not len(ds.y_val):
-        raise ValueError("a sweep needs a validation split (this data set has none)")
+        raise UsageError("a sweep needs a validation split (this data set has none)")
     params = linear.init(init_key, ds.n_features, ds.n_classes)
     start = time.perf_counter()
-    grid = train.fit_grid(
+    sweep = grid.fit_grid(
         params,
         ds.X_train,
         ds.y_train,
@@ -218,9 +226,9 @@ def _sweep(args: argparse.Namespace) -> int:
         validation=(ds.X_val, ds.y_val),
     )
     seconds = time.perf_counter() - start
-    val = grid.history["val_accuracy"][:, -1].reshape(len(args.lrs), len(args.regs))
-    best_lr, best_reg, _ = grid.configs[grid.best]
-    best = jax.tree.map(lambda leaf: leaf[grid.best], grid.params)
+    val = sweep.history["val_accuracy"][:, -1].reshape(len(args.lrs), len(args.regs))
+    best_lr, best_reg, _ = sweep.configs[sweep.best]
+    best = jax.tree.map(lambda leaf: leaf[sweep.best], sweep.params)
     result = {
         "dataset": ds.description,
         "loss": args.loss,
@@ -230,7 +238,7 @@ def _sweep(args: argparse.Namespace) -> int:
         "best": {"learning_rate": best_lr, "reg": best_reg},
         "best_val_accuracy": float(val.max()) if np.isfinite(val).any() else None,
         "best_test_accuracy": _accuracy(best, ds.X_test, ds.y_test) if len(ds.y_test) else None,
-        "configs": len(grid.configs),
+        "configs": len(sweep.configs),
         "seconds_including_compile": seconds,
     }
     out = Path(args.out)
@@ -250,35 +258,13 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{len(grid.configs)} configs in {seconds:.2f} s (one compiled, vmapped run)")
+    print(f"{len(sweep.configs)} configs in {seconds:.2f} s (one compiled, vmapped run)")
     test = result["best_test_accuracy"]
     print(
         f"best: lr {best_lr:g}, reg {best_reg:g}: validation {result['best_val_accuracy']:.4f}"
         + ("" if test is None else f", test {test:.4f}")
     )
     print(f"wrote {out / 'sweep.json'} and {out / 'heatmap.png'}")
-    return 0
-
-
-def _bench(args: argparse.Namespace) -> int:
-    """Run ``experiments/bench_gradient.py`` of the source checkout this package runs from."""
-    import runpy
-
-    script = Path(__file__).resolve().parent.parent / "experiments" / "bench_gradient.py"
-    if not script.is_file():
-        raise OSError(
-            f"svmjax bench runs {script.name} from a source checkout (make demo / pip "
-            f"install -e .); not found at {script}"
-        )
-    argv = [str(script), "--out", args.out, "--repeats", str(args.repeats), "--sizes", *args.sizes]
-    argv += ["--accuracy-steps", "0"]
-    saved, sys.argv = sys.argv, argv
-    sys.path.insert(0, str(script.parent))
-    try:
-        runpy.run_path(str(script), run_name="__main__")
-    finally:
-        sys.argv = saved
-        sys.path.remove(str(script.parent))
     return 0
 
 
@@ -297,14 +283,14 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--loss", choices=linear.LOSSES, default="weston_watkins", help="loss (weston_watkins)"
+        "--loss", choices=registry.names(), default="weston_watkins", help="loss (weston_watkins)"
     )
     parser.add_argument("--squared", action="store_true", help="squared hinge")
     parser.add_argument(
         "--grad", choices=linear.GRADS, default="analytic", help="gradient (analytic)"
     )
     parser.add_argument(
-        "--optimizer", choices=train.OPTIMIZERS, default="sgd", help="optimizer (sgd)"
+        "--optimizer", choices=optim.OPTIMIZERS, default="sgd", help="optimizer (sgd)"
     )
     parser.add_argument("--epochs", type=_positive_int, default=20, help="epochs (20)")
     parser.add_argument("--batch-size", type=_positive_int, default=64, help="batch size (64)")
@@ -359,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser(
         "sweep",
         help="learning rate x reg grid in one vmapped run; heatmap and JSON",
-        description="Train every (learning rate, reg) pair at once with svmjax.train.fit_grid "
+        description="Train every (learning rate, reg) pair at once with svmjax.grid.fit_grid "
         "and write the validation-accuracy heatmap (heatmap.png) and sweep.json.",
     )
     _add_data_flags(sweep)
@@ -388,30 +374,6 @@ def build_parser() -> argparse.ArgumentParser:
         "float32 and float64.",
     )
     check.set_defaults(run=_gradcheck)
-
-    bench = commands.add_parser(
-        "bench",
-        help="time loss + gradient: analytic vs autodiff vs closed form vs NumPy vs torch",
-        description="Run the gradient benchmark (experiments/bench_gradient.py) at the chosen "
-        "sizes; prints a table of ratios and writes JSON and a plot.",
-    )
-    bench.add_argument(
-        "--sizes",
-        nargs="+",
-        default=["4000x40x10", "10000x784x10"],
-        choices=[
-            "tiny",
-            "4000x40x10",
-            "500x3073x10",
-            "10000x784x10",
-            "10000x3073x10",
-            "49000x3073x10",
-        ],
-        help="problem sizes N x D x C (4000x40x10 10000x784x10)",
-    )
-    bench.add_argument("--repeats", type=_positive_int, default=15, help="timed rounds (15)")
-    bench.add_argument("--out", default="results/bench_gradient", help="output folder")
-    bench.set_defaults(run=_bench)
 
     for sub in (demo, fit, sweep, check):
         sub.add_argument("--seed", type=int, default=0, help="random seed (0)")
@@ -451,7 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, OSError, ImportError, train.TrainingDiverged) as error:
+    # Expected: bad input files, a missing optional extra (matplotlib, tqdm, scikit-learn),
+    # a diverging run. Anything else propagates with its traceback.
+    except (UsageError, ImportError, train.TrainingDiverged) as error:
         print(f"svmjax {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -16,12 +16,17 @@ function here is tested against the peer itself where it is installable.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
 from svmjax import losses
+from svmjax.validation import scalar
+
+_positive = functools.partial(scalar, positive=True)
 
 __all__ = [
     "C_from_alpha",
@@ -31,13 +36,6 @@ __all__ = [
     "liblinear_features",
     "reg_from_C",
 ]
-
-
-def _positive(name: str, value: float) -> float:
-    value = float(value)
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number, got {value}")
-    return value
 
 
 def reg_from_C(C: float, n_samples: int) -> float:

@@ -17,18 +17,18 @@ a missing file raises ``FileNotFoundError``. Nothing here uses pickle or the net
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import importlib
 import math
 import os
 import random
-import re
-import zlib
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+from svmjax import formats
+from svmjax.validation import as_key
 
 if TYPE_CHECKING:
     import jax
@@ -38,17 +38,13 @@ Preprocess = Literal["standardize", "center"] | None
 _PREPROCESS = ("standardize", "center", None)
 _BUILTIN = ("digits", "mnist1d", "blobs")
 _DIGITS = tuple(str(i) for i in range(10))
-_CIFAR_NAMES = tuple("airplane automobile bird cat deer dog frog horse ship truck".split())
 _CIFAR_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)
-_CIFAR_RECORD = 1 + 3 * 32 * 32  # label byte, then 1024 R, 1024 G, 1024 B bytes (row-major)
 _MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _BLOB_SEPARATION = 4.0  # expected distance between two class means, in units of the noise std
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-_MAX_DENSE = 2**28  # elements of a dense svmlight matrix (1 GiB of float32)
 
 
 @dataclasses.dataclass(frozen=True, repr=False, eq=False)
@@ -179,7 +175,7 @@ def load(
         )
     import jax
 
-    k_means, k_noise, k_split = jax.random.split(key, 3)
+    k_means, k_noise, k_split = jax.random.split(as_key(key), 3)
     means = jax.random.normal(k_means, (c, d)) * (_BLOB_SEPARATION / math.sqrt(2 * d))
     y = np.arange(n) % c
     X = np.asarray(means)[y] + np.asarray(jax.random.normal(k_noise, (n, d)))
@@ -227,11 +223,11 @@ def load_cifar10(
     missing = [name for name in _CIFAR_FILES if not (directory / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{directory}: missing CIFAR-10 file(s) {', '.join(missing)}")
-    batches = [_read_cifar_batch(directory / name) for name in _CIFAR_FILES]
+    batches = [formats.read_cifar_batch(directory / name) for name in _CIFAR_FILES]
     X = np.concatenate([pixels for pixels, _ in batches[:5]])
     y = np.concatenate([labels for _, labels in batches[:5]])
     parts = _split_data(X, y, key, val_fraction, test=batches[5])
-    names = _read_cifar_names(directory / "batches.meta.txt")
+    names = formats.read_cifar_names(directory / "batches.meta.txt")
     return _finish(parts, preprocess, names, "CIFAR-10", (32, 32, 3), pixel_max=255)
 
 
@@ -268,8 +264,8 @@ def load_mnist(
     """
     _check_options(val_fraction, None, preprocess)
     directory = Path(path).expanduser()
-    X, y = _read_mnist_pair(directory, *_MNIST_FILES["train"])
-    X_test, y_test = _read_mnist_pair(directory, *_MNIST_FILES["test"])
+    X, y = formats.read_mnist_pair(directory, *_MNIST_FILES["train"])
+    X_test, y_test = formats.read_mnist_pair(directory, *_MNIST_FILES["test"])
     if X.shape[1:] != X_test.shape[1:]:
         raise ValueError(f"train images are {X.shape[1:]} but test images are {X_test.shape[1:]}")
     image_shape = X.shape[1:]
@@ -326,7 +322,7 @@ def load_svmlight(
     if n_features is not None and n_features < 1:
         raise ValueError(f"n_features must be positive, got {n_features}")
     files = [Path(p).expanduser() for p in (path, test_path) if p is not None]
-    parsed = [_parse_svmlight(file, n_features) for file in files]
+    parsed = [formats.parse_svmlight(file, n_features) for file in files]
     if n_features is None:
         n_features = max(p.largest for p in parsed)
         if n_features == 0:
@@ -335,7 +331,9 @@ def load_svmlight(
     if len(values) < 2:
         raise ValueError(f"{files[0].name}: {len(values)} distinct label(s), need at least 2")
     names = tuple(str(int(v)) if v.is_integer() else repr(float(v)) for v in values)
-    Xs = [_dense(file, p, n_features) for file, p in zip(files, parsed, strict=True)]
+    Xs = [
+        formats.dense_svmlight(file, p, n_features) for file, p in zip(files, parsed, strict=True)
+    ]
     ys = np.split(classes, [len(parsed[0].labels)])
     test = None if test_path is None else (Xs[1], ys[1])
     parts = _split_data(Xs[0], ys[0], key, val_fraction, test_fraction, test)
@@ -395,7 +393,7 @@ def _split_data(
     sizes = [round(f * n) for f in fractions]
     if n - sum(sizes) < 1:
         raise ValueError(f"{n} examples are too few to hold out {sizes} for validation/test")
-    perm = np.asarray(jax.random.permutation(jax.random.key(0) if key is None else key, n))
+    perm = np.asarray(jax.random.permutation(jax.random.key(0) if key is None else as_key(key), n))
     index = np.split(perm, np.cumsum([n - sum(sizes), *sizes])[:-1])
     parts = tuple((X[i], y[i]) for i in index)
     return parts if test is None else (*parts, test)
@@ -437,157 +435,3 @@ def _finish(
         description=f"{description}: {sizes}, preprocess={preprocess}",
         image_shape=None if image_shape is None else tuple(image_shape),
     )
-
-
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Return uint8 pixels ``[n, 3072]`` in height-width-channel order and labels ``[n]``."""
-    data = path.read_bytes()
-    n, rest = divmod(len(data), _CIFAR_RECORD)
-    if rest:
-        raise ValueError(
-            f"{path.name}: record {n + 1} is truncated ({rest} of {_CIFAR_RECORD} bytes)"
-        )
-    if n == 0:
-        raise ValueError(f"{path.name}: empty file, no records")
-    records = np.frombuffer(data, np.uint8).reshape(n, _CIFAR_RECORD)
-    labels = records[:, 0]
-    bad = np.flatnonzero(labels > 9)
-    if bad.size:
-        i = bad[0]
-        raise ValueError(f"{path.name}: record {i + 1} has label {labels[i]}, expected 0..9")
-    pixels = records[:, 1:].reshape(n, 3, 32, 32).transpose(0, 2, 3, 1).reshape(n, -1)
-    return pixels, labels
-
-
-def _read_cifar_names(path: Path) -> tuple[str, ...]:
-    if not path.is_file():
-        return _CIFAR_NAMES
-    try:
-        names = [line.strip() for line in path.read_bytes().decode("utf-8").splitlines()]
-    except UnicodeDecodeError as err:
-        raise ValueError(
-            f"{path.name}: not UTF-8 text ({err.reason} at byte {err.start})"
-        ) from None
-    names = [name for name in names if name]
-    if len(names) != 10:
-        raise ValueError(f"{path.name}: {len(names)} class names, expected 10")
-    return tuple(names)
-
-
-def _read_mnist_pair(directory: Path, images: str, labels: str) -> tuple[np.ndarray, np.ndarray]:
-    images_path, labels_path = _find(directory, images), _find(directory, labels)
-    X = _read_idx(images_path, magic=2051, ndim=3)
-    y = _read_idx(labels_path, magic=2049, ndim=1)
-    if len(X) != len(y):
-        raise ValueError(
-            f"{images_path.name} has {len(X)} images but {labels_path.name} has {len(y)} labels"
-        )
-    bad = np.flatnonzero(y > 9)
-    if bad.size:
-        i = bad[0]
-        raise ValueError(f"{labels_path.name}: label {i + 1} is {y[i]}, expected 0..9")
-    return X, y
-
-
-def _find(directory: Path, name: str) -> Path:
-    for candidate in (directory / name, directory / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"{directory}: neither {name} nor {name}.gz found")
-
-
-def _read_idx(path: Path, *, magic: int, ndim: int) -> np.ndarray:
-    """Read an IDX file of unsigned bytes: magic, ``ndim`` big-endian uint32 sizes, data."""
-    data = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as err:
-            raise ValueError(f"{path.name}: corrupt or truncated gzip data ({err})") from None
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ValueError(f"{path.name}: {len(data)} bytes, shorter than the {header}-byte header")
-    found = int.from_bytes(data[:4], "big")
-    if found != magic:
-        raise ValueError(f"{path.name}: magic number {found}, expected {magic}")
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    if 0 in shape:
-        raise ValueError(f"{path.name}: no data (header sizes {shape})")
-    size, have = math.prod(shape), len(data) - header
-    if size != have:
-        raise ValueError(f"{path.name}: header sizes {shape} need {size} data bytes, found {have}")
-    return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
-
-
-def _to_float(text: str) -> float | None:
-    """``float(text)`` for a plain decimal number within float32 range, else None."""
-    if _NUMBER.fullmatch(text) is None:
-        return None
-    value = float(text)
-    return value if abs(value) <= _FLOAT32_MAX else None
-
-
-class _Svmlight(NamedTuple):
-    labels: np.ndarray  # float64 [N], the label values as written
-    rows: list[int]  # example of each stored value
-    cols: list[int]  # 0-based feature of each stored value
-    vals: list[float]
-    largest: int  # largest feature index (1-based), 0 if none
-
-
-def _parse_svmlight(path: Path, n_features: int | None) -> _Svmlight:
-    labels: list[float] = []
-    rows: list[int] = []
-    cols: list[int] = []
-    vals: list[float] = []
-    largest = 0
-    for lineno, line in enumerate(path.read_bytes().split(b"\n"), start=1):
-        where = f"{path.name}: line {lineno}"
-        try:
-            tokens = line.split(b"#", 1)[0].decode("ascii").split()
-        except UnicodeDecodeError:
-            raise ValueError(f"{where}: non-ASCII byte outside a comment") from None
-        if not tokens:
-            continue
-        label = _to_float(tokens[0])
-        if label is None:
-            raise ValueError(f"{where}: cannot parse label {tokens[0]!r}")
-        last = 0
-        for token in tokens[1:]:
-            text, colon, value_text = token.partition(":")
-            if text == "qid" and colon:
-                continue
-            if not colon or not text.isdigit() or len(text) > 18:
-                raise ValueError(f"{where}: expected index:value, got {token!r}")
-            index, value = int(text), _to_float(value_text)
-            if index == 0:
-                raise ValueError(f"{where}: feature index 0, indices start at 1")
-            if index <= last:
-                raise ValueError(
-                    f"{where}: feature indices must increase, got {index} after {last}"
-                )
-            if n_features is not None and index > n_features:
-                raise ValueError(f"{where}: feature index {index} exceeds n_features={n_features}")
-            if value is None:
-                raise ValueError(f"{where}: cannot parse value {value_text!r} for feature {index}")
-            rows.append(len(labels))
-            cols.append(index - 1)
-            vals.append(value)
-            last = index
-        largest = max(largest, last)
-        labels.append(label)
-    if not labels:
-        raise ValueError(f"{path.name}: no examples (empty file or only comments)")
-    return _Svmlight(np.array(labels), rows, cols, vals, largest)
-
-
-def _dense(path: Path, parsed: _Svmlight, n_features: int) -> np.ndarray:
-    n = len(parsed.labels)
-    if n * n_features > _MAX_DENSE:
-        raise ValueError(
-            f"{path.name}: {n} examples x {n_features} features is too large to hold densely "
-            f"(more than {_MAX_DENSE} entries)"
-        )
-    X = np.zeros((n, n_features), np.float32)
-    X[np.array(parsed.rows, np.intp), np.array(parsed.cols, np.intp)] = parsed.vals
-    return X

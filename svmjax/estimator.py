@@ -20,8 +20,10 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from svmjax import linear, train
-from svmjax.solve import LOSSES, primal_objective, solve
+from svmjax import linear, optim, registry, train
+from svmjax import validation as checks
+from svmjax.solve import primal_objective, solve
+from svmjax.validation import as_key
 
 __all__ = ["SVMClassifier"]
 
@@ -44,8 +46,10 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters:
       loss: ``"weston_watkins"`` (default), ``"crammer_singer"`` (``LinearSVC``'s
-        ``multi_class="crammer_singer"``) or ``"one_vs_rest"`` (the sum of the binary
-        hinges, ``LinearSVC``'s default scheme).
+        ``multi_class="crammer_singer"``), ``"one_vs_rest"`` (the sum of the binary
+        hinges, ``LinearSVC``'s default scheme), or any registered loss with a dual
+        (:func:`svmjax.registry.names` with ``solver=True``); ``solver="sgd"`` takes every
+        registered loss.
       squared: squared hinge instead of hinge.
       C: weight of the summed loss (liblinear's ``C``, not divided by the number of
         examples).
@@ -62,7 +66,9 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
         100).
       tol: relative duality gap at which ``"exact"`` stops (default ``1e-3``; float32, the
         default JAX precision, reaches about ``1e-4`` — enable ``jax_enable_x64`` for more).
-      random_state: seed of the minibatch order (``"sgd"``); ``"exact"`` is deterministic.
+      random_state: seed of the initial weights and minibatch order (``"sgd"``): ``None``,
+        an int, a ``np.random.RandomState``, or a JAX key (``jax.random.key`` or
+        ``jax.random.PRNGKey``); ``"exact"`` is deterministic.
 
     Attributes:
       classes_: the label values, sorted; scores column ``k`` belongs to ``classes_[k]``.
@@ -112,18 +118,21 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def _check_params(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.solver not in _SOLVERS:
             raise ValueError(f"solver must be one of {', '.join(_SOLVERS)}, got {self.solver!r}")
+        names = registry.names(solver=self.solver == "exact")
+        if self.loss not in names:
+            raise ValueError(
+                f"loss must be one of {', '.join(names)} for solver={self.solver!r}, "
+                f"got {self.loss!r}"
+            )
         for name in ("C", "margin", "tol"):
             value = getattr(self, name)
-            if not isinstance(value, int | float | np.number) or not value > 0:
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if self.max_iter is not None and (
-            not isinstance(self.max_iter, int | np.integer) or self.max_iter < 1
-        ):
-            raise ValueError(f"max_iter must be None or an integer >= 1, got {self.max_iter!r}")
+            if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+            checks.scalar(name, value, positive=True)
+        if self.max_iter is not None:
+            checks.count("max_iter", self.max_iter)
         if not (
             self.class_weight is None
             or self.class_weight == "balanced"
@@ -212,11 +221,18 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
             **options,
         )
         if not bool(result.converged):
+            gap = float(result.gap / result.objective)
+            if bool(result.stalled):  # more iterations would not help
+                advice = (
+                    f"it stalled at the limit of {X.dtype} precision after "
+                    f"{int(result.n_iter)} iterations; raise tol to about {gap:.0e}"
+                    + (" or enable jax_enable_x64" if X.dtype != np.float64 else "")
+                )
+            else:
+                advice = f"it reached max_iter={max_iter}; increase max_iter (or tol)"
             warnings.warn(
-                f"the exact solver stopped after {int(result.n_iter)} iterations "
-                f"(max_iter={max_iter}) at relative duality gap "
-                f"{float(result.gap / result.objective):.2g} > tol={self.tol}; increase "
-                "max_iter or tol (float32 reaches about 1e-4; jax_enable_x64 goes further)",
+                f"the exact solver stopped at relative duality gap {gap:.2g} > "
+                f"tol={self.tol}: {advice}",
                 ConvergenceWarning,
                 stacklevel=3,
             )
@@ -232,10 +248,13 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
                     "(svmjax.train.fit has no per-example weights); use solver='exact'"
                 )
             scale = float(sample_weight[0])
-        seed = check_random_state(self.random_state).randint(2**31 - 1)
-        init_key, key = jax.random.split(jax.random.key(seed))
+        if isinstance(self.random_state, jax.Array):  # a JAX key, typed or raw
+            init_key, key = jax.random.split(as_key(self.random_state))
+        else:
+            seed = check_random_state(self.random_state).randint(2**31 - 1)
+            init_key, key = jax.random.split(jax.random.key(seed))
         params = linear.init(init_key, X.shape[1], len(self.classes_), dtype=X.dtype)
-        optimizer = train.DEFAULT_OPTIMIZER
+        optimizer = optim.DEFAULT_OPTIMIZER
         if not self.fit_intercept:  # keep b at zero: mask out its updates
             frozen = optax.masked(optax.set_to_zero(), {"W": False, "b": True})
             optimizer = optax.chain(optimizer, frozen)

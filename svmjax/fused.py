@@ -44,42 +44,14 @@ Block-size rule (:func:`block_rows`): ``min(1024, 16 MiB // row_bytes)`` rows, s
 products run on enough rows and the loop is short while a block stays in cache; one
 block (the two-pass form with the layout fix) when a float ``X`` holds at most
 ``8 MiB`` or on GPU/TPU, where a sequential loop of small products would idle the device.
-
-Measured (``experiments/bench_gradient.py``: loss and gradient, float32, ``jit``; a
-2-core CPU shared with other jobs, jax 0.10.2, torch 2.13; min over 31 interleaved
-rounds, times relative to this path, so larger is slower; differences under ~15 % are
-within the noise of that machine)::
-
-    N x D x C          this   two-pass  scores-vjp  autodiff  torch   floor sum(X, 0)
-    49000 x 3073 x 10  1.00   1.16      1.95        2.10      1.41    0.52
-    10000 x 3073 x 10  1.00   1.02      1.99        1.99      1.32    0.38
-    10000 x 784 x 10   1.00   0.88      1.20        1.13      1.10    0.20
-    500 x 3073 x 10    1.00   (same: one block)     1.75      1.73    0.40
-    4000 x 40 x 10     1.00   (same: one block)     0.99      1.79    0.13
-
-``two-pass`` is this ``custom_vjp`` forced to one block (``block=N``). ``scores-vjp`` is
-the previous path, the ``custom_vjp`` of :mod:`svmjax.analytic` on the scores with
-``dW`` left to autodiff: no faster than autodiff. Also tried: 168 to 2688 rows per
-block (at ``D = 3073`` within noise from 340 to 1344 rows, with 1344 best in the one
-quiet run; at ``D = 784`` 8 MiB blocks and larger were slower), an unrolled scan and two
-independent scans (no gain: the loop runs on one core), padding ``C`` to 16 (under 3 %,
-not kept). At 4000 x 40 x 10 the cost is per-operation overhead plus the analytic
-backward rule on the scores. That rule first cost 0.37 ms at ``[4000, 10]`` against
-autodiff's 0.25 ms (XLA:CPU fused ``g * (coef - where(is_true, count, 0))`` badly, and
-this path was 0.72x autodiff's speed); rewritten as ``g * coef - g * count * is_true`` in
-:mod:`svmjax.analytic` it matches autodiff, and a later run at that size measured
-autodiff/this = 0.99 (min over 41 rounds).
+``experiments/bench_gradient.py`` measures this path against the alternatives (two
+passes, the scores-level ``custom_vjp``, autodiff, torch) and the README reports it.
 
 Reduced-precision data: pass ``X`` in ``bfloat16`` (``X.astype(jnp.bfloat16)``) with
 float32 parameters. It is an explicit choice of the caller, never automatic. Blocks are
 widened to float32 in cache, so every product and accumulation is float32 and only the
 rounding of ``X`` (8 significant bits) changes the result; ``W``, ``b`` and the
-gradients stay float32, ``dX`` is bfloat16. Half the memory for ``X``; in the run
-above 0.85x the float32 time at 49000 x 3073 x 10, 0.79x at 10000 x 3073 x 10, 0.71x
-at 10000 x 784 x 10, but 2.1x at 500 x 3073 x 10 (one block: all of ``X`` is widened
-first). Training a linear Weston–Watkins SVM (Adam, 500 full-batch steps) on digits and
-mnist1d gives the same test accuracy with either dtype (0.9582 and 0.3230; the
-objective moves in the 4th significant digit).
+gradients stay float32, ``dX`` is bfloat16. Half the memory for ``X``.
 
 Works under ``jit``, ``vmap``, ``grad`` and ``vmap(grad)``; like every ``custom_vjp`` it
 does **not** support forward mode (``jax.jvp``, ``jax.jacfwd``, Hessians raise): use
@@ -91,24 +63,19 @@ slicing a sharded ``X`` inside a loop would make XLA gather it.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from svmjax import analytic
-from svmjax.validation import is_concrete
+from svmjax import registry
+from svmjax.validation import check_labels, is_concrete
 
 __all__ = ["mean_loss", "block_rows"]
 
-_LOSSES = {
-    "weston_watkins": analytic.weston_watkins,
-    "crammer_singer": analytic.crammer_singer,
-    "one_vs_rest": analytic.one_vs_rest,
-}
-_SYMBOLIC_ZERO = getattr(jax.custom_derivatives, "SymbolicZero", ())
 _BLOCK_ROWS = 1024  # enough rows for the products to run at speed, few loop steps...
 _MAX_BLOCK_BYTES = 16 * 2**20  # ...while a block stays in cache between its two products
 _ONE_BLOCK_BYTES = 8 * 2**20  # up to this, two whole passes cost no more than the loop
@@ -148,6 +115,7 @@ class _Spec(NamedTuple):
     squared: bool
     block: int
     x_dtype: str  # X's own dtype (the dtype of its cotangent)
+    options: tuple  # the loss's extra hyperparameters, as sorted (name, value) pairs
 
 
 class _Want(NamedTuple):
@@ -163,7 +131,9 @@ def _block(spec, W, b, Xb, yb, margin, class_weights, ct, want):
     """One row block: per-example losses and (as wanted) its gradient contributions."""
     Xb = Xb.astype(W.dtype)  # bfloat16 storage: widened in cache, products in W's dtype
     S = Xb @ W + b[None, :]
-    loss_fn = functools.partial(_LOSSES[spec.loss], labels=yb, squared=spec.squared)
+    loss_fn = functools.partial(
+        registry.get(spec.loss).analytic, labels=yb, squared=spec.squared, **dict(spec.options)
+    )
     if not any(want):
         return loss_fn(S, margin=margin, class_weights=class_weights), None, None
     # The analytic loss's own VJP gives the per-example losses and the rows of M (and,
@@ -261,7 +231,7 @@ def _mean_loss_fwd(spec, W, b, X, y, margin, class_weights, weights):
 
 
 def _mean_loss_bwd(spec, res, g):
-    if isinstance(g, _SYMBOLIC_ZERO):  # the output is not differentiated: nothing to do
+    if isinstance(g, jax.custom_derivatives.SymbolicZero):  # output not differentiated
         return (None,) * 7
 
     def scaled(key):
@@ -295,6 +265,7 @@ def mean_loss(
     class_weights: ArrayLike | None = None,
     sample_weight: ArrayLike | None = None,
     block: int | None = None,
+    loss_options: Mapping[str, Any] | None = None,
 ) -> jax.Array:
     r"""(Weighted) mean per-example loss of the linear model, with the fused analytic gradient.
 
@@ -311,11 +282,12 @@ def mean_loss(
       X: float ``[N, D]``; ``bfloat16`` storage is allowed (products accumulate in the
         parameters' dtype).
       y: integer class indices ``[N]`` in ``[0, C)``.
-      loss: ``"weston_watkins"``, ``"crammer_singer"`` or ``"one_vs_rest"``.
+      loss: a registered loss name (:func:`svmjax.registry.names`).
       margin, squared, class_weights: passed to the loss (see :mod:`svmjax.losses`).
       sample_weight: optional non-negative ``[N]`` weights :math:`a_i` (default 1).
       block: rows per block of the sweep; default :func:`block_rows`. ``N`` or more
         means one block.
+      loss_options: the loss's extra keyword hyperparameters (static Python values).
 
     Returns:
       A scalar of the parameters' dtype (promoted with ``X``'s, unless ``X`` is
@@ -330,8 +302,7 @@ def mean_loss(
       >>> float(mean_loss(params, X, y)), g["W"].tolist(), g["b"].tolist()
       (0.75, [[0.0, 0.0], [0.5, -0.5]], [0.5, -0.5])
     """
-    if loss not in _LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(_LOSSES)}")
+    options = registry.loss_options(loss, loss_options)
     X, y = jnp.asarray(X), jnp.asarray(y)
     W, b = jnp.asarray(params["W"]), jnp.asarray(params["b"])
     if X.ndim != 2 or W.ndim != 2 or X.shape[1] != W.shape[0] or b.shape != W.shape[1:]:
@@ -346,10 +317,7 @@ def mean_loss(
     if y.shape != (n,):
         raise ValueError(f"labels shape {y.shape} does not match X shape {X.shape}")
     if is_concrete(y) and n:
-        bad = (np.asarray(y) < 0) | (np.asarray(y) >= n_classes)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ValueError(f"label {int(y[i])} at position {i} is outside [0, {n_classes})")
+        check_labels(np.asarray(y), n_classes)
     low = X.dtype == jnp.bfloat16
     dtype = jnp.result_type(W, b) if low else jnp.result_type(X, W, b)
     W, b = W.astype(dtype), b.astype(dtype)
@@ -367,5 +335,5 @@ def mean_loss(
     rows = block_rows(n, X.shape[1], X.dtype) if block is None else int(block)
     if rows < 1:
         raise ValueError(f"block must be a positive number of rows, got {block}")
-    spec = _Spec(loss, bool(squared), min(rows, n), jnp.dtype(X.dtype).name)
+    spec = _Spec(loss, bool(squared), min(rows, n), jnp.dtype(X.dtype).name, options)
     return _mean_loss(spec, W, b, X, y, margin, class_weights, sample_weight)

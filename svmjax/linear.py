@@ -6,25 +6,35 @@ floats; labels ``y`` are integer class indices ``[N]`` in ``[0, C)``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from svmjax import fused, losses
-from svmjax.validation import is_concrete, one_hot, poison_invalid, validate
+from svmjax import fused, registry
+from svmjax.validation import as_key, is_concrete, one_hot, poison_invalid, validate
 
 __all__ = [
     "GRADS",
-    "LOSSES",
+    "check_grad",
     "init",
     "scores",
     "predict",
     "objective",
+    "project_sum_to_zero",
     "weston_watkins_closed_form",
 ]
 
-LOSSES = ("weston_watkins", "crammer_singer", "one_vs_rest")
 GRADS = ("analytic", "autodiff")
+
+
+def check_grad(grad: str) -> str:
+    """``grad`` if it is one of :data:`GRADS`; a ``ValueError`` listing them otherwise."""
+    if grad not in GRADS:
+        raise ValueError(f"unknown grad {grad!r}; choose one of {', '.join(GRADS)}")
+    return grad
 
 
 def init(
@@ -37,6 +47,9 @@ def init(
 ) -> dict[str, jax.Array]:
     """Small random weights and zero biases: ``W ~ scale * N(0, 1)`` ``[D, C]``, ``b = 0`` ``[C]``.
 
+    ``key`` is a typed key (``jax.random.key``) or a raw one (``jax.random.PRNGKey``); the
+    same seed gives the same weights either way.
+
     Example:
       >>> params = init(jax.random.key(0), 64, 10)
       >>> params["W"].shape, params["b"].shape
@@ -44,7 +57,7 @@ def init(
     """
     if n_features < 1 or n_classes < 2:
         raise ValueError(f"need n_features >= 1 and n_classes >= 2, got {n_features}, {n_classes}")
-    W = scale * jax.random.normal(key, (n_features, n_classes), dtype)
+    W = scale * jax.random.normal(as_key(key), (n_features, n_classes), dtype)
     return {"W": W, "b": jnp.zeros((n_classes,), dtype)}
 
 
@@ -62,6 +75,23 @@ def scores(params: dict[str, jax.Array], X: ArrayLike) -> jax.Array:
     X = jnp.asarray(X)
     _check_features(params, X)
     return X @ params["W"] + params["b"][None, :]
+
+
+def project_sum_to_zero(params: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    r"""The nearest parameters (in the Euclidean norm) with :math:`\sum_c w_c = 0` and
+    :math:`\sum_c b_c = 0`: each class's weights minus the mean over classes.
+
+    The sum-to-zero constraint of Lee, Lin & Wahba (2004) and of the absolute-margin
+    machines (see :func:`svmjax.registry.get`'s ``constraint``); training applies it after
+    every step (projected gradient descent), which keeps it to float rounding.
+
+    Example:
+      >>> p = project_sum_to_zero({"W": jnp.array([[1.0, 2.0, 6.0]]), "b": jnp.ones(3)})
+      >>> p["W"].tolist(), p["b"].tolist()
+      ([[-2.0, -1.0, 3.0]], [0.0, 0.0, 0.0])
+    """
+    W, b = params["W"], params["b"]
+    return {"W": W - jnp.mean(W, axis=1, keepdims=True), "b": b - jnp.mean(b)}
 
 
 def predict(params: dict[str, jax.Array], X: ArrayLike) -> jax.Array:
@@ -84,6 +114,7 @@ def objective(
     class_weights: ArrayLike | None = None,
     sample_weight: ArrayLike | None = None,
     grad: str = "analytic",
+    loss_options: Mapping[str, Any] | None = None,
 ) -> jax.Array:
     r"""Mean per-example SVM loss of the linear model plus L2 penalty on ``W`` (cs231n form).
 
@@ -101,7 +132,8 @@ def objective(
       params: ``{"W": [D, C], "b": [C]}``.
       X: float ``[N, D]``.
       y: integer class indices ``[N]`` in ``[0, C)``.
-      loss: ``"weston_watkins"``, ``"crammer_singer"`` or ``"one_vs_rest"``.
+      loss: a registered loss name (:func:`svmjax.registry.names`), e.g.
+        ``"weston_watkins"``, ``"crammer_singer"`` or ``"one_vs_rest"``.
       reg: :math:`\lambda` (cs231n's ``reg``).
       margin, squared, class_weights: passed to the loss (see :mod:`svmjax.losses`).
       sample_weight: optional non-negative ``[N]`` weights of the mean (see above).
@@ -110,13 +142,17 @@ def objective(
         :func:`svmjax.fused.mean_loss` (one pass over ``X``; accepts ``bfloat16`` ``X``;
         no forward mode); ``"autodiff"`` through the pure definitions of
         :mod:`svmjax.losses` (1/2 at kinks). Values are identical.
+      loss_options: the loss's extra keyword hyperparameters (e.g. ``{"k": 2}`` for
+        ``top_k_hinge``), Python values fixed at compile time.
 
     Returns:
       A scalar. ``jax.grad(objective)`` gives ``{"W": [D, C], "b": [C]}``.
 
-    When ``X`` and ``y`` are concrete (not traced), they are checked with
-    :func:`svmjax.validate` first: a bad label, a shape mismatch or a non-finite feature
-    raises. Inside ``jit`` a bad label makes the objective NaN.
+    Shapes and dtypes are checked always; label values once, when the labels are concrete
+    (a label outside ``[0, C)`` raises; inside ``jit`` it makes the objective NaN). The
+    features' values are not inspected here, so an eager loop of
+    ``jax.grad(objective)`` calls does no O(N·D) host work per step: check ``X`` once at
+    your boundary with :func:`svmjax.validate` (``fit`` and ``solve`` do).
 
     Example:
       >>> params = init(jax.random.key(0), 3, 2)
@@ -127,14 +163,10 @@ def objective(
 
     Reference: cs231n notes, "Linear classification" (the full SVM loss).
     """
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
-    if grad not in GRADS:
-        raise ValueError(f"unknown grad {grad!r}; choose 'analytic' or 'autodiff'")
+    entry, options = registry.get(loss), registry.loss_options(loss, loss_options)
+    check_grad(grad)
     X, y = jnp.asarray(X), jnp.asarray(y)
     _check_features(params, X)
-    if is_concrete(X, y):
-        validate(X, y, n_classes=params["W"].shape[1], name="X")
     if grad == "analytic":  # one pass over X, weight gradient in the fast [C, D] layout
         data_term = fused.mean_loss(
             params,
@@ -145,11 +177,16 @@ def objective(
             squared=squared,
             class_weights=class_weights,
             sample_weight=sample_weight,
+            loss_options=dict(options),
         )
         return data_term + reg * jnp.sum(params["W"] ** 2)
-    loss_fn = getattr(losses, loss)  # grad == "autodiff": jax.grad of the pure loss
-    per_example = loss_fn(
-        scores(params, X), y, margin=margin, squared=squared, class_weights=class_weights
+    per_example = entry.pure(  # grad == "autodiff": jax.grad of the pure loss
+        scores(params, X),
+        y,
+        margin=margin,
+        squared=squared,
+        class_weights=class_weights,
+        **dict(options),
     )
     if sample_weight is None:
         data_term = jnp.mean(per_example)

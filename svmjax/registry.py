@@ -16,8 +16,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from svmjax import analytic, duals, losses
 from svmjax.validation import one_hot
 
-__all__ = ["CONSTRAINTS", "Loss", "get", "names", "register", "unregister"]
+__all__ = ["CONSTRAINTS", "Loss", "get", "loss_options", "names", "register", "unregister"]
 
 CONSTRAINTS = (None, "sum_to_zero")
 
@@ -149,3 +149,25 @@ register(
         paper="Rifkin & Klautau, JMLR 2004",
     )
 )
+
+
+def loss_options(name: str, options: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
+    """``options`` of loss ``name`` checked against its entry and frozen into a sorted tuple
+    of ``(name, value)`` pairs (hashable: a static argument of compiled code).
+
+    Example:
+      >>> loss_options("weston_watkins", None)
+      ()
+    """
+    entry = get(name)
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(entry.options))
+    if unknown:
+        accepted = ", ".join(entry.options) if entry.options else "none"
+        raise ValueError(f"loss {name!r} has no option {unknown[0]!r} (its options: {accepted})")
+    try:
+        frozen = tuple(sorted(options.items()))
+        hash(frozen)
+    except TypeError:
+        raise TypeError(f"loss_options of {name!r} must be hashable Python values") from None
+    return frozen

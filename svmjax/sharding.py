@@ -1,6 +1,6 @@
 """Placing arrays on a device mesh, the same way on one process or many (``jax.sharding``).
 
-:func:`svmjax.train.fit` and :func:`svmjax.train.fit_grid` take ``mesh=``; these are the
+:func:`svmjax.train.fit` and :func:`svmjax.grid.fit_grid` take ``mesh=``; these are the
 helpers they use, public so that scripts can build the same layouts:
 
 * :func:`data_mesh` builds a 1-D mesh over every device of every process, and
@@ -28,13 +28,9 @@ from jax.typing import ArrayLike
 
 __all__ = ["data_mesh", "auto_axes", "batch_spec", "put"]
 
-_AXIS_TYPE = getattr(jax.sharding, "AxisType", None)  # absent before jax 0.5
-
 
 def _mesh(devices: np.ndarray, names: tuple[str, ...]) -> Mesh:
-    if _AXIS_TYPE is None:
-        return Mesh(devices, names)
-    return Mesh(devices, names, axis_types=(_AXIS_TYPE.Auto,) * len(names))
+    return Mesh(devices, names, axis_types=(jax.sharding.AxisType.Auto,) * len(names))
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None, *, axis_name: str = "data") -> Mesh:
@@ -61,7 +57,7 @@ def auto_axes(mesh: Mesh) -> Mesh:
 
     ``svmjax.train`` lets XLA's partitioner place the intermediate arrays, which needs
     ``Auto`` axes; meshes from ``jax.make_mesh`` have ``Explicit`` ones by default, so
-    :func:`svmjax.train.fit` and :func:`~svmjax.train.fit_grid` pass any mesh through this.
+    :func:`svmjax.train.fit` and :func:`~svmjax.grid.fit_grid` pass any mesh through this.
 
     Example:
       >>> auto_axes(data_mesh()) == data_mesh()

@@ -219,8 +219,8 @@ def check_class_weight_values(w: np.ndarray) -> None:
         )
 
 
-def class_weights(w: ArrayLike | None, n_classes: int, dtype=jnp.float32) -> jax.Array | None:
-    """Checked class weights ``[n_classes]`` as an array of ``dtype`` (``None`` stays)."""
+def class_weights(w: ArrayLike | None, n_classes: int) -> np.ndarray | None:
+    """Checked class weights ``[n_classes]`` as a NumPy array (``None`` stays)."""
     if w is None:
         return None
     w = np.asarray(w)
@@ -232,7 +232,7 @@ def class_weights(w: ArrayLike | None, n_classes: int, dtype=jnp.float32) -> jax
     if not np.issubdtype(w.dtype, np.number) or np.iscomplexobj(w):
         raise TypeError(f"class_weights must be real numbers, got dtype {w.dtype}")
     check_class_weight_values(w)
-    return jnp.asarray(w, dtype)
+    return w
 
 
 def scalar(name: str, value: object, *, positive: bool) -> float:

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from svmjax import data, linear, train
+from svmjax import data, linear, optim, train
 
 
 def test_mnist1d_linear_weston_watkins_reaches_the_papers_linear_baseline():
@@ -18,7 +18,7 @@ def test_mnist1d_linear_weston_watkins_reaches_the_papers_linear_baseline():
             ds.X_train,
             ds.y_train,
             key=jax.random.key(seed + 10),
-            optimizer=train.make_optimizer("momentum", 0.003),
+            optimizer=optim.make_optimizer("momentum", 0.003),
             reg=1e-4,
             epochs=100,
             batch_size=256,

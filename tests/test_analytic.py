@@ -9,7 +9,7 @@ from conftest import LOSS_NAMES, RTOL, random_problem
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from svmjax import analytic, gradcheck, losses
+from svmjax import analytic, gradcheck, losses, registry
 
 
 def naive_gradient(name, scores, labels, margin=1.0, squared=False, class_weights=None):
@@ -86,7 +86,7 @@ def test_analytic_matches_finite_differences_in_float64(name, squared):
         eps = 1e-4  # hinges are piecewise linear/quadratic: only rounding limits a big step
         # No hinge argument (or Crammer-Singer tie) within 2 eps of its kink: every
         # centred difference stays on one smooth piece.
-        assert float(jnp.min(gradcheck._kink_distances(name, scores, labels, 1.0))) > 2 * eps
+        assert float(jnp.min(registry.get(name).kinks(scores, labels, 1.0))) > 2 * eps
         weights = jnp.arange(1.0, 6.0)
 
         def per_example(s):

@@ -1,5 +1,5 @@
 """Bad input, one test per case: the exact error type and a part of the message, at every
-entry point (the losses, ``linear.objective``, ``train.fit``, ``train.fit_grid``, the
+entry point (the losses, ``linear.objective``, ``train.fit``, ``grid.fit_grid``, the
 scikit-learn estimator ``svmjax.estimator.SVMClassifier``, the CLI).
 
 Decisions pinned here (also in the docstrings):
@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from svmjax import analytic, linear, losses, train
+from svmjax import analytic, grid, linear, losses, optim, train
 
 N, D, C = 4, 5, 3
 KEY = jax.random.key(0)
@@ -63,7 +63,7 @@ def _fit(X=X, y=Y, **kwargs):
 
 def _grid(X=X, y=Y, **kwargs):
     options = dict(learning_rates=(0.1,), regs=(0.0,), epochs=1, batch_size=2) | kwargs
-    return train.fit_grid(PARAMS, X, y, key=KEY, **options)
+    return grid.fit_grid(PARAMS, X, y, key=KEY, **options)
 
 
 _LIBRARY = [
@@ -204,12 +204,12 @@ def test_fit_converts_integer_features(dtype):
     X_int = (np.arange(40 * D).reshape(40, D) % 7 > 2) if dtype == np.bool_ else None
     X_int = (np.arange(40 * D).reshape(40, D) % 7).astype(dtype) if X_int is None else X_int
     y = np.arange(40) % C
-    run = dict(key=KEY, epochs=2, batch_size=8, optimizer=train.make_optimizer("sgd", 0.01))
+    run = dict(key=KEY, epochs=2, batch_size=8, optimizer=optim.make_optimizer("sgd", 0.01))
     got, _ = train.fit(PARAMS, X_int, y, **run)
     want, _ = train.fit(PARAMS, X_int.astype(np.float32), y, **run)
     jax.tree.map(np.testing.assert_array_equal, got, want)
-    grid = train.fit_grid(PARAMS, X_int, y, key=KEY, learning_rates=(0.01,), regs=(0.0,))
-    assert grid.params["W"].dtype == np.float32
+    sweep = grid.fit_grid(PARAMS, X_int, y, key=KEY, learning_rates=(0.01,), regs=(0.0,))
+    assert sweep.params["W"].dtype == np.float32
 
 
 # --- the scikit-learn estimator --------------------------------------------------------------
@@ -252,9 +252,9 @@ _ESTIMATOR = [
     ("class-weight-unknown-label", lambda: _estimator(class_weight={7: 1.0}).fit(_EX, _EY),
      ValueError, "class_weight has labels not in y: ['7']"),
     ("margin-zero", lambda: _estimator(margin=0).fit(_EX, _EY), ValueError,
-     "margin must be a positive number, got 0"),
+     "margin must be a finite number > 0, got 0"),
     ("margin-negative", lambda: _estimator(margin=-1.0).fit(_EX, _EY), ValueError,
-     "margin must be a positive number, got -1.0"),
+     "margin must be a finite number > 0, got -1.0"),
     ("sample-weight-negative", lambda: _estimator().fit(_EX, _EY, sample_weight=-np.ones(10)),
      ValueError, "sample_weight must be finite and non-negative"),
     ("predict-wrong-features", lambda: _estimator().fit(_EX, _EY).predict(np.ones((2, 3))),

@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import pytest
 
+from svmjax import cli
+
 
 def run(*args, timeout=300):
     return subprocess.run(
@@ -51,7 +53,6 @@ def test_gradcheck_prints_every_variant():
         (["train", "--svmlight", "/no/such/file.svm"], "No such file or directory"),
         (["train", "--mnist", "/no/such/dir"], "train: error:"),
         (["sweep", "--lrs"], "expected at least one argument"),
-        (["bench", "--sizes", "huge"], "argument --sizes: invalid choice: 'huge'"),
     ],
 )
 def test_bad_flags_give_one_line_and_no_traceback(args, message):
@@ -118,10 +119,23 @@ def test_sweep_writes_heatmap_and_json(tmp_path):
     assert (tmp_path / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_bench_runs_the_gradient_benchmark(tmp_path):
-    result = run("bench", "--sizes", "tiny", "--repeats", "2", "--out", str(tmp_path))
-    assert result.returncode == 0, result.stderr
-    assert "autodiff/analytic" in result.stdout
-    timings = json.loads((tmp_path / "results.json").read_text())["timings"]
-    assert [row["size"] for row in timings] == ["tiny"]
-    assert timings[0]["ratios"]["autodiff/analytic"] > 0
+def test_a_library_error_keeps_its_traceback(monkeypatch):
+    # Only expected user errors (bad files, missing extras, divergence) become one line;
+    # a ValueError from a bug inside the library must propagate with its traceback.
+    def broken(args):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(cli, "_train", broken)
+    with pytest.raises(ValueError, match="an internal bug"):
+        cli.main(["train"])
+
+
+def test_user_errors_are_one_line(monkeypatch, capsys):
+    def bad_file(args):
+        raise cli.UsageError("x.svm: line 2: feature index 0, indices start at 1")
+
+    monkeypatch.setattr(cli, "_train", bad_file)
+    assert cli.main(["train"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "svmjax train: error: x.svm: line 2: feature index 0, indices start at 1"
+    )

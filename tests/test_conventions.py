@@ -38,7 +38,7 @@ def scaled_primal_step(W, b, X, y, C, scale, lr, **loss_options):
 def test_round_trips_and_errors():
     assert conventions.C_from_reg(conventions.reg_from_C(0.3, 70), 70) == pytest.approx(0.3)
     assert conventions.C_from_alpha(conventions.alpha_from_C(0.3, 70), 70) == pytest.approx(0.3)
-    with pytest.raises(ValueError, match="C must be a positive"):
+    with pytest.raises(ValueError, match="C must be a finite number > 0"):
         conventions.reg_from_C(0.0, 10)
     with pytest.raises(ValueError, match="n_samples"):
         conventions.alpha_from_C(1.0, 0)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from svmjax import linear, train
+from svmjax import checkpoint, linear, optim, train
 
 N, D, C, BATCH = 40, 5, 3, 10  # 4 minibatches per epoch
 POISON_EPOCH = 3
@@ -88,8 +88,8 @@ def _assert_trees_equal(a, b):
     jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
-def _template(optimizer=train.DEFAULT_OPTIMIZER):
-    return train.TrainState(_init(), optimizer.init(_init()), jax.random.key(0), 0, {})
+def _template(optimizer=optim.DEFAULT_OPTIMIZER):
+    return checkpoint.TrainState(_init(), optimizer.init(_init()), jax.random.key(0), 0, {})
 
 
 # --- NaN / inf mid-training ------------------------------------------------------------------
@@ -112,7 +112,7 @@ def test_poisoned_batch_names_the_epoch_keeps_finite_params_and_the_checkpoint(t
     _assert_trees_equal(error.params, before)  # the last finite params, bit for bit
     _assert_trees_equal(error.history, before_history)
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(error.params))
-    saved = train.load_checkpoint(path, _template())  # the last checkpoint is intact
+    saved = checkpoint.load(path, _template())  # the last checkpoint is intact
     assert saved.epoch == POISON_EPOCH - 1
     _assert_trees_equal(saved.params, before)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.npz"]
@@ -170,7 +170,7 @@ def test_a_write_failing_midway_leaves_the_previous_checkpoint(tmp_path, monkeyp
         train.fit(_init(), X, y, epochs=2, resume_from=path, **run)
     assert type(caught.value) is error
     monkeypatch.undo()
-    state = train.load_checkpoint(path, _template())
+    state = checkpoint.load(path, _template())
     assert state.epoch == 1
     _assert_trees_equal(state.params, first)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.npz"]  # temporary file removed
@@ -179,7 +179,7 @@ def test_a_write_failing_midway_leaves_the_previous_checkpoint(tmp_path, monkeyp
 _KILLED_WRITER = """
 import os, sys
 import jax, numpy as np
-from svmjax import linear, train
+from svmjax import checkpoint, linear, optim, train
 sys.path.insert(0, {tests!r})
 from test_faults import BATCH, C, D, blobs
 
@@ -193,7 +193,7 @@ def killed_at_epoch_2(file, **arrays):
 np.savez = killed_at_epoch_2
 X, y = blobs()
 train.fit(linear.init(jax.random.key(1), D, C), X, y, key=jax.random.key(0), batch_size=BATCH,
-          optimizer=train.make_optimizer("momentum", 0.05), epochs=4, checkpoint={path!r})
+          optimizer=optim.make_optimizer("momentum", 0.05), epochs=4, checkpoint={path!r})
 """
 
 
@@ -206,8 +206,8 @@ def test_a_writer_killed_midway_leaves_the_previous_checkpoint_and_resume_is_exa
     assert result.returncode == 17, result.stderr
     stray = sorted(p.name for p in tmp_path.iterdir() if p.name != "ckpt.npz")
     assert len(stray) == 1 and stray[0].endswith(".tmp")  # what a kill leaves; never read
-    optimizer = train.make_optimizer("momentum", 0.05)
-    assert train.load_checkpoint(path, _template(optimizer)).epoch == 1
+    optimizer = optim.make_optimizer("momentum", 0.05)
+    assert checkpoint.load(path, _template(optimizer)).epoch == 1
     X, y = blobs()
     run = dict(key=jax.random.key(0), batch_size=BATCH, optimizer=optimizer, epochs=4)
     resumed, resumed_history = train.fit(_init(), X, y, resume_from=path, **run)
@@ -228,7 +228,7 @@ def test_a_truncated_checkpoint_is_a_value_error(tmp_path, cut):
     content = path.read_bytes()
     path.write_bytes(content[: len(content) // 2 if cut == "half" else cut])
     with pytest.raises(ValueError, match=r"ckpt.npz cannot be read \(truncated or not a ch"):
-        train.load_checkpoint(path, _template())
+        checkpoint.load(path, _template())
     with pytest.raises(ValueError, match="cannot be read"):
         train.fit(_init(), X, y, epochs=2, resume_from=path, **run)
 
@@ -241,7 +241,7 @@ def test_a_checkpoint_missing_an_array_is_a_value_error(tmp_path):
         arrays = {name: f[name] for name in f.files if name != "leaf_1"}
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match="ckpt.npz is incomplete: no leaf_1"):
-        train.load_checkpoint(path, _template())
+        checkpoint.load(path, _template())
 
 
 def test_a_missing_checkpoint_is_file_not_found(tmp_path):

@@ -6,7 +6,7 @@ tests/test_data.py already fuzzes the three data loaders with random bytes and w
 bytes, MNIST headers with edited bytes). Here hypothesis takes one *valid* file of each
 format and applies byte-level mutations to it (flip, insert — random bytes or tokens that
 mean something to the format —, delete, duplicate, truncate; for MNIST also inside and
-outside the gzip stream), and it fuzzes :func:`svmjax.train.load_checkpoint` the same way.
+outside the gzip stream), and it fuzzes :func:`svmjax.checkpoint.load` the same way.
 
 Bounded: valid files are a few KB, at most 4 mutations each, the dense svmlight matrix is
 capped at 2**16 entries for the duration of a test (the real cap, 2**28, would let an
@@ -34,7 +34,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from svmjax import data, train
+from svmjax import checkpoint, data
 
 HANG_SECONDS = 30  # far above the slowest load seen (~0.5 s with compilation)
 EXAMPLES = int(os.environ.get("SVMJAX_FUZZ_EXAMPLES", "40"))  # e.g. 2000 for a long hunt
@@ -226,10 +226,10 @@ def test_fuzz_cifar10_mutated(name, ops):
 def checkpoint_file(tmp_path_factory):
     params = {"W": jnp.arange(6.0).reshape(3, 2), "b": jnp.ones(2)}
     optimizer = optax.adam(0.1)
-    state = train.TrainState(params, optimizer.init(params), jax.random.key(0), 2, {})
+    state = checkpoint.TrainState(params, optimizer.init(params), jax.random.key(0), 2, {})
     state = state._replace(history={"epoch": np.array([1, 2]), "objective": np.array([2.0, 1.0])})
     path = tmp_path_factory.mktemp("ckpt") / "valid.npz"
-    train.save_checkpoint(path, state, options={"reg": 0.1})
+    checkpoint.save(path, state, options={"reg": 0.1})
     template = state._replace(epoch=0, history={})
     return path.read_bytes(), template
 
@@ -257,9 +257,9 @@ def test_fuzz_load_checkpoint_mutated(checkpoint_file, ops):
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "ckpt.npz"
         path.write_bytes(mutate(valid, ops))
-        state = loads_or_value_error(train.load_checkpoint, path, template)
+        state = loads_or_value_error(checkpoint.load, path, template)
     if state is not None:
-        assert isinstance(state, train.TrainState)
+        assert isinstance(state, checkpoint.TrainState)
         assert jax.tree.structure(state.params) == jax.tree.structure(template.params)
 
 
@@ -267,8 +267,8 @@ def test_fuzz_load_checkpoint_mutated(checkpoint_file, ops):
 @given(st.binary(max_size=300))
 def test_fuzz_load_checkpoint_random_bytes(content):
     params = {"W": jnp.zeros((2, 2))}
-    template = train.TrainState(params, (), jax.random.key(0), 0, {})
+    template = checkpoint.TrainState(params, (), jax.random.key(0), 0, {})
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "ckpt.npz"
         path.write_bytes(content)
-        assert loads_or_value_error(train.load_checkpoint, path, template) is None
+        assert loads_or_value_error(checkpoint.load, path, template) is None

@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
-from svmjax import analytic, linear, sharding, train
+from svmjax import analytic, checkpoint, grid, linear, optim, registry, sharding, train
 
 DEVICES = 8
 # Sharded vs one device, float32, max-norm relative error (max |a - b| / max |b|).
@@ -94,7 +94,7 @@ def _fit(params, X, y, case, **kwargs):
         key=jax.random.key(2),
         loss=loss,
         squared=squared,
-        optimizer=train.make_optimizer(optimizer, 0.05),
+        optimizer=optim.make_optimizer(optimizer, 0.05),
         reg=1e-3,
         **({"epochs": 3, "batch_size": 30} | kwargs),  # 30: padded to 32 slots on 8 devices
     )
@@ -114,7 +114,7 @@ def _check_objective(mesh, report):
     Xs = jax.device_put(X, NamedSharding(mesh, sharding.batch_spec(mesh, 2)))
     ys, ws = jax.device_put(y, rows), jax.device_put(weight, rows)
     ps = sharding.put(params, mesh)
-    variants = [("analytic", loss, False) for loss in linear.LOSSES]
+    variants = [("analytic", loss, False) for loss in registry.names()]
     variants += [("analytic", "weston_watkins", True), ("autodiff", "crammer_singer", True)]
     worst = 0.0
     for grad, loss, squared in variants:
@@ -199,8 +199,8 @@ def _check_grid(mesh, report):
     for k, axes in grids.items():
         run = dict(key=jax.random.key(3), regs=(0.0, 1e-3), seeds=(0, 1), epochs=3, batch_size=32)
         run |= dict(validation=(X_val, y_val), optimizer="momentum", **axes)
-        want = train.fit_grid(params, X, y, **run)
-        got = train.fit_grid(params, X, y, mesh=mesh, **run)
+        want = grid.fit_grid(params, X, y, **run)
+        got = grid.fit_grid(params, X, y, mesh=mesh, **run)
         assert len(got.configs) == k and got.params["W"].shape == (k, 12, 5)
         assert got.configs == want.configs and got.best == want.best
         assert _replicated_on_all(got.params, mesh)
@@ -212,7 +212,7 @@ def _check_grid(mesh, report):
 
 def _grid_collectives(mesh, params, X, y):
     k = 16
-    tx = train.make_optimizer("sgd", 0.1)
+    tx = optim.make_optimizer("sgd", 0.1)
 
     def split(tree):
         return jax.tree.map(
@@ -221,12 +221,12 @@ def _grid_collectives(mesh, params, X, y):
 
     stacked = split(jax.tree.map(lambda p: np.broadcast_to(p, (k, *p.shape)), params))
     opt_state = split(jax.tree.map(lambda *s: np.stack(s), *[tx.init(params)] * k))
-    orders = split(np.stack([train._minibatches([i], 1, len(y), 32) for i in range(k)]))
-    data = train._data(params, X, y, None, mesh)
-    consts = sharding.put(train._consts(params, 1.0, None), mesh)
+    orders = split(np.stack([train.minibatches([i], 1, len(y), 32) for i in range(k)]))
+    data = train.prepare_data(params, X, y, None, mesh)
+    consts = sharding.put(train.prepare_consts(params, 1.0, None), mesh)
     args = (stacked, opt_state, orders, split(np.zeros(k, np.float32)), split(np.ones(k, bool)))
-    static = dict(update=tx.update, loss="weston_watkins", grad="analytic", squared=False)
-    lowered = train._grid_epoch.lower(*args, data, consts, mesh=mesh, **static)
+    static = train.Static(tx.update, "weston_watkins", "analytic", False, (), None)
+    lowered = grid.grid_epoch.lower(*args, data, consts, static=static, mesh=mesh)
     return _collectives(lowered.compile().as_text())
 
 
@@ -241,14 +241,14 @@ def _check_resume(mesh, report, tmp):
     run = dict(epochs=5, validation=(X_val, y_val), mesh=mesh)
     case = ("adam", "weston_watkins", True)
     want, want_history = _fit(params, X, y, case, **run)
-    save = train.save_checkpoint
+    save = checkpoint.save
 
     def save_then_crash(path, state, **kwargs):
         save(path, state, **kwargs)
         if state.epoch == 2:
             raise KeyboardInterrupt
 
-    with mock.patch.object(train, "save_checkpoint", save_then_crash):
+    with mock.patch.object(checkpoint, "save", save_then_crash):
         try:
             _fit(params, X, y, case, checkpoint=path, **run)
         except KeyboardInterrupt:
@@ -279,8 +279,10 @@ def _check_divergence(mesh, report, tmp):
         except train.TrainingDiverged as error:
             assert "epoch 3" in str(error) and error.epoch == 3
             kept = _equal(error.params, before)
-    template = train.TrainState(params, train.DEFAULT_OPTIMIZER.init(params), run["key"], 0, {})
-    saved = train.load_checkpoint(path, template)
+    template = checkpoint.TrainState(
+        params, optim.DEFAULT_OPTIMIZER.init(params), run["key"], 0, {}
+    )
+    saved = checkpoint.load(path, template)
     report["divergence_under_mesh"] = bool(
         kept and saved.epoch == 2 and _equal(saved.params, before)
     )
@@ -356,14 +358,14 @@ def _two_processes(out: Path, process_id: int, num_processes: int, port: int) ->
     )
     y_global = jax.make_array_from_process_local_data(rows, y[mine])
     b, _ = _fit(params, X_global, y_global, case, mesh=mesh)
-    grid = train.fit_grid(
+    sweep = grid.fit_grid(
         params, X, y, key=jax.random.key(3), learning_rates=(0.01, 0.1), regs=(0.0, 1e-3),
         seeds=(0, 1), epochs=2, batch_size=32, mesh=mesh,
     )  # fmt: skip
     np.savez(
         out / f"process{process_id}.npz",
         W=np.asarray(a["W"]), b=np.asarray(a["b"]), W_local=np.asarray(b["W"]),
-        objective=history["objective"], grid_W=np.asarray(grid.params["W"]),
+        objective=history["objective"], grid_W=np.asarray(sweep.params["W"]),
         devices=np.array([jax.device_count(), jax.local_device_count(), jax.process_count()]),
     )  # fmt: skip
     jax.distributed.shutdown()
@@ -445,10 +447,10 @@ def test_two_processes_equal_one_device(tmp_path):
     print(f"2 processes x 4 devices vs one device: max-norm relative difference {error:.2e}")
     assert error <= HOSTS_RTOL
     np.testing.assert_allclose(results[0]["objective"], history["objective"], rtol=1e-5)
-    template = train.TrainState(
-        params, train.make_optimizer("sgd", 0.05).init(params), jax.random.key(2), 0, {}
+    template = checkpoint.TrainState(
+        params, optim.make_optimizer("sgd", 0.05).init(params), jax.random.key(2), 0, {}
     )
-    saved = train.load_checkpoint(tmp_path / "hosts.npz", template)  # written by process 0
+    saved = checkpoint.load(tmp_path / "hosts.npz", template)  # written by process 0
     assert saved.epoch == 3
     np.testing.assert_array_equal(saved.params["W"], results[0]["W"])
     assert sorted(p.name for p in tmp_path.glob("hosts*")) == ["hosts.npz"]

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from svmjax import linear, train
+from svmjax import checkpoint, grid, linear, optim, train
 
 REF_RTOL = 1e-5  # fit against a hand-written float32 SGD loop (same maths, other op order)
 GRID_RTOL, GRID_ATOL = 1e-4, 1e-6  # vmapped fit_grid against separate fits, float32
@@ -79,7 +79,7 @@ def test_one_epoch_equals_hand_sgd_including_the_partial_last_batch(options):
         X,
         y,
         key=key,
-        optimizer=train.make_optimizer("sgd", lr),
+        optimizer=optim.make_optimizer("sgd", lr),
         epochs=2,
         batch_size=4,
         **options,
@@ -102,7 +102,7 @@ def test_one_epoch_equals_hand_sgd_including_the_partial_last_batch(options):
 
 def test_same_key_is_bit_identical_and_another_key_differs():
     X, y = _blobs()
-    run = dict(optimizer=train.make_optimizer("momentum", 0.05), epochs=3, batch_size=16)
+    run = dict(optimizer=optim.make_optimizer("momentum", 0.05), epochs=3, batch_size=16)
     a, history_a = train.fit(_init(), X, y, key=jax.random.key(7), **run)
     b, history_b = train.fit(_init(), X, y, key=jax.random.key(7), **run)
     c, _ = train.fit(_init(), X, y, key=jax.random.key(8), **run)
@@ -121,7 +121,7 @@ def test_a_second_run_compiles_nothing(monkeypatch):
     X2, y2 = _blobs(n=33, d=7, seed=5)
     fit = dict(epochs=2, batch_size=8)
     train.fit(
-        _init(7), X, y, key=jax.random.key(0), optimizer=train.make_optimizer("adam", 0.1), **fit
+        _init(7), X, y, key=jax.random.key(0), optimizer=optim.make_optimizer("adam", 0.1), **fit
     )
     assert traces
     traces.clear()
@@ -130,18 +130,20 @@ def test_a_second_run_compiles_nothing(monkeypatch):
         X2,
         y2,
         key=jax.random.key(1),
-        optimizer=train.make_optimizer("adam", 0.01),
+        optimizer=optim.make_optimizer("adam", 0.01),
         reg=1e-3,
         margin=2.0,
         epochs=3,
         batch_size=8,
     )
     assert not traces, "new data, key, learning rate, reg, margin or epochs recompiled"
-    grid = dict(learning_rates=(0.1, 0.2), regs=(0.0,), optimizer="adam", **fit)
-    train.fit_grid(_init(7), X, y, key=jax.random.key(0), **grid)
+    grid_options = dict(learning_rates=(0.1, 0.2), regs=(0.0,), optimizer="adam", **fit)
+    grid.fit_grid(_init(7), X, y, key=jax.random.key(0), **grid_options)
     assert traces
     traces.clear()
-    train.fit_grid(_init(7), X2, y2, key=jax.random.key(2), **(grid | {"learning_rates": (1, 2)}))
+    grid.fit_grid(
+        _init(7), X2, y2, key=jax.random.key(2), **(grid_options | {"learning_rates": (1, 2)})
+    )
     assert not traces
     train.fit(_init(7), X, y, key=jax.random.key(0), batch_size=4, epochs=1)  # control
     assert traces, "a new batch shape must trace again (else this test could never fail)"
@@ -159,32 +161,33 @@ def test_make_optimizer_matches_optax_and_rejects_bad_names():
         return np.stack(out)
 
     cases = [
-        (train.make_optimizer("sgd", 0.1), optax.sgd(0.1)),
-        (train.make_optimizer("momentum", 0.1), optax.sgd(0.1, momentum=0.9)),
-        (train.make_optimizer("adam", 0.1), optax.adam(0.1)),
+        (optim.make_optimizer("sgd", 0.1), optax.sgd(0.1)),
+        (optim.make_optimizer("momentum", 0.1), optax.sgd(0.1, momentum=0.9)),
+        (optim.make_optimizer("adam", 0.1), optax.adam(0.1)),
         (
-            train.make_optimizer("sgd", 0.1, "cosine", decay_steps=10),
+            optim.make_optimizer("sgd", 0.1, "cosine", decay_steps=10),
             optax.sgd(optax.cosine_decay_schedule(0.1, 10)),
         ),
         (
-            train.make_optimizer("adam", 0.1, optax.linear_schedule(1.0, 0.0, 8)),
+            optim.make_optimizer("adam", 0.1, optax.linear_schedule(1.0, 0.0, 8)),
             optax.adam(optax.linear_schedule(0.1, 0.0, 8)),
         ),
     ]
     for ours, reference in cases:
         np.testing.assert_allclose(run(ours), run(reference), rtol=OPT_RTOL, atol=1e-9)
     with pytest.raises(ValueError, match="sgd, momentum, adam"):
-        train.make_optimizer("rmsprop", 0.1)
+        optim.make_optimizer("rmsprop", 0.1)
     with pytest.raises(ValueError, match="constant, cosine"):
-        train.make_optimizer("sgd", 0.1, "linear")
+        optim.make_optimizer("sgd", 0.1, "linear")
     with pytest.raises(ValueError, match="decay_steps"):
-        train.make_optimizer("sgd", 0.1, "cosine")
+        optim.make_optimizer("sgd", 0.1, "cosine")
 
 
 @pytest.mark.parametrize(
     "change, error, match",
     [
-        ({"key": jax.random.PRNGKey(0)}, TypeError, "typed key"),
+        ({"key": np.zeros(2, np.float32)}, TypeError, "key must be a JAX PRNG key"),
+        ({"key": jax.random.split(jax.random.key(0))}, TypeError, "a single key"),
         ({"epochs": 0}, ValueError, "epochs must be"),
         ({"batch_size": 0}, ValueError, "batch_size must be"),
         ({"checkpoint_every": 0}, ValueError, "checkpoint_every must be"),
@@ -225,8 +228,8 @@ def test_divergence_names_the_epoch_and_keeps_the_last_finite_state(tmp_path):
     np.testing.assert_array_equal(caught.value.history["epoch"], [1, 2])
     two_epochs, _ = train.fit(_init(), X, y, epochs=2, **run)
     _assert_trees_equal(caught.value.params, two_epochs)
-    template = train.TrainState(_init(), poisoned.init(_init()), jax.random.key(0), 0, {})
-    saved = train.load_checkpoint(path, template)
+    template = checkpoint.TrainState(_init(), poisoned.init(_init()), jax.random.key(0), 0, {})
+    saved = checkpoint.load(path, template)
     assert saved.epoch == 2
     _assert_trees_equal(saved.params, two_epochs)
 
@@ -239,7 +242,7 @@ def test_fit_grid_matches_separate_fits(optimizer, schedule):
     X, y = _blobs()
     X_val, y_val = _blobs(seed=1)
     key, epochs, batch_size = jax.random.key(4), 3, 16
-    grid = train.fit_grid(
+    sweep = grid.fit_grid(
         _init(),
         X,
         y,
@@ -253,10 +256,10 @@ def test_fit_grid_matches_separate_fits(optimizer, schedule):
         epochs=epochs,
         batch_size=batch_size,
     )
-    assert len(grid.configs) == 8 and grid.params["W"].shape == (8, 5, 3)
+    assert len(sweep.configs) == 8 and sweep.params["W"].shape == (8, 5, 3)
     decay_steps = epochs * 4 if schedule else None  # ceil(60 / 16) = 4 steps per epoch
-    for k, (lr, reg, seed) in enumerate(grid.configs):
-        tx = train.make_optimizer(optimizer, lr, schedule, decay_steps=decay_steps)
+    for k, (lr, reg, seed) in enumerate(sweep.configs):
+        tx = optim.make_optimizer(optimizer, lr, schedule, decay_steps=decay_steps)
         params, history = train.fit(
             _init(),
             X,
@@ -270,16 +273,16 @@ def test_fit_grid_matches_separate_fits(optimizer, schedule):
         )
         for name in ("W", "b"):
             np.testing.assert_allclose(
-                grid.params[name][k], params[name], rtol=GRID_RTOL, atol=GRID_ATOL
+                sweep.params[name][k], params[name], rtol=GRID_RTOL, atol=GRID_ATOL
             )
-        np.testing.assert_allclose(grid.history["objective"][k], history["objective"], rtol=1e-4)
-    final = grid.history["val_accuracy"][:, -1]
-    assert final[grid.best] == final.max()
+        np.testing.assert_allclose(sweep.history["objective"][k], history["objective"], rtol=1e-4)
+    final = sweep.history["val_accuracy"][:, -1]
+    assert final[sweep.best] == final.max()
 
 
 def test_fit_grid_freezes_a_diverging_config_and_never_picks_it():
     X, y = _blobs()
-    grid = train.fit_grid(
+    sweep = grid.fit_grid(
         _init(),
         X,
         y,
@@ -291,11 +294,11 @@ def test_fit_grid_freezes_a_diverging_config_and_never_picks_it():
         batch_size=16,
     )
     assert (
-        np.isnan(grid.history["objective"][1, -1])
-        and np.isfinite(grid.history["objective"][0]).all()
+        np.isnan(sweep.history["objective"][1, -1])
+        and np.isfinite(sweep.history["objective"][0]).all()
     )
-    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(grid.params))
-    assert grid.best == 0
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(sweep.params))
+    assert sweep.best == 0
 
 
 # --- checkpoints ----------------------------------------------------------------------------
@@ -307,7 +310,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, monkeypatch):
     path = tmp_path / "run" / "ckpt.npz"
     run = dict(
         key=jax.random.key(0),
-        optimizer=train.make_optimizer("adam", 0.05),
+        optimizer=optim.make_optimizer("adam", 0.05),
         epochs=5,
         batch_size=16,
         validation=(X_val, y_val),
@@ -315,14 +318,14 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, monkeypatch):
     )
     want, want_history = train.fit(_init(), X, y, **run)
 
-    save = train.save_checkpoint
+    save = checkpoint.save
 
     def save_then_crash(path, state, **kwargs):
         save(path, state, **kwargs)
         if state.epoch == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(checkpoint, "save", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         train.fit(_init(), X, y, checkpoint=path, **run)
     monkeypatch.undo()
@@ -340,14 +343,14 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, monkeypatch):
 def test_mismatched_checkpoints_are_rejected(tmp_path):
     X, y = _blobs()
     path = tmp_path / "ckpt.npz"
-    run = dict(key=jax.random.key(0), optimizer=train.make_optimizer("sgd", 0.1), batch_size=16)
+    run = dict(key=jax.random.key(0), optimizer=optim.make_optimizer("sgd", 0.1), batch_size=16)
     train.fit(_init(), X, y, epochs=2, checkpoint=path, **run)
     other = _init(c=4)
-    template = train.TrainState(other, run["optimizer"].init(other), jax.random.key(0), 0, {})
+    template = checkpoint.TrainState(other, run["optimizer"].init(other), jax.random.key(0), 0, {})
     with pytest.raises(ValueError, match=r"ckpt.npz does not match: shape of \[0\]\['W'\]"):
-        train.load_checkpoint(path, template)
+        checkpoint.load(path, template)
     mismatches = [
-        ({"optimizer": train.make_optimizer("momentum", 0.1)}, "tree structure"),
+        ({"optimizer": optim.make_optimizer("momentum", 0.1)}, "tree structure"),
         ({"reg": 0.5}, "option 'reg' is 0.0, expected 0.5"),
         ({"batch_size": 8}, "option 'batch_size'"),
         ({"key": jax.random.key(1)}, "key differs"),
@@ -375,10 +378,10 @@ def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         train.fit(_init(), X, y, epochs=2, resume_from=path, **run)
     monkeypatch.undo()
-    template = train.TrainState(
-        _init(), train.DEFAULT_OPTIMIZER.init(_init()), jax.random.key(0), 0, {}
+    template = checkpoint.TrainState(
+        _init(), optim.DEFAULT_OPTIMIZER.init(_init()), jax.random.key(0), 0, {}
     )
-    state = train.load_checkpoint(path, template)
+    state = checkpoint.load(path, template)
     assert state.epoch == 1
     _assert_trees_equal(state.params, first)
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.npz"]  # no temporary file left

@@ -1,0 +1,208 @@
+"""Training a grid of configurations at once: :func:`fit_grid` vmaps the epoch of
+:func:`svmjax.train.fit` over learning rates, regularisation strengths and seeds.
+
+One compiled program serves the whole grid; the loop over epochs never waits for the
+device. With a mesh, the configuration axis is split over the devices (each device trains
+whole configurations, no collectives in the loop).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+from jax.typing import ArrayLike
+
+from svmjax import linear, registry, sharding
+from svmjax import validation as checks  # fit_grid's argument `validation` is the data
+from svmjax.optim import make_optimizer
+from svmjax.train import (
+    Static,
+    check_options,
+    constrain,
+    epoch_fn,
+    key_words,
+    minibatches,
+    prepare_consts,
+    prepare_data,
+)
+
+__all__ = ["GridResult", "fit_grid"]
+
+Params = dict[str, jax.Array]
+
+
+class GridResult(NamedTuple):
+    """What :func:`fit_grid` returns; configuration ``k`` is ``configs[k] = (lr, reg, seed)``.
+
+    ``params`` has leaves stacked ``[K, ...]``; ``history`` has ``[K, epochs]`` arrays (and
+    ``"epoch"``, ``[epochs]``); ``best`` is the index of the best configuration.
+    """
+
+    params: Params
+    history: dict[str, np.ndarray]
+    configs: list[tuple[float, float, int]]
+    best: int
+
+
+@functools.partial(jax.jit, static_argnames=("static", "mesh"))
+def grid_epoch(params, opt_state, orders, regs, alive, data, consts, *, static, mesh):
+    """:func:`svmjax.train.epoch_fn` vmapped over configurations; a configuration that
+    diverged stays frozen.
+
+    With ``mesh``, the configuration axis (leading axis of everything but ``data`` and
+    ``consts``) is split over the devices; each device trains its configurations alone.
+    """
+    run = jax.vmap(functools.partial(epoch_fn, static=static), in_axes=(0, 0, 0, 0, None, None))
+    new_params, new_opt_state, metrics = run(params, opt_state, orders, regs, data, consts)
+    alive = alive & metrics.pop("finite")
+
+    def keep(new, old):
+        return jnp.where(alive.reshape(alive.shape + (1,) * (new.ndim - 1)), new, old)
+
+    params, opt_state = jax.tree.map(keep, (new_params, new_opt_state), (params, opt_state))
+    metrics["objective"] = jnp.where(alive, metrics["objective"], jnp.nan)
+    return constrain((params, opt_state, alive, metrics), mesh, 0)
+
+
+def fit_grid(
+    params: Params,
+    X: ArrayLike,
+    y: ArrayLike,
+    *,
+    key: jax.Array,
+    learning_rates: tuple[float, ...] = (0.03, 0.1, 0.3),
+    regs: tuple[float, ...] = (0.0, 1e-3),
+    seeds: tuple[int, ...] = (0,),
+    optimizer: str = "sgd",
+    schedule: str | Callable | None = None,
+    validation: tuple[ArrayLike, ArrayLike] | None = None,
+    epochs: int = 10,
+    batch_size: int = 256,
+    loss: str = "weston_watkins",
+    grad: str = "analytic",
+    margin: float = 1.0,
+    squared: bool = False,
+    class_weights: ArrayLike | None = None,
+    loss_options: Mapping[str, Any] | None = None,
+    mesh: Mesh | None = None,
+) -> GridResult:
+    """Train every configuration in ``learning_rates × regs × seeds`` at once (``jax.vmap``).
+
+    All configurations start from ``params``; the seed changes only the batch order.
+    Configuration ``(lr, reg, seed)`` is :func:`svmjax.train.fit` with ``reg=reg``,
+    ``key=jax.random.fold_in(key, seed)`` and ``optimizer=make_optimizer(optimizer, lr,
+    schedule)`` (:func:`svmjax.optim.make_optimizer`), where ``"cosine"`` decays over the
+    whole run. It agrees with that run to float rounding, not bit for bit: the vmapped code
+    may sum in another order. A configuration that diverges is frozen at its last finite
+    parameters, its ``objective`` is NaN from then on, and it is never ``best``. The loop
+    over epochs never waits for the device, and one compilation serves the whole grid.
+
+    Args:
+      params: initial ``{"W": [D, C], "b": [C]}``, shared by all configurations.
+      learning_rates, regs, seeds: the grid axes, ``K`` configurations in all, ordered as
+        ``itertools.product(learning_rates, regs, seeds)``.
+      optimizer, schedule: as for :func:`svmjax.optim.make_optimizer`.
+      X, y, key, validation, epochs, batch_size, loss, grad, margin, squared,
+        class_weights, loss_options: as for :func:`svmjax.train.fit`. Learning rates must
+        be finite and ``> 0``, regs finite and ``>= 0``.
+      mesh: a ``jax.sharding.Mesh`` to split the *configurations* over its devices (the
+        data is replicated; each device trains its configurations, no collectives in the
+        loop). ``K`` is padded to a multiple of ``mesh.size`` with copies of the last
+        configuration, which are dropped from the result. Results agree with the run
+        without a mesh to float rounding; ``params`` come back replicated.
+
+    Returns:
+      A :class:`GridResult`. ``best`` has the highest final ``val_accuracy`` (ties: the
+      lowest final objective) or, without ``validation``, the lowest final objective.
+
+    Raises:
+      ValueError, TypeError: as :func:`svmjax.train.fit` and
+        :func:`svmjax.optim.make_optimizer`; an empty grid axis.
+      FloatingPointError: every configuration diverged.
+
+    Example:
+      >>> X = jax.random.normal(jax.random.key(0), (40, 3))
+      >>> y = (X[:, 0] > 0).astype(jnp.int32)
+      >>> grid = fit_grid(linear.init(jax.random.key(1), 3, 2), X, y, key=jax.random.key(2),
+      ...                 learning_rates=(0.01, 0.1), regs=(0.0, 1e-3), epochs=2)
+      >>> grid.params["W"].shape, grid.history["objective"].shape, grid.configs[1]
+      ((4, 3, 2), (4, 2), (0.01, 0.001, 0))
+    """
+    check_options(loss, grad, mesh, epochs=epochs, batch_size=batch_size)
+    key = checks.as_key(key)
+    mesh = None if mesh is None else sharding.auto_axes(mesh)
+    data = prepare_data(params, X, y, validation, mesh)
+    consts = prepare_consts(params, margin, class_weights)
+    frozen = registry.loss_options(loss, loss_options)
+    if registry.get(loss).constraint == "sum_to_zero":
+        params = linear.project_sum_to_zero(params)
+    configs = _configs(learning_rates, regs, seeds)
+    n, k = data.X.shape[0], len(configs)
+    # With a mesh, pad the configuration axis to a multiple of the devices with copies of the
+    # last configuration; they are trained and then dropped.
+    padded = configs + [configs[-1]] * (0 if mesh is None else -k % mesh.size)
+    batch_size = min(batch_size, n)
+    decay_steps = epochs * -(-n // batch_size) if schedule == "cosine" else None
+    txs = [make_optimizer(optimizer, lr, schedule, decay_steps=decay_steps) for lr, _, _ in padded]
+    stacked = jax.tree.map(lambda p: jnp.broadcast_to(p, (len(padded), *p.shape)), params)
+    opt_state = jax.tree.map(lambda *s: jnp.stack(s), *[tx.init(params) for tx in txs])
+    regs_k = jnp.array([reg for _, reg, _ in padded], params["W"].dtype)
+    words = [key_words(jax.random.fold_in(key, seed)) for _, _, seed in padded]
+    static = Static(txs[0].update, loss, grad, bool(squared), frozen, None)
+    alive, rows = jnp.ones(len(padded), bool), []
+
+    def split(tree):  # configurations over the devices
+        return jax.tree.map(
+            lambda x: sharding.put(x, mesh, sharding.batch_spec(mesh, x.ndim)), tree
+        )
+
+    if mesh is not None:
+        stacked, opt_state, regs_k, alive = split((stacked, opt_state, regs_k, alive))
+        consts = sharding.put(consts, mesh)
+    for epoch in range(1, epochs + 1):
+        orders = np.stack([minibatches(w, epoch, n, batch_size) for w in words])
+        if mesh is not None:
+            orders = split(orders)
+        stacked, opt_state, alive, metrics = grid_epoch(
+            stacked, opt_state, orders, regs_k, alive, data, consts, static=static, mesh=mesh
+        )
+        rows.append(metrics)
+    if mesh is not None:  # gather to every process, then drop the padding configurations
+        stacked, rows, alive = sharding.put((stacked, rows, alive), mesh)
+        stacked = jax.tree.map(lambda x: x[:k], stacked)
+    return _result(stacked, rows, alive, configs, epochs, validation is not None)
+
+
+def _configs(learning_rates, regs, seeds) -> list[tuple[float, float, int]]:
+    """The grid ``learning_rates x regs x seeds``, checked."""
+    for lr in learning_rates:
+        checks.scalar("learning rate", lr, positive=True)
+    for reg in regs:
+        checks.scalar("reg", reg, positive=False)
+    grid = itertools.product(learning_rates, regs, seeds)
+    configs = [(float(lr), float(reg), int(seed)) for lr, reg, seed in grid]
+    if not configs:
+        raise ValueError("learning_rates, regs and seeds must each be non-empty")
+    return configs
+
+
+def _result(stacked, rows, alive, configs, epochs, validated) -> GridResult:
+    """The :class:`GridResult` of the first ``len(configs)`` configurations."""
+    k = len(configs)
+    rows, alive = jax.device_get((rows, alive))
+    rows, alive = jax.tree.map(lambda x: x[:k], rows), alive[:k]
+    if not alive.any():
+        raise FloatingPointError("every configuration diverged; try smaller learning rates")
+    history = {name: np.stack([row[name] for row in rows], axis=1) for name in rows[0]}
+    history["epoch"] = np.arange(1, epochs + 1)
+    final = history["objective"][:, -1]
+    score = history["val_accuracy"][:, -1] if validated else -final
+    best = int(np.lexsort((final, -np.where(alive, score, -np.inf)))[0])
+    return GridResult(stacked, history, configs, best)
