@@ -22,6 +22,8 @@ Modules, one concern each:
 * :mod:`svmjax.validation` — input checks (:func:`validate`).
 """
 
+from typing import TYPE_CHECKING
+
 from svmjax import (
     analytic,
     checkpoint,
@@ -42,6 +44,9 @@ from svmjax import (
     train,
 )
 from svmjax.validation import validate
+
+if TYPE_CHECKING:  # imported lazily at run time (scikit-learn is optional), see __getattr__
+    from svmjax.estimator import SVMClassifier
 
 __version__ = "0.1.0"
 

@@ -140,7 +140,7 @@ def weston_watkins(
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _crammer_singer(squared, n_classes, scores, labels, margin):
+def _crammer_singer(squared, n_classes, scores, labels, margin) -> jax.Array:
     return _crammer_singer_fwd(squared, n_classes, scores, labels, margin)[0]
 
 
@@ -203,7 +203,7 @@ def crammer_singer(
     Reference: Crammer and Singer, JMLR 2001.
     """
     scores, labels, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
-    loss = _crammer_singer(squared, scores.shape[-1], scores, labels, margin)
+    loss: jax.Array = _crammer_singer(squared, scores.shape[-1], scores, labels, margin)
     return weigh(loss, is_true, class_weights)
 
 

@@ -85,7 +85,7 @@ def save(
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, allow_pickle=False, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -177,6 +177,8 @@ def load(
     restored = [jnp.asarray(arrays[f"leaf_{i}"], x.dtype) for i, x in enumerate(leaves)]
     structure = jax.tree.structure((template.params, template.opt_state))
     params, opt_state = jax.tree.unflatten(structure, restored)
-    key = jax.random.wrap_key_data(arrays["key"], impl=jax.random.key_impl(template.key))
+    key = jax.random.wrap_key_data(
+        jnp.asarray(arrays["key"]), impl=jax.random.key_impl(template.key)
+    )
     history = {name: arrays[f"history_{name}"] for name in manifest["history"]}
     return TrainState(params, opt_state, key, manifest["epoch"], history)

@@ -98,7 +98,7 @@ def _demo(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     plots.plot_history(history, out / "curves.png", title="Weston-Watkins SVM on digits")
     plots.plot_templates(
-        params["W"], ds.image_shape, out / "templates.png", class_names=ds.class_names
+        params["W"], ds.image_shape or (8, 8), out / "templates.png", class_names=ds.class_names
     )
     metrics["total_seconds"] = time.perf_counter() - start
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -185,7 +185,9 @@ def _train(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        np.savez(out / "params.npz", **{k: np.asarray(v) for k, v in params.items()})
+        np.savez(
+            out / "params.npz", allow_pickle=False, **{k: np.asarray(v) for k, v in params.items()}
+        )
     if args.json:
         print(json.dumps(metrics))
         return 0

@@ -8,6 +8,7 @@ scikit-learn's validation, and the maths stays in functions — :func:`svmjax.so
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -145,7 +146,7 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
     def _class_weights(self, y_index: np.ndarray) -> np.ndarray | None:
         if self.class_weight is None:
             return None
-        if self.class_weight == "balanced":
+        if isinstance(self.class_weight, str):  # "balanced", checked in _check_params
             return compute_class_weight(
                 "balanced", classes=np.arange(len(self.classes_)), y=y_index
             )
@@ -165,6 +166,7 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
         """
         self._check_params()
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        X = np.asarray(X)
         check_classification_targets(y)
         self.classes_, y_index = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
@@ -186,7 +188,9 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
         dtype = jnp.result_type(float)  # float32, or float64 with jax_enable_x64
         X_jax, y_jax = X.astype(dtype), y_index.astype(np.int32)
         max_iter = self.max_iter or _DEFAULT_MAX_ITER[self.solver]
-        options = dict(loss=self.loss, squared=bool(self.squared), margin=float(self.margin))
+        options: dict[str, Any] = dict(
+            loss=self.loss, squared=bool(self.squared), margin=float(self.margin)
+        )
         if self.solver == "exact":
             result = self._fit_exact(X_jax, y_jax, sample_weight, class_weights, max_iter, options)
             params, self.n_iter_ = result.params, int(result.n_iter)
@@ -276,13 +280,13 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
         """Scores ``X @ coef_.T + intercept_``: ``[n_samples, n_classes]``, or for two
         classes ``[n_samples]`` (positive means ``classes_[1]``)."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = np.asarray(validate_data(self, X, reset=False, dtype=[np.float64, np.float32]))
         scores = X @ self.coef_.T + self.intercept_[None, :]
         return scores[:, 1] - scores[:, 0] if len(self.classes_) == 2 else scores
 
     def predict(self, X) -> np.ndarray:
         """The label of the highest score (ties: the first of ``classes_``)."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = np.asarray(validate_data(self, X, reset=False, dtype=[np.float64, np.float32]))
         scores = X @ self.coef_.T + self.intercept_[None, :]
         return self.classes_[np.argmax(scores, axis=1)]

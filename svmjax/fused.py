@@ -135,7 +135,7 @@ def _block(spec, W, b, Xb, yb, margin, class_weights, ct, want):
         registry.get(spec.loss).analytic, labels=yb, squared=spec.squared, **dict(spec.options)
     )
     if not any(want):
-        return loss_fn(S, margin=margin, class_weights=class_weights), None, None
+        return loss_fn(S, margin=margin, class_weights=class_weights), None, {}
     # The analytic loss's own VJP gives the per-example losses and the rows of M (and,
     # when asked for, the margin and class-weight cotangents): the hinge rules live in
     # svmjax.analytic only.

@@ -195,7 +195,8 @@ def compare(
     dtype = jnp.dtype(dtype)
     if dtype not in (jnp.float32, jnp.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    options = dict(loss=loss, reg=reg, margin=margin, squared=squared, loss_options=loss_options)
+    options: dict[str, Any] = dict(loss=loss, reg=reg, margin=margin, squared=squared)
+    options["loss_options"] = loss_options
     with x64():
         kx, ky, kw, kb = jax.random.split(key, 4)
         X64 = jax.random.normal(kx, (n, d), jnp.float64)

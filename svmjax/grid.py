@@ -158,18 +158,18 @@ def fit_grid(
     static = Static(txs[0].update, loss, grad, bool(squared), frozen, None)
     alive, rows = jnp.ones(len(padded), bool), []
 
-    def split(tree):  # configurations over the devices
+    def split(tree, mesh: Mesh):  # configurations over the devices
         return jax.tree.map(
             lambda x: sharding.put(x, mesh, sharding.batch_spec(mesh, x.ndim)), tree
         )
 
     if mesh is not None:
-        stacked, opt_state, regs_k, alive = split((stacked, opt_state, regs_k, alive))
+        stacked, opt_state, regs_k, alive = split((stacked, opt_state, regs_k, alive), mesh)
         consts = sharding.put(consts, mesh)
     for epoch in range(1, epochs + 1):
         orders = np.stack([minibatches(w, epoch, n, batch_size) for w in words])
         if mesh is not None:
-            orders = split(orders)
+            orders = split(orders, mesh)
         stacked, opt_state, alive, metrics = grid_epoch(
             stacked, opt_state, orders, regs_k, alive, data, consts, static=static, mesh=mesh
         )

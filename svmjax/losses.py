@@ -49,8 +49,9 @@ def prepare(scores, labels, margin, class_weights):
     return scores, labels, is_true, margin, class_weights
 
 
-def weigh(loss: jax.Array, is_true: jax.Array, class_weights: jax.Array | None) -> jax.Array:
+def weigh(loss: ArrayLike, is_true: jax.Array, class_weights: jax.Array | None) -> jax.Array:
     """Multiply each example's loss by the weight of its true class."""
+    loss = jnp.asarray(loss)
     if class_weights is None:
         return loss
     return loss * jnp.sum(jnp.where(is_true, class_weights, 0), axis=-1)

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["plot_heatmap", "plot_history", "plot_templates"]
 
@@ -63,7 +64,7 @@ def plot_history(history: Mapping[str, np.ndarray], path: str | Path, *, title: 
 
 
 def plot_templates(
-    W: np.ndarray,
+    W: ArrayLike,
     image_shape: Sequence[int],
     path: str | Path,
     *,
@@ -88,8 +89,8 @@ def plot_templates(
     n_classes = W.shape[1]
     names = [str(c) for c in range(n_classes)] if class_names is None else list(class_names)
     plt = _pyplot()
-    fig, axes = plt.subplots(1, n_classes, figsize=(1.3 * n_classes, 1.6))
-    for c, ax in enumerate(np.atleast_1d(axes)):
+    fig, _ = plt.subplots(1, n_classes, figsize=(1.3 * n_classes, 1.6))
+    for c, ax in enumerate(fig.axes):
         image = W[:, c].reshape(image_shape)
         image = (image - image.min()) / max(float(np.ptp(image)), 1e-12)
         ax.imshow(image, cmap="gray" if len(image_shape) == 2 else None)

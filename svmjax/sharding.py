@@ -20,6 +20,7 @@ calls the same functions with the same host values and gets its part of one glob
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -33,7 +34,7 @@ def _mesh(devices: np.ndarray, names: tuple[str, ...]) -> Mesh:
     return Mesh(devices, names, axis_types=(jax.sharding.AxisType.Auto,) * len(names))
 
 
-def data_mesh(devices: Sequence[jax.Device] | None = None, *, axis_name: str = "data") -> Mesh:
+def data_mesh(devices: Sequence[Any] | None = None, *, axis_name: str = "data") -> Mesh:
     """A 1-D mesh named ``axis_name`` over ``devices`` (default: ``jax.devices()``, i.e.
     every device of every process).
 

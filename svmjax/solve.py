@@ -51,6 +51,7 @@ Crammer–Singer solver, the dual used here); R.-E. Fan et al., "LIBLINEAR", JML
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -345,7 +346,7 @@ def _check(X, y, loss, n_classes):
 
 
 def primal_objective(
-    params: dict[str, ArrayLike],
+    params: Mapping[str, ArrayLike],
     X: ArrayLike,
     y: ArrayLike,
     *,

@@ -149,7 +149,7 @@ def constrain(tree, mesh: Mesh | None, dim: int | None):
     return jax.tree.map(one, tree)
 
 
-def _accuracy(params: Params, X: jax.Array, y: jax.Array, mesh: Mesh | None = None) -> jax.Array:
+def _accuracy(params: Any, X: jax.Array, y: jax.Array, mesh: Mesh | None = None) -> jax.Array:
     X, y = constrain((X, y), mesh, 0)  # with a mesh, each device scores its rows
     return jnp.mean(linear.predict(params, X) == y)
 
@@ -175,7 +175,7 @@ def epoch_fn(params, opt_state, order, reg, data: Data, consts: Consts, static: 
             params, X_b, y_b, sample_weight=weight, **options
         )
         updates, opt_state = static.update(g, opt_state, params)
-        params = optax.apply_updates(params, updates)
+        params: Any = optax.apply_updates(params, updates)
         if projected:
             params = linear.project_sum_to_zero(params)
         params, opt_state = constrain((params, opt_state), static.mesh, None)
@@ -187,7 +187,7 @@ def epoch_fn(params, opt_state, order, reg, data: Data, consts: Consts, static: 
         "train_accuracy": _accuracy(params, X, y, static.mesh),
         "finite": jnp.all(finite) & _all_finite(params),
     }
-    if data.X_val is not None:
+    if data.X_val is not None and data.y_val is not None:
         metrics["val_accuracy"] = _accuracy(params, data.X_val, data.y_val, static.mesh)
     return params, opt_state, metrics
 
@@ -235,8 +235,12 @@ def prepare_data(params: Params, X, y, validation_data, mesh: Mesh | None = None
         X, y = X.astype(W.dtype), y.astype(jnp.int32)
         return (X, y) if mesh is None else (sharding.put(X, mesh), sharding.put(y, mesh))
 
-    val = (None, None) if validation_data is None else arrays(*validation_data, "X_val")
-    return Data(*arrays(X, y, "X"), *val)
+    X, y = arrays(X, y, "X")
+    if validation_data is None:
+        return Data(X, y, None, None)
+    X_val, y_val = validation_data
+    X_val, y_val = arrays(X_val, y_val, "X_val")
+    return Data(X, y, X_val, y_val)
 
 
 def prepare_consts(params: Params, margin, class_weights) -> Consts:
@@ -384,22 +388,24 @@ def fit(
     n = data.X.shape[0]
     batch_size = min(batch_size, n)
     optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
-    reg = jnp.asarray(checks.scalar("reg", reg, positive=False), params["W"].dtype)
-    options = {"loss": loss, "grad": grad, "reg": float(reg), "margin": float(consts.margin)}
+    reg_value = checks.scalar("reg", reg, positive=False)
+    options = {"loss": loss, "grad": grad, "reg": reg_value, "margin": float(consts.margin)}
     options |= {"squared": squared, "batch_size": batch_size, "n_examples": n}
-    options["class_weights"] = None if consts[1] is None else consts[1].tolist()
+    weights = consts.class_weights
+    options["class_weights"] = None if weights is None else weights.tolist()
     if frozen:  # stored only when set, so older checkpoints still match
         options["loss_options"] = [list(item) for item in frozen]
     state = _start(params, optimizer, key, options, resume_from, epochs)
     width = batch_size
     if mesh is not None:  # replicate everything but the batch; pad batches to split evenly
-        consts, reg, params, opt_state = sharding.put(
-            (consts, reg, state.params, state.opt_state), mesh
-        )
+        consts, params, opt_state = sharding.put((consts, state.params, state.opt_state), mesh)
         state = state._replace(params=params, opt_state=opt_state)
         width = -(-batch_size // mesh.size) * mesh.size
     static = Static(optimizer.update, loss, grad, bool(squared), frozen, mesh)
-    run = functools.partial(run_epoch, reg=reg, data=data, consts=consts, static=static)
+    reg_array = jnp.asarray(reg_value, params["W"].dtype)
+    if mesh is not None:
+        reg_array = sharding.put(reg_array, mesh)
+    run = functools.partial(run_epoch, reg=reg_array, data=data, consts=consts, static=static)
     words = key_words(key)
     writer = checkpoint is not None and jax.process_index() == 0  # one writer per run
     bar = _progress_bar(epochs, state.epoch) if progress else None
@@ -414,7 +420,8 @@ def fit(
                 raise TrainingDiverged(epoch, state.params, state.history)
             history = _append(state.history, epoch, metrics)
             state = TrainState(params, opt_state, key, epoch, history)
-            if writer and (epoch % checkpoint_every == 0 or epoch == epochs):
+            due = epoch % checkpoint_every == 0 or epoch == epochs
+            if checkpoint is not None and writer and due:
                 checkpoints.save(checkpoint, state, options=options)
             if bar is not None:
                 bar.update()

@@ -17,7 +17,10 @@ jitted hot path. Three kinds live here:
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
@@ -86,14 +89,14 @@ def validate(
         )
     if x.size == 0:
         raise ValueError(f"{name} is empty (shape {x.shape})")
-    n_classes = x.shape[-1] if n_classes is None else int(n_classes)
-    if n_classes < 2:
-        raise ValueError(f"need at least 2 classes, got {n_classes}")
+    classes = x.shape[-1] if n_classes is None else int(n_classes)
+    if classes < 2:
+        raise ValueError(f"need at least 2 classes, got {classes}")
     finite = np.isfinite(x.astype(np.float32) if x.dtype == jnp.bfloat16 else x)
     if not finite.all():
         index = _first_index(~finite)
         raise ValueError(f"{name} is not finite: {name}[{_position(index)}] = {x[index]}")
-    check_labels(y, n_classes)
+    check_labels(y, classes)
     return jnp.asarray(x), jnp.asarray(y)
 
 
@@ -235,7 +238,7 @@ def class_weights(w: ArrayLike | None, n_classes: int) -> np.ndarray | None:
     return w
 
 
-def scalar(name: str, value: object, *, positive: bool) -> float:
+def scalar(name: str, value: Any, *, positive: bool) -> float:
     """``value`` as a Python float, checked: finite and ``> 0`` (``positive``) or ``>= 0``."""
     if np.ndim(value) != 0:
         raise ValueError(f"{name} must be a scalar, got shape {np.shape(value)}")
@@ -283,7 +286,7 @@ def as_key(key: object) -> jax.Array:
         return jax.random.wrap_key_data(jnp.asarray(key), impl=impl)
     raise TypeError(
         "key must be a JAX PRNG key: jax.random.key(seed) or jax.random.PRNGKey(seed), got "
-        + (f"an array of dtype {key.dtype}" if hasattr(key, "dtype") else repr(key))
+        + (f"an array of dtype {dtype}" if (dtype := getattr(key, "dtype", None)) else repr(key))
     )
 
 
