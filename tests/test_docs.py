@@ -9,7 +9,6 @@ several hosts); say why in the comment.
 import importlib.util
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
