@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-EXTRAS := dev,data,plot,progress,test
+EXTRAS := dev,data,plot,progress,test,docs
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test lint format docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,13 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
+# The documentation site into site/ (git-ignored); any warning, e.g. a broken link, fails.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis results
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis results site dist
