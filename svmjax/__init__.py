@@ -9,6 +9,7 @@ Modules, one concern each:
 * :mod:`svmjax.solve` — an exact full-batch primal solver with a duality-gap certificate;
 * :class:`svmjax.SVMClassifier` — a scikit-learn estimator (needs the ``data`` extra);
 * :mod:`svmjax.conventions` — conversions to torch, optax, Keras, liblinear, sklearn, cs231n;
+* :mod:`svmjax.metrics` — classification metrics (:func:`~svmjax.metrics.top_k_accuracy`);
 * :mod:`svmjax.gradcheck` — finite differences and the agreement table;
 * :mod:`svmjax.train` — optax training: ``fit``, ``fit_grid``, checkpoints;
 * :mod:`svmjax.data` — built-in data sets and loaders for CIFAR-10, MNIST, LIBSVM files;
@@ -25,6 +26,7 @@ from svmjax import (
     gradcheck,
     linear,
     losses,
+    metrics,
     plots,
     sharding,
     solve,
@@ -43,6 +45,7 @@ __all__ = [
     "gradcheck",
     "linear",
     "losses",
+    "metrics",
     "plots",
     "sharding",
     "solve",
