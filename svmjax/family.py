@@ -135,8 +135,8 @@ def margin_terms(
         v = jnp.where(is_true, true_margin - scores, scores + margin)
     if spec.classes == "wrong":
         active = ~is_true
-    elif spec.classes == "true":
-        active = is_true
+    elif spec.classes == "true":  # (a row without a valid label keeps all, so NaN shows)
+        active = is_true | ~jnp.any(is_true, axis=-1, keepdims=True)
     else:
         active = jnp.ones_like(is_true)
     return v, active
@@ -150,11 +150,12 @@ def term_weights(spec: Template, is_true: jax.Array, dtype) -> jax.Array | None:
 
 
 def template_kinks(spec: Template, scores, labels, margin, true_margin) -> jax.Array:
-    """Distances of the active terms from the hinge kink, and, for ``aggregate="max"``,
+    """Distances of the score-dependent terms from the hinge kink, and, for ``aggregate="max"``,
     the gap between the two largest active terms (flat), for gradient checks."""
     is_true = jax.nn.one_hot(labels, scores.shape[-1], dtype=jnp.bool_)
     v, active = margin_terms(spec, scores, is_true, margin, true_margin)
-    hinge = jnp.abs(v[active])
+    varies = active & ~is_true if spec.margins == "relative" else active  # v_y is constant
+    hinge = jnp.abs(v[varies])
     if spec.aggregate == "sum":
         return hinge
     if spec.classes == "true" or (spec.classes == "wrong" and scores.shape[-1] < 3):

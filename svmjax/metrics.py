@@ -44,7 +44,7 @@ def top_k_accuracy(scores: ArrayLike, labels: ArrayLike, k: int = 1) -> jax.Arra
     k = family.check_k(k, n_classes, n_classes)
     is_true = one_hot(labels, n_classes)
     true = jnp.sum(jnp.where(is_true, scores, 0), axis=-1, keepdims=True)
-    before = jnp.arange(n_classes) < labels[..., None]
+    before = jnp.cumsum(is_true, axis=-1) == 0  # the classes c < y
     rank = jnp.sum((scores > true) | (before & (scores == true)), axis=-1)
     valid = (labels >= 0) & (labels < n_classes)
     hit = jnp.where(valid, (rank < k).astype(scores.dtype), jnp.nan)

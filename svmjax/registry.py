@@ -179,9 +179,12 @@ def _top_k_kinks(scores, labels, margin, *, k=1, variant="alpha", **_):
     is_true = one_hot(labels, scores.shape[-1])
     true_score = jnp.sum(jnp.where(is_true, scores, 0), axis=-1)
     v = jnp.where(is_true, 0, scores - true_score[..., None] + margin)
-    top = jax.lax.top_k(v, min(k + 1, scores.shape[-1]))[0]
-    hinge = jnp.abs(jnp.mean(top[..., :k], axis=-1)) if variant == "alpha" else top[..., :k]
-    parts = [jnp.abs(hinge).ravel()]
+    top, index = jax.lax.top_k(v, min(k + 1, scores.shape[-1]))
+    if variant == "alpha":
+        hinge = jnp.abs(jnp.mean(top[..., :k], axis=-1))
+    else:  # v_y = 0 is a constant, not a kink
+        hinge = jnp.where(index[..., :k] == labels[..., None], jnp.inf, jnp.abs(top[..., :k]))
+    parts = [hinge.ravel()]
     if k < scores.shape[-1]:  # the top-k set changes where v_[k] = v_[k+1]
         parts.append((top[..., k - 1] - top[..., k]).ravel())
     return jnp.concatenate(parts)
