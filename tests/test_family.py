@@ -137,9 +137,10 @@ def grad_of_sum(fn, **options):
 
 
 @pytest.mark.parametrize("module", MODULES)
-@pytest.mark.parametrize("transform", TRANSFORMS)
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("flavour", ["plain", "squared-weighted-margin"])
+@pytest.mark.parametrize(
+    "transform, flavour", [("eager", "plain"), ("jit", "squared-weighted-margin")]
+)
 def test_values_match_naive_loop(module, transform, case, flavour):
     scores, labels = random_problem(0, 48, 6, np.float32, scale=1.5)
     options = dict(CASES[case])
@@ -157,13 +158,13 @@ def test_values_match_naive_loop(module, transform, case, flavour):
 @pytest.mark.parametrize("module", MODULES)
 @pytest.mark.parametrize("case", CASES)
 def test_vmap_of_single_examples_equals_batched_call(module, case):
-    scores, labels = random_problem(1, 16, 5, np.float32)
+    scores, labels = random_problem(1, 6, 5, np.float32)
     fn = function(MODULES[module], case)
     mapped = jax.jit(jax.vmap(lambda s, y: fn(s, y, **CASES[case])))(scores, labels)
     loop = np.array([fn(s, y, **CASES[case]) for s, y in zip(scores, labels, strict=True)])
     assert gradcheck.rel_error(mapped, loop) < VALUE_TOL32
-    nested = fn(scores.reshape(2, 8, 5), labels.reshape(2, 8), **CASES[case])
-    assert nested.shape == (2, 8)
+    nested = fn(scores.reshape(2, 3, 5), labels.reshape(2, 3), **CASES[case])
+    assert nested.shape == (2, 3)
 
 
 @pytest.mark.parametrize("module", MODULES)
