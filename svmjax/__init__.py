@@ -15,6 +15,7 @@ Modules, one concern each:
   built on :mod:`svmjax.lbfgs` and the per-loss duals of :mod:`svmjax.duals`;
 * :class:`svmjax.SVMClassifier` — a scikit-learn estimator (needs the ``data`` extra);
 * :mod:`svmjax.conventions` — conversions to torch, optax, Keras, liblinear, sklearn, cs231n;
+* :mod:`svmjax.metrics` — classification metrics (:func:`~svmjax.metrics.top_k_accuracy`);
 * :mod:`svmjax.gradcheck` — finite differences and the agreement table;
 * :mod:`svmjax.data` — built-in data sets and loaders for CIFAR-10, MNIST, LIBSVM files;
 * :mod:`svmjax.plots` — learning curves and weight templates (matplotlib extra);
@@ -36,6 +37,7 @@ from svmjax import (
     lbfgs,
     linear,
     losses,
+    metrics,
     optim,
     plots,
     registry,
@@ -64,6 +66,7 @@ __all__ = [
     "linear",
     "losses",
     "optim",
+    "metrics",
     "plots",
     "registry",
     "sharding",

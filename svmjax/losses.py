@@ -27,13 +27,28 @@ lowest-index maximiser). Both satisfy the subgradient inequality; the tests chec
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from svmjax import family
 from svmjax.validation import check_loss_inputs, one_hot, poison_invalid
 
-__all__ = ["weston_watkins", "crammer_singer", "one_vs_rest"]
+__all__ = [
+    "weston_watkins",
+    "crammer_singer",
+    "one_vs_rest",
+    "unified_hinge",
+    "lee_lin_wahba",
+    "absolute_max_hinge",
+    "absolute_wrong_max_hinge",
+    "true_class_hinge",
+    "reinforced_hinge",
+    "top_k_hinge",
+    "smooth_top_k",
+]
 
 
 def prepare(scores, labels, margin, class_weights):
@@ -49,7 +64,7 @@ def prepare(scores, labels, margin, class_weights):
     return scores, labels, is_true, margin, class_weights
 
 
-def weigh(loss: ArrayLike, is_true: jax.Array, class_weights: jax.Array | None) -> jax.Array:
+def weigh(loss: Any, is_true: jax.Array, class_weights: jax.Array | None) -> jax.Array:
     """Multiply each example's loss by the weight of its true class."""
     loss = jnp.asarray(loss)
     if class_weights is None:
@@ -198,6 +213,10 @@ def one_vs_rest(
       >>> one_vs_rest(jnp.array([[0.5, -2.0, 0.0]]), jnp.array([0]))
       Array([1.5], dtype=float32)
 
+    With the sum-to-zero constraint on the model (:math:`\sum_c w_c = 0`,
+    :math:`\sum_c b_c = 0`) this is the ATS machine of Doğan et al. (JMLR 2016), registered
+    as ``"absolute_sum_hinge"`` with these same functions.
+
     Reference: R. Rifkin and A. Klautau, "In defense of one-vs-all classification",
     JMLR 2004.
     """
@@ -205,3 +224,361 @@ def one_vs_rest(
     signed = jnp.where(is_true, scores, -scores)
     loss = jnp.sum(_hinge(margin - signed, squared), axis=-1)
     return weigh(loss, is_true, class_weights)
+
+
+# ------------------------------------------------------------------- the unified template
+
+
+def unified_hinge(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    margins: str = "relative",
+    classes: str = "wrong",
+    aggregate: str = "sum",
+    margin: ArrayLike = 1.0,
+    true_margin: ArrayLike | None = None,
+    wrong_weight: float = 1.0,
+    true_weight: float = 1.0,
+    squared: bool = False,
+    class_weights: ArrayLike | None = None,
+) -> jax.Array:
+    r"""The unified multiclass hinge template of Doğan, Glasmachers & Igel, per example.
+
+    .. math::
+
+        L(s, y) = w_y \operatorname*{agg}_{c \in P_y} \omega_c\, h(v_c), \qquad
+        v_c = \nu_c - \mu_c(s), \qquad
+        \mu_c = s_y - s_c \ \text{(relative)} \ \text{or} \ t_c s_c
+        \ \text{(absolute)},
+
+    with :math:`t_c = +1` for :math:`c = y` and :math:`-1` otherwise, target margins
+    :math:`\nu_c = \Delta` (:math:`c \ne y`) and :math:`\nu_y` (``true_margin``),
+    weights :math:`\omega_c` (``wrong_weight``, ``true_weight``), :math:`P_y` the classes
+    taking part and :math:`\operatorname{agg}` a sum or a max. Instances:
+    Weston–Watkins (relative, wrong, sum), Crammer–Singer (relative, wrong, max),
+    one-vs-rest and ATS (absolute, all, sum), Lee–Lin–Wahba (absolute, wrong, sum),
+    ATM (absolute, all, max), ADM (absolute, wrong, max), MMR (absolute, true, sum),
+    reinforced (absolute, all, sum, :math:`\nu_y = (C-1)\Delta`, weights
+    :math:`1-\gamma, \gamma`).
+
+    Args:
+      scores: float ``[..., C]``. labels: integer class indices ``[...]`` in ``[0, C)``.
+      margins: ``"relative"`` or ``"absolute"``.
+      classes: the terms :math:`P_y`: ``"wrong"`` (:math:`c \ne y`), ``"true"``
+        (:math:`c = y`; absolute margins only) or ``"all"``.
+      aggregate: ``"sum"`` or ``"max"``.
+      margin: :math:`\Delta`, a scalar. true_margin: :math:`\nu_y`, a scalar; by
+        default :math:`\Delta` (absolute) or 0 (relative: the true class's term is the
+        constant :math:`h(\nu_y)`, so 0 leaves the loss of ``classes="wrong"``).
+      wrong_weight, true_weight: :math:`\omega_c`, Python floats ``>= 0``.
+      squared: use :math:`h(v) = \max(0, v)^2`. class_weights: optional ``[C]``, :math:`w_y`.
+
+    Returns:
+      Per-example losses ``[...]`` (not reduced).
+
+    Gradient: ``jax.grad`` of this definition (1/2 at a hinge kink, an even split among
+    tied maxima). :func:`svmjax.analytic.unified_hinge` gives 0 at the kink and the
+    lowest-index maximiser.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> unified_hinge(jnp.array([[3.2, 5.1, -1.7]]), jnp.array([0]))  # Weston–Watkins
+      Array([2.9], dtype=float32)
+
+    Reference: Ü. Doğan, T. Glasmachers and C. Igel, "A unified view on multi-class
+    support vector classification", JMLR 17, 2016.
+    """
+    spec = family.Template(margins, classes, aggregate, wrong_weight, true_weight, squared)
+    spec = spec.checked()
+    scores, _, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
+    true_margin = family.true_margin_or_default(spec, margin, true_margin)
+    v, active = family.margin_terms(spec, scores, is_true, margin, true_margin)
+    values = _hinge(v, squared)
+    weights = family.term_weights(spec, is_true, scores.dtype)
+    if weights is not None:
+        values = weights * values
+    values = jnp.where(active, values, 0)
+    loss = jnp.sum(values, axis=-1) if aggregate == "sum" else jnp.max(values, axis=-1)
+    return weigh(loss, is_true, class_weights)
+
+
+def lee_lin_wahba(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    margin: ArrayLike = 1.0,
+    squared: bool = False,
+    class_weights: ArrayLike | None = None,
+) -> jax.Array:
+    r"""Lee–Lin–Wahba multicategory SVM loss (absolute margins of the wrong classes).
+
+    .. math:: L(s, y) = w_y \sum_{c \ne y} h(s_c + \Delta)
+
+    Meant for a model with the sum-to-zero constraint :math:`\sum_c w_c = 0`,
+    :math:`\sum_c b_c = 0` (so :math:`\sum_c s_c = 0`). ``margin = 1/(C-1)`` is the 2004
+    paper's scaling (targets :math:`-1/(C-1)` for the wrong classes); the default 1 is
+    Doğan et al.'s. Shapes, options and autodiff's kink choice as
+    :func:`unified_hinge` (absolute margins, wrong classes, sum).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> lee_lin_wahba(jnp.array([[1.0, -0.5, -0.5]]), jnp.array([0]))
+      Array([1.], dtype=float32)
+
+    Reference: Y. Lee, Y. Lin and G. Wahba, "Multicategory support vector machines",
+    JASA 99, 2004.
+    """
+    return unified_hinge(
+        scores, labels, margins="absolute", classes="wrong", aggregate="sum",
+        margin=margin, squared=squared, class_weights=class_weights,
+    )  # fmt: skip
+
+
+def absolute_max_hinge(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    margin: ArrayLike = 1.0,
+    squared: bool = False,
+    class_weights: ArrayLike | None = None,
+) -> jax.Array:
+    r"""ATM loss: the largest hinge of the absolute margins of all classes.
+
+    .. math:: L(s, y) = w_y \max_c h(\Delta - t_c s_c), \qquad t_c = \pm 1\ (+1 \iff c = y)
+
+    Doğan et al.'s "absolute margins, total maximum" machine, meant for the sum-to-zero
+    constraint. Shapes, options and autodiff's kink choice as :func:`unified_hinge`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> absolute_max_hinge(jnp.array([[0.5, -2.0, 0.0]]), jnp.array([0]))
+      Array([1.], dtype=float32)
+
+    Reference: Doğan, Glasmachers and Igel, JMLR 2016.
+    """
+    return unified_hinge(
+        scores, labels, margins="absolute", classes="all", aggregate="max",
+        margin=margin, squared=squared, class_weights=class_weights,
+    )  # fmt: skip
+
+
+def absolute_wrong_max_hinge(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    margin: ArrayLike = 1.0,
+    squared: bool = False,
+    class_weights: ArrayLike | None = None,
+) -> jax.Array:
+    r"""ADM loss: the largest hinge of the wrong classes' absolute margins.
+
+    .. math:: L(s, y) = w_y \max_{c \ne y} h(\Delta + s_c)
+
+    Doğan et al.'s "absolute margins, discriminative maximum" machine (the Lee–Lin–Wahba
+    terms aggregated by max), meant for the sum-to-zero constraint. Shapes, options and
+    autodiff's kink choice as :func:`unified_hinge`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> absolute_wrong_max_hinge(jnp.array([[0.5, -2.0, 0.0]]), jnp.array([0]))
+      Array([1.], dtype=float32)
+
+    Reference: Doğan, Glasmachers and Igel, JMLR 2016.
+    """
+    return unified_hinge(
+        scores, labels, margins="absolute", classes="wrong", aggregate="max",
+        margin=margin, squared=squared, class_weights=class_weights,
+    )  # fmt: skip
+
+
+def true_class_hinge(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    margin: ArrayLike = 1.0,
+    squared: bool = False,
+    class_weights: ArrayLike | None = None,
+) -> jax.Array:
+    r"""MMR loss: the hinge of the true class's absolute margin only.
+
+    .. math:: L(s, y) = w_y\, h(\Delta - s_y)
+
+    The multi-class maximum margin regression machine in Doğan et al.'s view, meant for
+    the sum-to-zero constraint (without it, raising every score solves it). Shapes,
+    options and autodiff's kink choice as :func:`unified_hinge`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> true_class_hinge(jnp.array([[0.5, -2.0, 0.0]]), jnp.array([0]))
+      Array([0.5], dtype=float32)
+
+    Reference: S. Szedmak, J. Shawe-Taylor and E. Parado-Hernandez, "Learning via linear
+    operators: maximum margin regression", PASCAL 2006; Doğan et al., JMLR 2016.
+    """
+    return unified_hinge(
+        scores, labels, margins="absolute", classes="true", aggregate="sum",
+        margin=margin, squared=squared, class_weights=class_weights,
+    )  # fmt: skip
+
+
+def reinforced_hinge(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    gamma: float = 0.5,
+    margin: ArrayLike = 1.0,
+    squared: bool = False,
+    class_weights: ArrayLike | None = None,
+) -> jax.Array:
+    r"""Reinforced multicategory SVM loss (Liu & Yuan), per example.
+
+    .. math::
+
+        L(s, y) = w_y \Big[\gamma\, h\big((C-1)\Delta - s_y\big)
+                  + (1 - \gamma) \sum_{c \ne y} h(\Delta + s_c)\Big]
+
+    A convex combination of the true class's absolute margin (target :math:`(C-1)\Delta`)
+    and the Lee–Lin–Wahba terms, meant for the sum-to-zero constraint; ``gamma`` is a
+    Python float in ``[0, 1]`` (1/2, the paper's default, is Shark's fixed choice up to a
+    factor 2). Shapes, options and autodiff's kink choice as :func:`unified_hinge`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> reinforced_hinge(jnp.array([[0.5, -2.0, 0.0]]), jnp.array([0]))
+      Array([1.25], dtype=float32)
+
+    Reference: Y. Liu and M. Yuan, "Reinforced multicategory support vector machines",
+    J. Comput. Graph. Statist. 20, 2011.
+    """
+    gamma = _check_gamma(gamma)
+    n_classes = jnp.shape(scores)[-1] if jnp.ndim(scores) else 0
+    return unified_hinge(
+        scores, labels, margins="absolute", classes="all", aggregate="sum", margin=margin,
+        true_margin=(n_classes - 1) * jnp.asarray(margin, jnp.result_type(scores)),
+        wrong_weight=1.0 - gamma, true_weight=gamma, squared=squared,
+        class_weights=class_weights,
+    )  # fmt: skip
+
+
+def _check_gamma(gamma: float) -> float:
+    gamma = float(gamma)
+    if not 0 <= gamma <= 1:
+        raise ValueError(f"gamma must be a Python float in [0, 1], got {gamma}")
+    return gamma
+
+
+# ------------------------------------------------------------------------------ top-k
+
+
+def top_k_hinge(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    k: int = 1,
+    variant: str = "alpha",
+    margin: ArrayLike = 1.0,
+    squared: bool = False,
+    class_weights: ArrayLike | None = None,
+) -> jax.Array:
+    r"""Top-k multiclass hinge loss of Lapin, Hein & Schiele, per example.
+
+    With :math:`v = s + \Delta (1 - e_y) - s_y 1` (so :math:`v_y = 0`) and
+    :math:`v_{[j]}` its :math:`j`-th largest entry over all :math:`C` classes:
+
+    .. math::
+
+        L_\alpha = w_y\, h\Big(\frac1k \sum_{j \le k} v_{[j]}\Big), \qquad
+        L_\beta = w_y\, \frac1k \sum_{j \le k} h(v_{[j]}) .
+
+    ``k = 1`` is Crammer–Singer (both variants).
+
+    Args:
+      scores: float ``[..., C]``. labels: integer class indices ``[...]`` in ``[0, C)``.
+      k: a Python int in ``[1, C]``. variant: ``"alpha"`` or ``"beta"``.
+      margin: :math:`\Delta`, a scalar. squared: :math:`h(v) = \max(0, v)^2`.
+      class_weights: optional ``[C]``, :math:`w_y`.
+
+    Returns:
+      Per-example losses ``[...]`` (not reduced).
+
+    Gradient: ``jax.grad`` of this definition (through ``lax.top_k``, which keeps the
+    lowest indices at ties; 1/2 at a hinge kink). :func:`svmjax.analytic.top_k_hinge`
+    uses the same top-k set and 0 at the kink.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> top_k_hinge(jnp.array([[3.2, 5.1, -1.7]]), jnp.array([0]), k=2)  # (2.9 + 0) / 2
+      Array([1.45], dtype=float32)
+
+    Reference: M. Lapin, M. Hein and B. Schiele, "Top-k multiclass SVM", NeurIPS 2015;
+    "Loss functions for top-k error: analysis and insights", CVPR 2016.
+    """
+    if variant not in ("alpha", "beta"):
+        raise ValueError(f"variant must be 'alpha' or 'beta', got {variant!r}")
+    scores, _, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
+    k = family.check_k(k, scores.shape[-1], scores.shape[-1])
+    v = jnp.where(is_true, 0, scores - true_score(scores, is_true)[..., None] + margin)
+    top = jax.lax.top_k(v, k)[0]
+    if variant == "alpha":
+        loss = _hinge(jnp.mean(top, axis=-1), squared)
+    else:
+        loss = jnp.mean(_hinge(top, squared), axis=-1)
+    return weigh(loss, is_true, class_weights)
+
+
+def smooth_top_k(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    k: int = 1,
+    tau: float = 1.0,
+    margin: ArrayLike = 1.0,
+    squared: bool = False,
+    class_weights: ArrayLike | None = None,
+) -> jax.Array:
+    r"""Smooth top-k SVM loss of Berrada, Zisserman & Kumar, per example.
+
+    .. math::
+
+        L(s, y) = w_y \Big[\tau \log \sum_{|S| = k}
+            e^{(\Delta 1(y \notin S) + \frac1k \sum_{j \in S} s_j)/\tau}
+          - \tau \log \sum_{|S| = k,\, y \in S}
+            e^{\frac1k \sum_{j \in S} s_j/\tau}\Big]
+        = w_y\, \tau\, \mathrm{softplus}\big(\Delta/\tau + A - B - x_y\big),
+
+    with :math:`x = s/(k\tau)`, :math:`A = \log e_k` and :math:`B = \log e_{k-1}` of
+    :math:`e^{x_c}` over the wrong classes (elementary symmetric polynomials, computed in
+    log space in :math:`O(kC)`, :func:`svmjax.family.log_esp`; no subsets are enumerated).
+    It is finite for finite scores of any size, smooth (no kinks) and as
+    :math:`\tau \to 0` tends to
+    :math:`\max(0, \max_{|S|=k, y \notin S} (\Delta + \bar s_S)
+    - \max_{|S|=k, y \in S} \bar s_S)` (:math:`\bar s_S` the mean over :math:`S`).
+    ``squared=True`` squares the per-example loss.
+
+    Args:
+      scores: float ``[..., C]``. labels: integer class indices ``[...]`` in ``[0, C)``.
+      k: a Python int in ``[1, C - 1]`` (at ``k = C`` the loss is identically 0).
+      tau: the temperature :math:`\tau`, a Python float > 0.
+      margin: :math:`\Delta`, a scalar. class_weights: optional ``[C]``, :math:`w_y`.
+
+    Returns:
+      Per-example losses ``[...]`` (not reduced). Non-finite scores give NaN.
+
+    Gradient: ``jax.grad`` through the log-space recursion (well defined everywhere);
+    :func:`svmjax.analytic.smooth_top_k` has the closed form.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> smooth_top_k(jnp.array([[0.0, 0.0]]), jnp.array([0]))  # log(1 + e)
+      Array([1.31326], dtype=float32)
+
+    Reference: L. Berrada, A. Zisserman and M. P. Kumar, "Smooth loss functions for deep
+    top-k classification", ICLR 2018.
+    """
+    scores, _, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
+    k = family.check_k(k, scores.shape[-1], scores.shape[-1] - 1)
+    tau = family.check_tau(tau)
+    z, _ = family.smooth_top_k_logit(scores, is_true, k, tau, margin)
+    loss = tau * jax.nn.softplus(z)
+    return weigh(loss * loss if squared else loss, is_true, class_weights)

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from svmjax import analytic, duals, losses
+from svmjax import analytic, duals, family, losses
 from svmjax.validation import one_hot
 
 __all__ = ["CONSTRAINTS", "Loss", "get", "loss_options", "names", "register", "unregister"]
@@ -171,3 +171,134 @@ def loss_options(name: str, options: Mapping[str, Any] | None) -> tuple[tuple[st
     except TypeError:
         raise TypeError(f"loss_options of {name!r} must be hashable Python values") from None
     return frozen
+
+
+# ------------------------------------------------------- the family of Doğan et al. and top-k
+
+
+def _template_kinks(margins, classes, aggregate):
+    spec = family.Template(margins, classes, aggregate)
+
+    def kinks(scores, labels, margin, true_margin=None, **_):
+        margin = jnp.asarray(margin, scores.dtype)
+        true_margin = family.true_margin_or_default(spec, margin, true_margin)
+        return family.template_kinks(spec, scores, labels, margin, true_margin)
+
+    return kinks
+
+
+def _unified_kinks(scores, labels, margin, *, margins="relative", classes="wrong",
+                   aggregate="sum", true_margin=None, **_):  # fmt: skip
+    return _template_kinks(margins, classes, aggregate)(scores, labels, margin, true_margin)
+
+
+def _reinforced_kinks(scores, labels, margin, **_):
+    true_margin = (scores.shape[-1] - 1) * jnp.asarray(margin, scores.dtype)
+    return _template_kinks("absolute", "all", "sum")(scores, labels, margin, true_margin)
+
+
+def _top_k_kinks(scores, labels, margin, *, k=1, variant="alpha", **_):
+    is_true = one_hot(labels, scores.shape[-1])
+    true_score = jnp.sum(jnp.where(is_true, scores, 0), axis=-1)
+    v = jnp.where(is_true, 0, scores - true_score[..., None] + margin)
+    top, index = jax.lax.top_k(v, min(k + 1, scores.shape[-1]))
+    if variant == "alpha":
+        hinge = jnp.abs(jnp.mean(top[..., :k], axis=-1))
+    else:  # v_y = 0 is a constant, not a kink
+        hinge = jnp.where(index[..., :k] == labels[..., None], jnp.inf, jnp.abs(top[..., :k]))
+    parts = [hinge.ravel()]
+    if k < scores.shape[-1]:  # the top-k set changes where v_[k] = v_[k+1]
+        parts.append((top[..., k - 1] - top[..., k]).ravel())
+    return jnp.concatenate(parts)
+
+
+register(
+    Loss(
+        "unified_hinge",
+        losses.unified_hinge,
+        analytic.unified_hinge,
+        kinks=_unified_kinks,
+        options=("margins", "classes", "aggregate", "true_margin", "wrong_weight", "true_weight"),
+        paper="Doğan, Glasmachers & Igel, JMLR 2016 (the template; constraint per machine)",
+    )
+)
+register(
+    Loss(
+        "lee_lin_wahba",
+        losses.lee_lin_wahba,
+        analytic.lee_lin_wahba,
+        constraint="sum_to_zero",
+        kinks=_template_kinks("absolute", "wrong", "sum"),
+        paper="Lee, Lin & Wahba, JASA 2004",
+    )
+)
+register(  # ATS: the one-vs-rest loss, trained jointly under the sum-to-zero constraint
+    Loss(
+        "absolute_sum_hinge",
+        losses.one_vs_rest,
+        analytic.one_vs_rest,
+        constraint="sum_to_zero",
+        kinks=_absolute_kinks,
+        paper="Doğan, Glasmachers & Igel, JMLR 2016 (ATS)",
+    )
+)
+register(
+    Loss(
+        "absolute_max_hinge",
+        losses.absolute_max_hinge,
+        analytic.absolute_max_hinge,
+        constraint="sum_to_zero",
+        kinks=_template_kinks("absolute", "all", "max"),
+        paper="Doğan, Glasmachers & Igel, JMLR 2016 (ATM)",
+    )
+)
+register(
+    Loss(
+        "absolute_wrong_max_hinge",
+        losses.absolute_wrong_max_hinge,
+        analytic.absolute_wrong_max_hinge,
+        constraint="sum_to_zero",
+        kinks=_template_kinks("absolute", "wrong", "max"),
+        paper="Doğan, Glasmachers & Igel, JMLR 2016 (ADM)",
+    )
+)
+register(
+    Loss(
+        "true_class_hinge",
+        losses.true_class_hinge,
+        analytic.true_class_hinge,
+        constraint="sum_to_zero",
+        kinks=_template_kinks("absolute", "true", "sum"),
+        paper="Szedmak, Shawe-Taylor & Parado-Hernandez, PASCAL 2006 (MMR)",
+    )
+)
+register(
+    Loss(
+        "reinforced_hinge",
+        losses.reinforced_hinge,
+        analytic.reinforced_hinge,
+        constraint="sum_to_zero",
+        kinks=_reinforced_kinks,
+        options=("gamma",),
+        paper="Liu & Yuan, JCGS 2011",
+    )
+)
+register(
+    Loss(
+        "top_k_hinge",
+        losses.top_k_hinge,
+        analytic.top_k_hinge,
+        kinks=_top_k_kinks,
+        options=("k", "variant"),
+        paper="Lapin, Hein & Schiele, NeurIPS 2015",
+    )
+)
+register(
+    Loss(
+        "smooth_top_k",
+        losses.smooth_top_k,
+        analytic.smooth_top_k,
+        options=("k", "tau"),
+        paper="Berrada, Zisserman & Kumar, ICLR 2018",
+    )
+)
