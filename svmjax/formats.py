@@ -34,7 +34,7 @@ CIFAR_NAMES = tuple("airplane automobile bird cat deer dog frog horse ship truck
 _CIFAR_RECORD = 1 + 3 * 32 * 32  # label byte, then 1024 R, 1024 G, 1024 B bytes (row-major)
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-_MAX_DENSE = 2**28  # elements of a dense svmlight matrix (1 GiB of float32)
+MAX_DENSE = 2**28  # elements of a dense svmlight matrix (1 GiB of float32)
 
 
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -181,10 +181,10 @@ def parse_svmlight(path: Path, n_features: int | None) -> Svmlight:
 
 def dense_svmlight(path: Path, parsed: Svmlight, n_features: int) -> np.ndarray:
     n = len(parsed.labels)
-    if n * n_features > _MAX_DENSE:
+    if n * n_features > MAX_DENSE:
         raise ValueError(
             f"{path.name}: {n} examples x {n_features} features is too large to hold densely "
-            f"(more than {_MAX_DENSE} entries)"
+            f"(more than {MAX_DENSE} entries)"
         )
     X = np.zeros((n, n_features), np.float32)
     X[np.array(parsed.rows, np.intp), np.array(parsed.cols, np.intp)] = parsed.vals

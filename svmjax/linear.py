@@ -167,6 +167,8 @@ def objective(
     check_grad(grad)
     X, y = jnp.asarray(X), jnp.asarray(y)
     _check_features(params, X)
+    if X.shape[0] == 0:
+        raise ValueError(f"X is empty (shape {X.shape})")
     if grad == "analytic":  # one pass over X, weight gradient in the fast [C, D] layout
         data_term = fused.mean_loss(
             params,

@@ -34,7 +34,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from svmjax import checkpoint, data
+from svmjax import checkpoint, data, formats
 
 HANG_SECONDS = 30  # far above the slowest load seen (~0.5 s with compilation)
 EXAMPLES = int(os.environ.get("SVMJAX_FUZZ_EXAMPLES", "40"))  # e.g. 2000 for a long hunt
@@ -142,7 +142,10 @@ _SVMLIGHT_TOKENS = [
 @FUZZ
 @given(_mutations(_SVMLIGHT_SPECIAL, _SVMLIGHT_TOKENS), st.booleans())
 def test_fuzz_svmlight_mutated(ops, as_test_file):
-    with tempfile.TemporaryDirectory() as directory, mock.patch.object(data, "_MAX_DENSE", 1 << 16):
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        mock.patch.object(formats, "MAX_DENSE", 1 << 16),
+    ):
         valid, mutated = Path(directory) / "valid.svm", Path(directory) / "mutated.svm"
         valid.write_bytes(SVMLIGHT)
         mutated.write_bytes(mutate(SVMLIGHT, ops))
