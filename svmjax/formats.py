@@ -21,6 +21,7 @@ import numpy as np
 
 __all__ = [
     "CIFAR_NAMES",
+    "MAX_DENSE",
     "Svmlight",
     "dense_svmlight",
     "parse_svmlight",

@@ -17,7 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-PAGES = sorted(p for p in DOCS.rglob("*.md") if "python" in p.read_text())
+# The site's pages, and the README's tour.
+PAGES = sorted(p for p in DOCS.rglob("*.md") if "python" in p.read_text()) + [ROOT / "README.md"]
 _FENCE = re.compile(r"^```python\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 _SKIP = re.compile(r"<!-- not tested: .+ -->\s*$")
 
@@ -33,12 +34,12 @@ def code_blocks(page: Path) -> list[tuple[int, str]]:
 
 
 def test_pages_have_code():
-    names = {p.relative_to(DOCS).as_posix() for p in PAGES}
+    names = {p.relative_to(DOCS).as_posix() for p in PAGES if p.is_relative_to(DOCS)}
     assert {"tutorials/gradient.md", "tutorials/training.md"} <= names
     assert all(code_blocks(p) for p in DOCS.glob("tutorials/*.md"))
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(DOCS).as_posix())
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_page_code_runs(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": f"docs_{page.stem}"}
