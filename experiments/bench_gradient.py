@@ -36,7 +36,6 @@ import dataclasses
 import functools
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from common import environment, header
 
 import svmjax
 from svmjax import data, fused, linear
@@ -264,6 +264,7 @@ def main(config: Config) -> dict:
     unknown = set(config.sizes) - set(SIZES)
     if unknown:
         raise ValueError(f"unknown sizes {sorted(unknown)}; choose from {', '.join(SIZES)}")
+    print(header(), flush=True)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -283,14 +284,7 @@ def main(config: Config) -> dict:
         "config": dataclasses.asdict(config),
         "timings": rows,
         "bf16_accuracy": accuracy,
-        "environment": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "device": jax.devices()[0].device_kind,
-            "jax": jax.__version__,
-            "torch": None if torch is None else torch.__version__,
-            "svmjax": svmjax.__version__,
-        },
+        "environment": environment() | {"torch": None if torch is None else torch.__version__},
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     _plot(rows, out / "timings.png")

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from common import environment, write
+from common import environment, header, write
 
 from svmjax import data, grid, linear, optim, train
 
@@ -100,6 +100,7 @@ def _torch_loop(X, y, n_classes: int, config: Config, steps_per_epoch: int):
 
 
 def main(config: Config) -> dict:
+    print(header(), flush=True)
     ds = data.load(config.dataset, key=jax.random.key(0))
     X, y = jnp.asarray(ds.X_train), jnp.asarray(ds.y_train)
     n, steps_per_epoch = X.shape[0], -(-X.shape[0] // config.batch_size)

@@ -3,23 +3,69 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 from pathlib import Path
 
 import jax
+import jaxlib
+import numpy as np
 
 import svmjax
 
+# The instruction-set extensions that change XLA:CPU's generated code (and so its rounding).
+ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "asimd", "sve")
 
-def environment() -> dict[str, str]:
-    """What the numbers were measured on."""
+
+def machine() -> dict:
+    """Where a benchmark ran: the CPU (model, cores, ISA flags from ``/proc/cpuinfo``), the
+    ``XLA_FLAGS`` in force (``--xla_cpu_max_isa=AVX2`` caps the generated code), versions,
+    and JAX's backend and devices."""
+    model, flags = None, None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key in ("model name", "Model") and model is None:
+                model = value
+            elif key in ("flags", "Features") and flags is None:
+                flags = set(value.split())
+    except OSError:  # not Linux: no ISA flags
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    devices = jax.devices()
     return {
-        "platform": platform.platform(),
+        "cpu": model or platform.processor() or platform.machine(),
+        "arch": platform.machine(),
+        "cores": cores,
+        "avx2": None if flags is None else "avx2" in flags,
+        "avx512f": None if flags is None else "avx512f" in flags,
+        "isa": None if flags is None else [f for f in ISA_FLAGS if f in flags],
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+        "backend": jax.default_backend(),
+        "devices": f"{len(devices)} x {devices[0].device_kind}",
         "python": platform.python_version(),
-        "device": str(jax.devices()[0].device_kind),
         "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "numpy": np.__version__,
         "svmjax": svmjax.__version__,
     }
+
+
+def header(info: dict | None = None) -> str:
+    """:func:`machine` (or ``info``, a dict it returned) in one line, for the top of a
+    benchmark's output."""
+    m = machine() if info is None else info
+    isa = "unknown" if m["isa"] is None else " ".join(m["isa"]) or "none listed"
+    return (
+        f"# {m['cpu']} ({m['arch']}, {m['cores']} cores; ISA: {isa}); "
+        f"XLA_FLAGS={m['XLA_FLAGS'] or '(none)'}; {m['backend']}: {m['devices']}; "
+        f"jax {m['jax']}, jaxlib {m['jaxlib']}, numpy {m['numpy']}, python {m['python']}"
+    )
+
+
+def environment() -> dict:
+    """What the numbers were measured on (:func:`machine`, plus the platform string)."""
+    return {"platform": platform.platform(), "device": jax.devices()[0].device_kind} | machine()
 
 
 def write(out: str | Path, results: dict, markdown: str) -> Path:

@@ -16,7 +16,7 @@ import time
 
 import jax
 import numpy as np
-from common import markdown_table, write
+from common import header, markdown_table, write
 
 from svmjax import data, grid, linear, plots
 
@@ -39,6 +39,7 @@ class Config:
 
 
 def main(config: Config) -> dict:
+    print(header(), flush=True)
     key = jax.random.key(config.seed)
     if config.cifar10:
         ds = data.load_cifar10(config.cifar10, key=key)  # pixels / 255, mean image removed

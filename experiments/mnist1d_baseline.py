@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from common import markdown_table, write
+from common import header, markdown_table, write
 
 from svmjax import analytic, data, linear, optim, train
 
@@ -103,6 +103,7 @@ def train_linear(ds: data.Dataset, seed: int, config: Config) -> float:
 
 
 def main(config: Config) -> dict:
+    print(header(), flush=True)
     ds = data.load("mnist1d", key=jax.random.key(0))
     runs = {
         "linear, Weston–Watkins (svmjax.train.fit)": (lambda s: train_linear(ds, s, config), 0.32),

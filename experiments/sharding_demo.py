@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+import common
 import jax
 import numpy as np
 from jax.sharding import NamedSharding
@@ -140,6 +141,7 @@ def _timed(fn):
 
 
 def main(config: Config) -> dict:
+    print(common.header(), flush=True)
     mesh = sharding.data_mesh()
     ds = data.load(config.dataset, key=jax.random.key(0))
     params = linear.init(jax.random.key(1), ds.n_features, ds.n_classes)
@@ -192,6 +194,7 @@ def main(config: Config) -> dict:
         "devices": len(devices),
         "platform": devices[0].platform,
         "cpu_count": os.cpu_count(),
+        "environment": common.environment(),
         "step_layout": step_lines,
         "step_collectives": step_collectives,
         "grid_layout": grid_lines,

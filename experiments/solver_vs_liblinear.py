@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import platform
 import time
 import warnings
 from pathlib import Path
@@ -34,10 +33,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from common import environment, header
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 
-import svmjax
 from svmjax import conventions, data
 from svmjax.gradcheck import x64
 from svmjax.solve import primal_objective, solve
@@ -334,7 +333,8 @@ def _markdown(results: dict) -> str:
     parts = [
         "# svmjax.solve vs liblinear",
         "",
-        f"{results['machine']}; jax {results['jax']}, scikit-learn {results['sklearn']}. "
+        f"{header(results['environment']).lstrip('# ')}; scikit-learn "
+        f"{results['environment']['sklearn']}. "
         "Objectives: liblinear's primal, one float64 formula for every solver. Times: best "
         "of the warm runs; svmjax's first call (compilation included) separately.",
         "",
@@ -372,6 +372,7 @@ def _markdown(results: dict) -> str:
 def main(config: Config) -> dict:
     import sklearn
 
+    print(header(), flush=True)
     ds = data.load("digits")
     if config.max_train is not None:
         ds = dataclasses.replace(
@@ -379,11 +380,7 @@ def main(config: Config) -> dict:
         )
     results = {
         "config": dataclasses.asdict(config),
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
-        f"{jax.devices()[0].platform}",
-        "jax": jax.__version__,
-        "sklearn": sklearn.__version__,
-        "svmjax": svmjax.__version__,
+        "environment": environment() | {"sklearn": sklearn.__version__},
         "n_train": int(ds.X_train.shape[0]),
         "reference_C": config.reference_C,
         "crammer_singer": crammer_singer_vs_liblinear(ds, config),

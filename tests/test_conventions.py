@@ -8,11 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import F32_TOL, assert_close
 
 from svmjax import conventions, linear, losses
 from svmjax.solve import primal_objective, solve
-
-RTOL = 1e-5  # float32 agreement of two computations of the same number
 
 
 def problem(seed=0, n=60, d=4, k=3):
@@ -67,13 +66,13 @@ def test_torch_multi_margin_loss_with_weight_decay(p, weighted):
     W_j, b_j = scaled_primal_step(
         W, b, X, y, C, C * n * k, lr, class_weights=class_weights, **options
     )
-    np.testing.assert_allclose(W_t.detach().numpy(), W_j, rtol=RTOL, atol=1e-6)
-    np.testing.assert_allclose(b_t.detach().numpy(), b_j, rtol=RTOL, atol=1e-6)
+    assert_close(W_t.detach().numpy(), W_j, F32_TOL)
+    assert_close(b_t.detach().numpy(), b_j, F32_TOL)
     # And the loss values: svmjax's Weston–Watkins is k times torch's.
     ours = losses.weston_watkins(
         X @ W + b, y, margin=margin, squared=p == 2, class_weights=class_weights
     )
-    np.testing.assert_allclose(float(jnp.mean(ours)) / k, loss.item(), rtol=RTOL)
+    assert_close(float(jnp.mean(ours)) / k, loss.item(), F32_TOL)
 
 
 def test_optax_multiclass_hinge_with_decayed_weights():
@@ -92,8 +91,8 @@ def test_optax_multiclass_hinge_with_decayed_weights():
     updates, _ = tx.update(jax.grad(mean_loss)(params), tx.init(params), params)
     stepped = optax.apply_updates(params, updates)
     W_j, b_j = scaled_primal_step(W, b, X, y, C, C * n, lr, loss="crammer_singer")
-    np.testing.assert_allclose(np.asarray(stepped["W"]), W_j, rtol=RTOL, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(stepped["b"]), b_j, rtol=RTOL, atol=1e-6)
+    assert_close(stepped["W"], W_j, F32_TOL)
+    assert_close(stepped["b"], b_j, F32_TOL)
 
 
 def keras_categorical_hinge_reference(y_true_one_hot, y_pred):
@@ -109,11 +108,11 @@ def test_keras_categorical_hinge():
     scores[:100] -= 3.0  # many rows with every wrong-class score negative
     y = rng.integers(0, 4, 500)
     reference = keras_categorical_hinge_reference(np.eye(4)[y], scores)
-    np.testing.assert_allclose(conventions.keras_categorical_hinge(scores, y), reference, rtol=RTOL)
+    assert_close(conventions.keras_categorical_hinge(scores, y), reference, F32_TOL)
     cs = np.asarray(losses.crammer_singer(scores, y))
     wrong = np.where(np.eye(4, dtype=bool)[y], -np.inf, scores)
     all_negative = np.max(wrong, axis=1) < 0
-    np.testing.assert_allclose(cs[~all_negative], reference[~all_negative], rtol=RTOL)
+    assert_close(cs[~all_negative], reference[~all_negative], F32_TOL)
     differs = all_negative & (scores[np.arange(500), y] < 1)  # the hinge is active there
     assert differs.any() and np.all(reference[differs] > cs[differs])
     # Keras's l2(reg) regulariser on a mean-reduced loss is cs231n's reg.
@@ -124,7 +123,7 @@ def test_keras_categorical_hinge():
         keras_categorical_hinge_reference(np.eye(4)[yy], X @ W)
     ) + reg * np.sum(W**2)
     ours = 0.5 * np.sum(W**2) + C * np.sum(conventions.keras_categorical_hinge(X @ W, yy))
-    np.testing.assert_allclose(keras_objective, ours / (C * len(yy)), rtol=RTOL)
+    assert_close(keras_objective, ours / (C * len(yy)), F32_TOL)
 
 
 def test_cs231n_reg_is_linear_objective():
@@ -133,9 +132,7 @@ def test_cs231n_reg_is_linear_objective():
     C = conventions.C_from_reg(reg, len(y))
     params = {"W": jnp.asarray(W), "b": jnp.asarray(b)}
     cs231n = linear.objective(params, X, y, reg=reg)
-    np.testing.assert_allclose(
-        float(cs231n), float(primal_objective(params, X, y, C=C)) / (C * len(y)), rtol=RTOL
-    )
+    assert_close(float(cs231n), float(primal_objective(params, X, y, C=C)) / (C * len(y)), F32_TOL)
 
 
 def _liblinear_svc(**kwargs):

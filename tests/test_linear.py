@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import LOSS_NAMES, RTOL
+from conftest import F32_TOL, LOSS_NAMES, TOL, assert_close
 
 from svmjax import linear
 
@@ -42,16 +42,15 @@ def test_four_ways_to_dW_agree(dtype, margin, reg):
     want_loss, want_dW = naive_weston_watkins_dW(W, X, y, reg, margin)
     loss, dW = jax.jit(linear.weston_watkins_closed_form)(W, X, y, reg=reg, margin=margin)
     params = {"W": jnp.asarray(W), "b": jnp.zeros(6, dtype)}
-    tol = dict(rtol=10 * RTOL[dtype], atol=10 * RTOL[dtype] * np.abs(want_dW).max())
-    np.testing.assert_allclose(loss, want_loss, rtol=10 * RTOL[dtype])
-    np.testing.assert_allclose(dW, want_dW, **tol)
+    assert_close(loss, want_loss, TOL[dtype])
+    assert_close(dW, want_dW, TOL[dtype])
     for grad in ("analytic", "autodiff"):
         value, g = jax.jit(jax.value_and_grad(linear.objective), static_argnames="grad")(
             params, X, y, reg=reg, margin=margin, grad=grad
         )
         assert g["W"].dtype == dtype
-        np.testing.assert_allclose(value, want_loss, rtol=10 * RTOL[dtype])
-        np.testing.assert_allclose(g["W"], want_dW, **tol)
+        assert_close(value, want_loss, TOL[dtype], grad)
+        assert_close(g["W"], want_dW, TOL[dtype], grad)
 
 
 def test_closed_form_by_hand():
@@ -74,8 +73,7 @@ def test_objective_gradients_analytic_vs_autodiff(loss, squared):
     g_a = jax.grad(linear.objective)(params, X, y, grad="analytic", **options)
     g_b = jax.grad(linear.objective)(params, X, y, grad="autodiff", **options)
     for name in ("W", "b"):
-        scale = float(jnp.max(jnp.abs(g_b[name])))
-        np.testing.assert_allclose(g_a[name], g_b[name], rtol=1e-5, atol=1e-6 * scale)
+        assert_close(g_a[name], g_b[name], F32_TOL, name)
 
 
 def test_bias_is_not_regularised_and_objective_is_the_mean():
@@ -85,9 +83,9 @@ def test_bias_is_not_regularised_and_objective_is_the_mean():
     scores = X @ W + params["b"][None, :]
     from svmjax import losses
 
-    np.testing.assert_allclose(base, np.mean(losses.weston_watkins(scores, y)), rtol=1e-6)
+    assert_close(base, np.mean(losses.weston_watkins(scores, y)), F32_TOL)
     with_reg = linear.objective(params, X, y, reg=0.5)
-    np.testing.assert_allclose(with_reg - base, 0.5 * np.sum(W**2), rtol=1e-5)
+    assert_close(with_reg - base, 0.5 * np.sum(W**2), F32_TOL)
 
 
 def test_sample_weight_is_a_weighted_mean_and_masks():
@@ -95,10 +93,10 @@ def test_sample_weight_is_a_weighted_mean_and_masks():
     params = {"W": jnp.asarray(W), "b": jnp.zeros(3)}
     mask = jnp.array([1.0] * 6 + [0.0] * 4)
     masked = linear.objective(params, X, y, sample_weight=mask)
-    np.testing.assert_allclose(masked, linear.objective(params, X[:6], y[:6]), rtol=1e-6)
+    assert_close(masked, linear.objective(params, X[:6], y[:6]), F32_TOL)
     g = jax.grad(linear.objective)(params, X, y, sample_weight=mask)
     g6 = jax.grad(linear.objective)(params, X[:6], y[:6])
-    np.testing.assert_allclose(g["W"], g6["W"], rtol=1e-6, atol=1e-7)
+    assert_close(g, g6, F32_TOL)
     with pytest.raises(ValueError, match=r"sample_weight must have shape \(10,\)"):
         linear.objective(params, X, y, sample_weight=jnp.ones(9))
 

@@ -250,8 +250,9 @@ def test_primal_objective_is_liblinears_formula():
     np.testing.assert_allclose(float(value), expected, rtol=1e-5)
 
 
-def test_solver_vs_liblinear_smoke(tmp_path):
+def test_solver_vs_liblinear_smoke(tmp_path, monkeypatch):
     pytest.importorskip("sklearn")
+    monkeypatch.syspath_prepend(str(EXPERIMENT.parent))  # the script imports `common`
     spec = importlib.util.spec_from_file_location("solver_vs_liblinear", EXPERIMENT)
     module = importlib.util.module_from_spec(spec)
     sys.modules["solver_vs_liblinear"] = module  # dataclasses look their module up
