@@ -412,9 +412,15 @@ def lee_lin_wahba(
     Reference: Lee, Lin and Wahba, JASA 2004.
     """
     return unified_hinge(
-        scores, labels, margins="absolute", classes="wrong", aggregate="sum",
-        margin=margin, squared=squared, class_weights=class_weights,
-    )  # fmt: skip
+        scores,
+        labels,
+        margins="absolute",
+        classes="wrong",
+        aggregate="sum",
+        margin=margin,
+        squared=squared,
+        class_weights=class_weights,
+    )
 
 
 def absolute_max_hinge(
@@ -439,9 +445,15 @@ def absolute_max_hinge(
     Reference: Doğan, Glasmachers and Igel, JMLR 2016.
     """
     return unified_hinge(
-        scores, labels, margins="absolute", classes="all", aggregate="max",
-        margin=margin, squared=squared, class_weights=class_weights,
-    )  # fmt: skip
+        scores,
+        labels,
+        margins="absolute",
+        classes="all",
+        aggregate="max",
+        margin=margin,
+        squared=squared,
+        class_weights=class_weights,
+    )
 
 
 def absolute_wrong_max_hinge(
@@ -467,9 +479,15 @@ def absolute_wrong_max_hinge(
     Reference: Doğan, Glasmachers and Igel, JMLR 2016.
     """
     return unified_hinge(
-        scores, labels, margins="absolute", classes="wrong", aggregate="max",
-        margin=margin, squared=squared, class_weights=class_weights,
-    )  # fmt: skip
+        scores,
+        labels,
+        margins="absolute",
+        classes="wrong",
+        aggregate="max",
+        margin=margin,
+        squared=squared,
+        class_weights=class_weights,
+    )
 
 
 def true_class_hinge(
@@ -494,9 +512,15 @@ def true_class_hinge(
     Reference: Szedmak, Shawe-Taylor and Parado-Hernandez, PASCAL 2006; Doğan et al., 2016.
     """
     return unified_hinge(
-        scores, labels, margins="absolute", classes="true", aggregate="sum",
-        margin=margin, squared=squared, class_weights=class_weights,
-    )  # fmt: skip
+        scores,
+        labels,
+        margins="absolute",
+        classes="true",
+        aggregate="sum",
+        margin=margin,
+        squared=squared,
+        class_weights=class_weights,
+    )
 
 
 def reinforced_hinge(
@@ -526,11 +550,18 @@ def reinforced_hinge(
     gamma = _check_gamma(gamma)
     n_classes = jnp.shape(scores)[-1] if jnp.ndim(scores) else 0
     return unified_hinge(
-        scores, labels, margins="absolute", classes="all", aggregate="sum", margin=margin,
+        scores,
+        labels,
+        margins="absolute",
+        classes="all",
+        aggregate="sum",
+        margin=margin,
         true_margin=(n_classes - 1) * jnp.asarray(margin, jnp.result_type(scores)),
-        wrong_weight=1.0 - gamma, true_weight=gamma, squared=squared,
+        wrong_weight=1.0 - gamma,
+        true_weight=gamma,
+        squared=squared,
         class_weights=class_weights,
-    )  # fmt: skip
+    )
 
 
 # ----------------------------------------------------------------------------- top-k

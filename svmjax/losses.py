@@ -330,9 +330,15 @@ def lee_lin_wahba(
     JASA 99, 2004.
     """
     return unified_hinge(
-        scores, labels, margins="absolute", classes="wrong", aggregate="sum",
-        margin=margin, squared=squared, class_weights=class_weights,
-    )  # fmt: skip
+        scores,
+        labels,
+        margins="absolute",
+        classes="wrong",
+        aggregate="sum",
+        margin=margin,
+        squared=squared,
+        class_weights=class_weights,
+    )
 
 
 def absolute_max_hinge(
@@ -358,9 +364,15 @@ def absolute_max_hinge(
     Reference: Doğan, Glasmachers and Igel, JMLR 2016.
     """
     return unified_hinge(
-        scores, labels, margins="absolute", classes="all", aggregate="max",
-        margin=margin, squared=squared, class_weights=class_weights,
-    )  # fmt: skip
+        scores,
+        labels,
+        margins="absolute",
+        classes="all",
+        aggregate="max",
+        margin=margin,
+        squared=squared,
+        class_weights=class_weights,
+    )
 
 
 def absolute_wrong_max_hinge(
@@ -387,9 +399,15 @@ def absolute_wrong_max_hinge(
     Reference: Doğan, Glasmachers and Igel, JMLR 2016.
     """
     return unified_hinge(
-        scores, labels, margins="absolute", classes="wrong", aggregate="max",
-        margin=margin, squared=squared, class_weights=class_weights,
-    )  # fmt: skip
+        scores,
+        labels,
+        margins="absolute",
+        classes="wrong",
+        aggregate="max",
+        margin=margin,
+        squared=squared,
+        class_weights=class_weights,
+    )
 
 
 def true_class_hinge(
@@ -417,9 +435,15 @@ def true_class_hinge(
     operators: maximum margin regression", PASCAL 2006; Doğan et al., JMLR 2016.
     """
     return unified_hinge(
-        scores, labels, margins="absolute", classes="true", aggregate="sum",
-        margin=margin, squared=squared, class_weights=class_weights,
-    )  # fmt: skip
+        scores,
+        labels,
+        margins="absolute",
+        classes="true",
+        aggregate="sum",
+        margin=margin,
+        squared=squared,
+        class_weights=class_weights,
+    )
 
 
 def reinforced_hinge(
@@ -454,11 +478,18 @@ def reinforced_hinge(
     gamma = _check_gamma(gamma)
     n_classes = jnp.shape(scores)[-1] if jnp.ndim(scores) else 0
     return unified_hinge(
-        scores, labels, margins="absolute", classes="all", aggregate="sum", margin=margin,
+        scores,
+        labels,
+        margins="absolute",
+        classes="all",
+        aggregate="sum",
+        margin=margin,
         true_margin=(n_classes - 1) * jnp.asarray(margin, jnp.result_type(scores)),
-        wrong_weight=1.0 - gamma, true_weight=gamma, squared=squared,
+        wrong_weight=1.0 - gamma,
+        true_weight=gamma,
+        squared=squared,
         class_weights=class_weights,
-    )  # fmt: skip
+    )
 
 
 def _check_gamma(gamma: float) -> float:

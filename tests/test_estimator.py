@@ -14,6 +14,7 @@ from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from svmjax.estimator import SVMClassifier  # noqa: E402
+from svmjax.gradcheck import x64  # noqa: E402
 from svmjax.solve import primal_objective  # noqa: E402
 
 # Each check that cannot pass, with the reason (shown by pytest as the xfail reason).
@@ -120,6 +121,20 @@ def test_no_intercept_and_parameters():
 def test_convergence_warning_when_max_iter_is_too_small():
     X, y = blobs()
     with pytest.warns(ConvergenceWarning, match="duality gap"):
+        SVMClassifier(max_iter=2).fit(X, y)
+
+
+def test_convergence_warning_says_when_more_iterations_would_not_help():
+    # A tol below what the precision reaches: the solver stalls long before max_iter, and
+    # the warning must not advise more iterations.
+    X, y = blobs()
+    with x64(), pytest.warns(ConvergenceWarning) as caught:
+        clf = SVMClassifier(tol=1e-15, max_iter=5000).fit(X.astype(np.float64), y)
+    message = str(caught[0].message)
+    assert clf.n_iter_ < 5000
+    assert "stalled at the limit of float64 precision" in message, message
+    assert "raise tol" in message and "increase max_iter" not in message
+    with pytest.warns(ConvergenceWarning, match="reached max_iter=2; increase max_iter"):
         SVMClassifier(max_iter=2).fit(X, y)
 
 

@@ -80,3 +80,51 @@ def test_losses_check_their_inputs(module, name):
     # Shape errors are static, so they are raised under jit too.
     with pytest.raises(ValueError, match="does not match"):
         jax.jit(fn)(SCORES, labels[:3])
+
+
+# --- messages that name the real problem (issue: a fresh machine passes) ----------------
+
+
+@pytest.mark.parametrize("module", [losses, analytic], ids=["losses", "analytic"])
+def test_scores_without_a_class_axis(module):
+    with pytest.raises(ValueError, match=r"scores need a class axis \[\.\.\., C\], got a 0-d"):
+        module.weston_watkins(jnp.float32(1.0), jnp.int32(0))
+    with pytest.raises(ValueError, match=r"needs a class axis \[\.\.\., C\], got a 0-d"):
+        validate(np.float32(1.0), np.int32(0))
+
+
+@pytest.mark.parametrize("module", [losses, analytic], ids=["losses", "analytic"])
+def test_the_callers_dtype_is_named(module):
+    # JAX would convert int64 to int32; the message names what the caller passed.
+    with pytest.raises(TypeError, match="scores must be floating point, got dtype int64"):
+        module.crammer_singer(np.ones((2, 3), np.int64), np.zeros(2, np.int64))
+    with pytest.raises(TypeError, match="got dtype int64"):
+        validate(np.ones((2, 3), np.int64), np.zeros(2, np.int64))
+    with pytest.raises(TypeError, match="labels must be integer .* got dtype float64"):
+        module.crammer_singer(np.ones((2, 3), np.float32), np.zeros(2, np.float64))
+
+
+@pytest.mark.parametrize("name", ["weston_watkins", "crammer_singer", "one_vs_rest"])
+@pytest.mark.parametrize("module", [losses, analytic], ids=["losses", "analytic"])
+def test_negative_class_weights_raise_eagerly_and_give_nan_under_jit(module, name):
+    loss = getattr(module, name)
+    scores = jnp.array([[1.0, 2.0, 0.5], [0.0, 1.0, 3.0], [2.0, 0.0, 1.0]])
+    labels = jnp.array([0, 1, 2])
+    weights = jnp.array([1.0, -2.0, 1.0])  # class 1 negative: example 1 is poisoned
+    with pytest.raises(ValueError, match=r"class_weights\[1\] = -2.0"):
+        loss(scores, labels, class_weights=weights)
+
+    @jax.jit
+    def total(s, w):
+        return jnp.sum(loss(s, labels, class_weights=w))
+
+    per_example = np.asarray(
+        jax.jit(lambda s, w: loss(s, labels, class_weights=w))(scores, weights)
+    )
+    assert np.isnan(per_example[1]) and np.isfinite(per_example[[0, 2]]).all()
+    g = np.asarray(jax.grad(total)(scores, weights))
+    assert np.isnan(g[1]).all() and np.isfinite(g[[0, 2]]).all()
+    # Valid weights under jit: the plain weighted loss, no NaN.
+    ok = jnp.array([1.0, 2.0, 0.5])
+    want = loss(scores, labels) * ok[labels]
+    np.testing.assert_allclose(jax.jit(lambda s: loss(s, labels, class_weights=ok))(scores), want)
