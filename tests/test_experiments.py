@@ -98,3 +98,39 @@ def test_mnist1d_baseline_smoke(tmp_path):
     results = experiment.main(config)
     assert len(results) == 3
     assert all(0.0 <= r["test_accuracy"][0] <= 1.0 for r in results.values())
+
+
+def test_compare_machines_smoke(tmp_path):
+    experiment = load("compare_machines")
+    config = experiment.Config(
+        out=str(tmp_path),
+        datasets=("iris", "wine"),
+        fashion_mnist=None,
+        machines=("WW", "LLW"),
+        splits=2,
+        learning_rates=(0.1,),
+        regs=(1e-4, 1e-2),
+        steps=40,
+        top_k_dataset="wine",
+        top_k_ks=(1, 2),
+        top_k_smooth_ks=(2,),
+        top_k_splits=1,
+    )
+    result = experiment.main(config)
+    rows = {(r["dataset"], r["machine"]): r for r in result["results"]}
+    assert len(rows) == 4 and all(len(r["test_accuracy"]) == 2 for r in rows.values())
+    assert all(0.5 < r["mean"] <= 1.0 for r in rows.values())
+    assert [r["machine"] for r in result["top_k"]] == [
+        "CS",
+        "top-1 hinge",
+        "top-2 hinge",
+        "smooth top-2",
+    ]
+    assert all(r["mean"][0] <= r["mean"][1] for r in result["top_k"])  # top-1 <= top-2
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [r["test_accuracy"] for r in saved["results"]] == [
+        r["test_accuracy"] for r in result["results"]
+    ]
+    assert "machine" in saved
+    assert (tmp_path / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| WW | weston_watkins |" in (tmp_path / "results.md").read_text()
