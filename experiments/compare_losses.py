@@ -58,7 +58,7 @@ def main(config: Config) -> dict:
     rows, results = [], []
     for ds_name, ds in _datasets(config).items():
         params = linear.init(jax.random.key(1), ds.n_features, ds.n_classes)
-        for loss in registry.names():
+        for loss in registry.names(solver=True):  # WW, CS, OvR (compare_machines: all)
             for squared in (False, True):
                 sweep = grid.fit_grid(
                     params,
