@@ -163,8 +163,10 @@ def _mesh_order(words, epoch, n, batch_size, mesh: Mesh) -> jax.Array:
 
     def piece(index) -> np.ndarray:
         start, stop, _ = index[1].indices(devices)
-        columns = [device_minibatches(words, epoch, n, devices, batch_size, d) for d in range(start, stop)]
-        return np.stack(columns, axis=1)
+        columns = range(start, stop)
+        return np.stack(
+            [device_minibatches(words, epoch, n, devices, batch_size, d) for d in columns], axis=1
+        )
 
     return jax.make_array_from_callback(shape, spec, piece)
 
@@ -300,22 +302,6 @@ def prepare_data(params: Params, X, y, validation_data, mesh: Mesh | None = None
     return Data(X, y, X_val, y_val)
 
 
-def _spans_processes(*xs) -> bool:
-    return any(isinstance(x, jax.Array) and not x.is_fully_addressable for x in xs)
-
-
-@jax.jit
-def _row_summary(X, y):
-    """Over the real rows (label ``>= 0``): all finite, smallest and largest label, how
-    many; and whether the padding rows (label ``-1``) all come last."""
-    real = y >= 0
-    n = jnp.sum(real)
-    finite = jnp.all(jnp.where(real[:, None], jnp.isfinite(X), True))
-    smallest = jnp.min(jnp.where(real, y, jnp.iinfo(y.dtype).max))
-    trailing = jnp.all(real == (jnp.arange(y.shape[0]) < n)) & jnp.all(real | (y == -1))
-    return finite, smallest, jnp.max(y), n, trailing
-
-
 def shard_data(params: Params, X, y, validation_data, mesh: Mesh) -> tuple[Data, int]:
     """:class:`Data` laid out by rows on ``mesh`` (:func:`svmjax.sharding.shard_rows`;
     padding rows have label ``-1``), checked, and the number ``N`` of real training rows.
@@ -327,7 +313,7 @@ def shard_data(params: Params, X, y, validation_data, mesh: Mesh) -> tuple[Data,
     W = params["W"]
 
     def arrays(X, y, name):
-        if not _spans_processes(X, y):
+        if not sharding.spans_processes(X, y):
             X = _features(X, W.dtype)
             if X.ndim != 2 or X.shape[1] != W.shape[0]:
                 raise ValueError(
@@ -344,18 +330,7 @@ def shard_data(params: Params, X, y, validation_data, mesh: Mesh) -> tuple[Data,
             )
         X = sharding.shard_rows(X, mesh).astype(W.dtype)
         y = sharding.shard_rows(y, mesh).astype(jnp.int32)
-        finite, smallest, largest, n, trailing = jax.device_get(_row_summary(X, y))
-        if not trailing or n == 0:
-            raise ValueError(
-                f"labels of {name}: -1 marks padding rows (svmjax.sharding.shard_rows), which "
-                "must all come after the real rows; other labels must lie in [0, C)"
-            )
-        if not finite:
-            raise ValueError(f"{name} is not finite")
-        if smallest < 0 or largest >= W.shape[1]:
-            bad = smallest if smallest < 0 else largest
-            raise ValueError(f"label {bad} of {name} is outside [0, {W.shape[1]})")
-        return X, y, int(n)
+        return X, y, sharding.check_rows(X, y, W.shape[1], name)
 
     X, y, n = arrays(X, y, "X")
     if validation_data is None:
