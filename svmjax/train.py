@@ -30,14 +30,24 @@ trains by projected gradient: the initial parameters and every update are projec
 :math:`\sum_c w_c = 0,\ \sum_c b_c = 0` (:func:`svmjax.linear.project_sum_to_zero`).
 
 Devices. Without ``mesh`` everything runs where ``params`` live. With a
-``jax.sharding.Mesh`` (see :mod:`svmjax.sharding`), :func:`fit` is data-parallel: the
-epoch function is the same, the data, parameters and optimizer state are replicated, each
-minibatch of indices is split over the devices, so each device gathers and differentiates
-its slice of the batch, and XLA's SPMD partitioner inserts the all-reduce of the gradient
-(sharding constraints inside the step pin this layout). All placement goes through
-:func:`svmjax.sharding.put`, which works the same for one process or many. Layout never
-changes the maths, only the summation order: results agree with one device to float
-rounding.
+``jax.sharding.Mesh`` of ``P`` devices (all its axes used as one flat axis; see
+:mod:`svmjax.sharding`), :func:`fit` is data-parallel over *rows*: ``X``, ``y`` (and the
+validation data) are laid out by :func:`svmjax.sharding.shard_rows`: device ``d`` holds
+rows ``[d m, (d + 1) m)``, ``m = ceil(N / P)``, the last ``P m - N`` rows being padding
+(label ``-1``, never drawn, not counted in the metrics). Nothing is replicated but the
+parameters, the optimizer state and the loss constants. The batch order under a mesh is
+per device, and differs from the one-device order: in epoch ``e`` device ``d`` permutes
+its own ``n_d`` real rows with ``np.random.default_rng([*jax.random.key_data(key), e,
+d]).permutation(n_d)`` and cuts that into ``ceil(m / b)`` batches of ``b =
+ceil(batch_size / P)`` slots, the slots past ``n_d`` padded with weight 0
+(:func:`device_minibatches`). Step ``k`` trains on the union of every device's batch
+``k``: each device gathers its ``b`` rows from its own rows (no communication), and XLA's
+SPMD partitioner inserts one all-reduce of the gradient (and the loss terms) per step;
+sharding constraints inside the step pin this layout. The order depends only on ``(key,
+e, P)``, so the same key on the same mesh gives the same bits, and a resumed run the same
+batches as an uninterrupted one. A checkpoint holds plain arrays: it resumes on another
+layout too, whose later epochs then follow that layout's order. Several processes work
+the same way (see :func:`fit`'s ``mesh``).
 """
 
 from __future__ import annotations
@@ -283,7 +293,8 @@ def _features(X, dtype):
 
 def prepare_data(params: Params, X, y, validation_data, mesh: Mesh | None = None) -> Data:
     """:class:`Data` checked (once, here at the boundary) and cast to the dtype of ``W``;
-    with ``mesh``, replicated on it."""
+    with ``mesh``, replicated on it (as :func:`svmjax.grid.fit_grid` uses it; :func:`fit`
+    lays the rows out with :func:`shard_data` instead)."""
     W = params["W"]
 
     def arrays(X, y, name):
@@ -443,15 +454,17 @@ def fit(
         file system every process can read, to resume).
       mesh: a ``jax.sharding.Mesh`` (e.g. :func:`svmjax.sharding.data_mesh`, or any mesh,
         whose axes are then used as one flat data axis of type ``Auto``) for
-        data-parallel training: every minibatch is split over all the mesh's devices (a
-        batch is padded with weight-0 slots to a multiple of ``mesh.size``), the data,
-        parameters and optimizer state are replicated, and XLA all-reduces the gradient.
-        The batch order and the maths are those of one device; the numbers agree with a
-        one-device run to float rounding (the gradient is summed in another order), and
-        bit for bit with another run on the same mesh. ``X``, ``y`` may be host arrays
-        (the same on every process) or global ``jax.Array`` s, e.g. assembled from
-        per-process shards with ``jax.make_array_from_process_local_data``. ``None``
-        (default): the devices of ``params``, unchanged.
+        data-parallel training over rows (see the module docstring): each device holds
+        ``ceil(N / devices)`` rows of ``X`` and ``y`` and draws its part of every batch
+        (``ceil(batch_size / devices)`` slots) from them; parameters and optimizer state
+        are replicated and XLA all-reduces the gradient. The batch order is that of the
+        mesh (the same key on the same mesh gives the same bits), not the one-device
+        order. ``X``, ``y`` (and ``validation``) may be host arrays, the same on every
+        process (each device receives only its rows), or global ``jax.Array`` s, e.g. from
+        ``svmjax.sharding.shard_rows(X_mine, mesh, n=N)`` on each process holding only its
+        rows ``svmjax.sharding.process_slice(N, mesh)``; those are checked on the devices,
+        never gathered. Results come back replicated on every device and process.
+        ``None`` (default): the devices of ``params``, unchanged.
 
     Returns:
       ``(params, history)``. ``history`` maps ``"epoch"`` (1-based), ``"objective"`` (the
