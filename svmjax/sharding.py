@@ -42,7 +42,7 @@ __all__ = [
     "rows_per_device",
     "process_slice",
     "shard_rows",
-    "spans_processes",
+    "on_devices",
     "check_rows",
 ]
 
@@ -187,9 +187,9 @@ def shard_rows(x, mesh: Mesh, *, n: int | None = None, fill: Any = None) -> jax.
     m = rows_per_device(n, mesh)
     shape = (mesh.size * m, *np.shape(x)[1:])
     rows = NamedSharding(mesh, batch_spec(mesh, len(shape)))
+    if isinstance(x, jax.Array) and shape[0] == x.shape[0] and x.sharding == rows:
+        return x  # laid out already
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        if shape[0] == x.shape[0] and x.sharding == rows:
-            return x
 
         def pad(a):
             widths = [(0, shape[0] - a.shape[0])] + [(0, 0)] * (a.ndim - 1)
@@ -218,9 +218,18 @@ def shard_rows(x, mesh: Mesh, *, n: int | None = None, fill: Any = None) -> jax.
     return jax.make_array_from_callback(shape, rows, piece)
 
 
-def spans_processes(*xs) -> bool:
-    """True when one of ``xs`` is a ``jax.Array`` with shards on other processes' devices."""
-    return any(isinstance(x, jax.Array) and not x.is_fully_addressable for x in xs)
+def on_devices(mesh: Mesh, *xs) -> bool:
+    """True when one of ``xs`` is a ``jax.Array`` to be checked and used where it lives:
+    one with shards on other processes' devices, or one laid out by rows on ``mesh``
+    already (:func:`shard_rows`); others are host data."""
+
+    def resident(x) -> bool:
+        if not isinstance(x, jax.Array):
+            return False
+        rows = NamedSharding(mesh, batch_spec(mesh, x.ndim)) if x.ndim else None
+        return not x.is_fully_addressable or (mesh.size > 1 and x.sharding == rows)
+
+    return any(resident(x) for x in xs)
 
 
 @jax.jit

@@ -486,7 +486,7 @@ def solve(
     if mesh is not None:
         checks.check_mesh(mesh)
         mesh = sharding.auto_axes(mesh)
-    on_devices = mesh is not None and sharding.spans_processes(X, y, sample_weight)
+    on_devices = mesh is not None and sharding.on_devices(mesh, X, y, sample_weight)
     if on_devices:
         X, y, c, n_classes = _global_rows(
             X, y, sample_weight, class_weights, float(C), n_classes, loss, mesh

@@ -324,7 +324,7 @@ def shard_data(params: Params, X, y, validation_data, mesh: Mesh) -> tuple[Data,
     W = params["W"]
 
     def arrays(X, y, name):
-        if not sharding.spans_processes(X, y):
+        if not sharding.on_devices(mesh, X, y):
             X = _features(X, W.dtype)
             if X.ndim != 2 or X.shape[1] != W.shape[0]:
                 raise ValueError(
