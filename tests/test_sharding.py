@@ -147,9 +147,9 @@ def _check_objective(mesh, report):
     Xs = jax.device_put(X, NamedSharding(mesh, sharding.batch_spec(mesh, 2)))
     ys, ws = jax.device_put(y, rows), jax.device_put(weight, rows)
     ps = sharding.put(params, mesh)
-    # The three classic losses and two others (every registered loss would compile 12
-    # programs here; the objective code path is the same for all of them).
-    losses = ("weston_watkins", "crammer_singer", "one_vs_rest", "lee_lin_wahba", "top_k_hinge")
+    # The three classic losses (every registered loss would compile 12 programs here; the
+    # sharded code path is the same for all of them).
+    losses = ("weston_watkins", "crammer_singer", "one_vs_rest")
     assert set(losses) <= set(registry.names())
     variants = [("analytic", loss, False) for loss in losses]
     variants += [("analytic", "weston_watkins", True), ("autodiff", "crammer_singer", True)]
@@ -281,7 +281,8 @@ def _reference(out: Path):
     mesh = sharding.data_mesh()
     X, y, params = _hosts_case()
     fitted, history = _fit(params, X, y, _FIT_CASES[0], mesh=mesh)
-    solved = solve.solve(X, y, fit_intercept=True, mesh=mesh)
+    with jax.enable_x64(True):  # float64: two layouts stay at rounding level (_check_solve)
+        solved = solve.solve(X.astype(np.float64), y, fit_intercept=True, mesh=mesh)
     np.savez(
         out / "reference.npz",
         W=np.asarray(fitted["W"]), b=np.asarray(fitted["b"]), objective=history["objective"],
@@ -487,7 +488,9 @@ def _two_processes(out: Path, process_id: int, num_processes: int, port: int) ->
     X_rows, y_rows = sharding.shard_rows(X, mesh, n=n), sharding.shard_rows(y, mesh, n=n)
     resident = sorted({s.data.nbytes for s in X_rows.addressable_shards})
     fitted, history = _fit(params, X_rows, y_rows, _FIT_CASES[0], mesh=mesh)
-    solved = solve.solve(X_rows, y_rows, fit_intercept=True, mesh=mesh)
+    with jax.enable_x64(True):  # float64, as the reference
+        X64 = sharding.shard_rows(X.astype(np.float64), mesh, n=n)
+        solved = solve.solve(X64, y_rows, fit_intercept=True, mesh=mesh)
     np.savez(
         out / f"process{process_id}.npz",
         W=np.asarray(fitted["W"]), b=np.asarray(fitted["b"]), objective=history["objective"],
@@ -640,8 +643,7 @@ def test_estimator_passes_the_mesh_through():
     X, y = _problem(n=60, d=4, c=3)
     clf = SVMClassifier(C=0.5, mesh=mesh)
     assert clf.get_params()["mesh"] is mesh and clone(clf).mesh == mesh
-    plain = SVMClassifier(C=0.5).fit(X, y)
-    assert abs(clf.fit(X, y).objective_ - plain.objective_) <= SOLVE_RTOL * plain.objective_
+    assert clf.fit(X, y).dual_gap_ <= 1e-3 * clf.objective_
     sgd = SVMClassifier(solver="sgd", max_iter=2, mesh=mesh, random_state=0).fit(X, y)
     assert sgd.coef_.shape == (3, 4)
 
