@@ -346,7 +346,8 @@ def shard_data(params: Params, X, y, validation_data, mesh: Mesh) -> tuple[Data,
     X, y, n = arrays(X, y, "X")
     if validation_data is None:
         return Data(X, y, None, None), n
-    X_val, y_val, _ = arrays(*validation_data, "X_val")
+    X_val, y_val = validation_data
+    X_val, y_val, _ = arrays(X_val, y_val, "X_val")
     return Data(X, y, X_val, y_val), n
 
 
