@@ -335,8 +335,9 @@ def _weights(y, n, sample_weight, class_weights, C, n_classes):
 
 
 def _global_rows(X, y, sample_weight, class_weights, C, n_classes, loss, mesh):
-    """``(X, y, c, n_classes)`` of global arrays spanning several processes, laid out by rows
-    (:func:`svmjax.sharding.shard_rows`) and checked on the devices (nothing gathered)."""
+    """``(X, y, c, n_classes)`` of arrays that stay on the devices (spanning several
+    processes, or laid out by rows already), laid out by rows
+    (:func:`svmjax.sharding.shard_rows`) and checked there (nothing gathered)."""
     _dual(loss)
     checks.check_dtypes(X, y, "X")
     if X.ndim != 2 or y.shape != X.shape[:1]:
