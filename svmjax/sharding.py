@@ -43,6 +43,7 @@ __all__ = [
     "process_slice",
     "shard_rows",
     "on_devices",
+    "on_host",
     "check_rows",
 ]
 
@@ -216,6 +217,13 @@ def shard_rows(x, mesh: Mesh, *, n: int | None = None, fill: Any = None) -> jax.
         return out
 
     return jax.make_array_from_callback(shape, rows, piece)
+
+
+def on_host():
+    """A context in which new JAX arrays land on the host's CPU device: where the entry
+    points check host data (checks convert to ``jax.Array``) without first copying all
+    of it onto one accelerator."""
+    return jax.default_device(jax.local_devices(backend="cpu")[0])
 
 
 def on_devices(mesh: Mesh, *xs) -> bool:

@@ -493,7 +493,8 @@ def solve(
             X, y, sample_weight, class_weights, float(C), n_classes, loss, mesh
         )
     else:
-        X, y, n_classes = _check(X, y, loss, n_classes)
+        with sharding.on_host():  # the checks make jax.Arrays: not all of X on one device
+            X, y, n_classes = _check(X, y, loss, n_classes)
         c = _weights(y, len(y), sample_weight, class_weights, float(C), n_classes)
     n, d = X.shape
     dtype = X.dtype

@@ -330,8 +330,9 @@ def shard_data(params: Params, X, y, validation_data, mesh: Mesh) -> tuple[Data,
                 raise ValueError(
                     f"{name} must have shape [N, {W.shape[0]}] to match W, got {X.shape}"
                 )
-            X, y = checks.validate(X, y, W.shape[1], name=name)
-            X, y = np.asarray(X, W.dtype), np.asarray(y, np.int32)
+            with sharding.on_host():  # not all of X onto one device
+                X, y = checks.validate(X, y, W.shape[1], name=name)
+                X, y = np.asarray(X, W.dtype), np.asarray(y, np.int32)
             return sharding.shard_rows(X, mesh), sharding.shard_rows(y, mesh), len(y)
         checks.check_dtypes(X, y, name)
         if X.ndim != 2 or X.shape[1] != W.shape[0] or y.shape != X.shape[:1]:

@@ -487,7 +487,9 @@ def _two_processes(out: Path, process_id: int, num_processes: int, port: int) ->
     del X_all, y_all
     X_rows, y_rows = sharding.shard_rows(X, mesh, n=n), sharding.shard_rows(y, mesh, n=n)
     resident = sorted({s.data.nbytes for s in X_rows.addressable_shards})
-    fitted, history = _fit(params, X_rows, y_rows, _FIT_CASES[0], mesh=mesh)
+    fitted, history = _fit(
+        params, X_rows, y_rows, _FIT_CASES[0], mesh=mesh, checkpoint=out / "hosts.npz"
+    )
     with jax.enable_x64(True):  # float64, as the reference
         X64 = sharding.shard_rows(X.astype(np.float64), mesh, n=n)
         solved = solve.solve(X64, y_rows, fit_intercept=True, mesh=mesh)
@@ -612,6 +614,14 @@ def test_two_processes_equal_one_process(tmp_path, eight_devices):
     assert solve_error <= SOLVE_RTOL and bool(got["converged"])
     solve_params = {"W": got["solve_W"], "b": got["solve_b"]}
     assert _rel(solve_params, {"W": want["solve_W"], "b": want["solve_b"]}) <= SOLVE_PARAMS_RTOL
+    X, y, params = _hosts_case()
+    template = checkpoint.TrainState(
+        params, optim.make_optimizer("sgd", 0.05).init(params), jax.random.key(2), 0, {}
+    )
+    saved = checkpoint.load(tmp_path / "hosts.npz", template)  # written by process 0 only
+    assert saved.epoch == 3
+    np.testing.assert_array_equal(saved.params["W"], got["W"])
+    assert sorted(p.name for p in tmp_path.glob("hosts*")) == ["hosts.npz"]
 
 
 def test_data_mesh_and_put_on_one_device():
