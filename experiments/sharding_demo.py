@@ -1,17 +1,18 @@
-"""Data-parallel training with JAX's own SPMD: where every array lives, and what XLA inserts.
+"""Rows sharded over devices with JAX's own SPMD: where the data lives, what XLA inserts.
 
-Builds a 1-D mesh over all devices (:func:`svmjax.sharding.data_mesh`) and shows, for one
-training step of the linear SVM laid out the way ``train.fit(..., mesh=mesh)`` lays it out,
-the sharding of the parameters (replicated), the minibatch (rows split over the devices)
-and the gradients (replicated, after XLA's all-reduce), then the collectives in the
-compiled HLO of that step and of a ``fit_grid``-style step (configurations split over the
-devices: no collectives). Finally it runs ``train.fit`` and ``grid.fit_grid`` with and
-without the mesh and reports how far apart the results are.
+Builds a 1-D mesh over all devices (:func:`svmjax.sharding.data_mesh`) and shows how
+``train.fit(..., mesh=mesh)`` and ``solve.solve(..., mesh=mesh)`` lay the data out: the
+rows of ``X`` split over the devices (the bytes each device holds, from the arrays'
+``addressable_shards``), the parameters replicated. It lists the collectives XLA put into
+the compiled ``fit`` epoch and the compiled solver (from their compiled HLO text; those in
+a loop body run once per step / per solver iteration), and those of a ``fit_grid`` step
+(configurations split over the devices: none). Finally it compares the results with one
+device: ``fit`` against one device fed the mesh's documented batch order (the mesh order
+itself differs from the one-device order), ``solve`` and ``fit_grid`` against plain runs.
 
 On a CPU-only machine it re-executes itself with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8``: eight *virtual* devices sharing
-the machine's cores. That proves layout and correctness, **not speed** -- the timings it
-prints measure partitioning overhead on the same cores, not a speed-up.
+the machine's cores. That shows layout and correctness, **not speed**.
 
     python experiments/sharding_demo.py [--out results/sharding_demo] [--devices 8]
 
@@ -21,20 +22,20 @@ Writes ``results.json`` and ``results.md`` (the same text as printed) into ``--o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import re
 import sys
-import time
 from pathlib import Path
 
 import common
 import jax
+import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
 
-from svmjax import data, grid, linear, optim, sharding, train
+from svmjax import data, grid, linear, optim, sharding, solve, train
 
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 
@@ -50,6 +51,7 @@ class Config:
     grid_learning_rates: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)
     grid_regs: tuple[float, ...] = (0.0, 1e-4)
     grid_seeds: tuple[int, ...] = (0, 1)
+    solve_C: float = 0.01  # converges in ~160 iterations on digits (float32)
 
 
 def describe(name: str, x: jax.Array) -> str:
@@ -71,38 +73,93 @@ def _by_id(item):
 
 
 def collectives(compiled_text: str) -> dict[str, list[str]]:
-    """The collective ops of a compiled HLO module: ``{op: [result shape, ...]}``."""
-    found: dict[str, list[str]] = {}
+    """The collective ops of a compiled HLO module: ``{op: ["shape (where)", ...]}``, where
+    is ``loop`` for an op inside a while loop's body (run every step or iteration) and
+    ``once`` otherwise."""
+    computations: dict[str, list[str]] = {}
+    name = ""
     for line in compiled_text.splitlines():
-        for op in COLLECTIVES:
-            match = re.search(rf"= ([^=]+?) {op}(-start)?\(", line)
-            if match:
-                found.setdefault(op, []).append(match.group(1))
+        header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+        if header:
+            name = header.group(1)
+            computations[name] = []
+        elif name:
+            computations[name].append(line)
+    calls = {
+        name: set(re.findall(r"%([\w.\-]+)", " ".join(lines)))
+        for name, lines in computations.items()
+    }
+    in_loop, todo = set(), [b for lines in computations.values() for line in lines
+                            for b in re.findall(r"body=%([\w.\-]+)", line)]  # fmt: skip
+    while todo:
+        here = todo.pop()
+        if here in computations and here not in in_loop:
+            in_loop.add(here)
+            todo.extend(calls[here])
+    found: dict[str, list[str]] = {}
+    for name, lines in computations.items():
+        for line in lines:
+            for op in COLLECTIVES:
+                match = re.search(rf"= ([^=]+?) {op}(-start)?\(", line)
+                if match:
+                    where = "loop" if name in in_loop else "once"
+                    found.setdefault(op, []).append(f"{match.group(1)} ({where})")
     return found
 
 
-def _step_layout(mesh, params, X, y, batch_size: int) -> tuple[list[str], dict]:
-    """One data-parallel step laid out as ``fit`` does: its arrays and its collectives."""
-    rows = sharding.batch_spec(mesh, 1)
-    index = sharding.put(np.arange(batch_size, dtype=np.int32), mesh, rows)  # one batch
-    Xr, yr, pr = sharding.put((X, y, params), mesh)  # data and params replicated
+@contextlib.contextmanager
+def compiled_text(module, name: str, texts: list[str]):
+    """Inside the block, the first call of the jitted ``module.name`` also appends the
+    compiled HLO text of that call to ``texts`` (the program the run executes)."""
+    original = getattr(module, name)
 
-    @jax.jit
-    def step(params, X, y, index):
-        X_b = jax.lax.with_sharding_constraint(X[index], NamedSharding(mesh, rows))
-        y_b = jax.lax.with_sharding_constraint(y[index], NamedSharding(mesh, rows))
-        return X_b, jax.grad(linear.objective)(params, X_b, y_b)
+    def recording(*args, **kwargs):
+        if not texts:
+            texts.append(original.lower(*args, **kwargs).compile().as_text())
+        return original(*args, **kwargs)
 
-    X_b, grads = step(pr, Xr, yr, index)
-    lines = [
-        describe("params W", pr["W"]),
-        describe("params b", pr["b"]),
-        describe("dataset X", Xr),
-        describe("batch X_b", X_b),
-        describe("grad W", grads["W"]),
-        describe("grad b", grads["b"]),
-    ]
-    return lines, collectives(step.lower(pr, Xr, yr, index).compile().as_text())
+    setattr(module, name, recording)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+def data_layout(mesh, X: np.ndarray) -> tuple[list[str], list[int]]:
+    """``X`` laid out as ``fit``/``solve`` lay it out: the rows and bytes on each device."""
+    Xs = sharding.shard_rows(X, mesh)
+    lines = [describe("X (shard_rows)", Xs)]
+    per_device = [shard.data.nbytes for shard in Xs.addressable_shards]
+    lines.append(
+        f"bytes of X per device: {sorted(set(per_device))} (all of X: {X.nbytes}; "
+        f"{X.nbytes / mesh.size:.0f} per device plus padding)"
+    )
+    return lines, per_device
+
+
+def fit_reference(params, X, y, options, devices: int):
+    """One device, fed the mesh's documented batch order (``train.device_minibatches``:
+    device ``d``'s local row ``i`` is global row ``d * ceil(N / devices) + i``)."""
+    n, m = len(y), -(-len(y) // devices)
+    tx = options["optimizer"]
+    prepared = train.prepare_data(params, X, y, None)
+    consts = train.prepare_consts(params, 1.0, None)
+    static = train.Static(tx.update, "weston_watkins", "analytic", False, (), None)
+    words = train.key_words(options["key"])
+    state = (params, tx.init(params))
+    for epoch in range(1, options["epochs"] + 1):
+        local = np.stack(
+            [
+                train.device_minibatches(words, epoch, n, devices, options["batch_size"], d)
+                for d in range(devices)
+            ],
+            axis=1,
+        )
+        rows = np.where(local >= 0, local + m * np.arange(devices)[None, :, None], -1)
+        *state, _ = train.run_epoch(
+            *state, rows.reshape(len(rows), -1), jnp.float32(0), prepared, consts, static=static
+        )
+    return state[0]
 
 
 def _grid_layout(mesh, params, X, y, batch_size: int, k: int) -> tuple[list[str], dict]:
@@ -133,13 +190,6 @@ def _rel(a, b) -> float:
     return num / max(float(np.max(np.abs(np.asarray(y)))) for y in b)
 
 
-def _timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    jax.block_until_ready(jax.tree.leaves(out))
-    return out, time.perf_counter() - start
-
-
 def main(config: Config) -> dict:
     print(common.header(), flush=True)
     mesh = sharding.data_mesh()
@@ -151,30 +201,38 @@ def main(config: Config) -> dict:
         f"# Sharding demo: {len(devices)} {devices[0].platform} device(s), "
         f"{jax.process_count()} process(es), jax {jax.__version__}",
         "",
-        f"Mesh: {dict(mesh.shape)} over devices {[d.id for d in mesh.devices.flat]}.",
+        f"Mesh: {dict(mesh.shape)} over devices {[d.id for d in mesh.devices.flat]}; "
+        f"data: {ds.description}.",
     ]
     if devices[0].platform == "cpu" and len(devices) > 1:
         header.append(
             f"These are {len(devices)} *virtual* CPU devices on {os.cpu_count()} core(s): this "
-            "run proves layout and correctness, not speed."
+            "run shows layout and correctness, not speed."
         )
-
-    step_lines, step_collectives = _step_layout(mesh, params, X, y, config.batch_size)
-    k = len(config.grid_learning_rates) * len(config.grid_regs) * len(config.grid_seeds)
-    k_split = -(-k // mesh.size) * mesh.size
-    grid_lines, grid_collectives = _grid_layout(mesh, params, X, y, config.batch_size, k_split)
+    layout_lines, per_device = data_layout(mesh, X)
 
     fit_options = dict(
         key=jax.random.key(2),
         optimizer=optim.make_optimizer("sgd", config.learning_rate),
         epochs=config.epochs,
         batch_size=config.batch_size,
-        validation=(ds.X_val, ds.y_val),
     )
-    (one, one_history), one_seconds = _timed(lambda: train.fit(params, X, y, **fit_options))
-    (many, many_history), many_seconds = _timed(
-        lambda: train.fit(params, X, y, mesh=mesh, **fit_options)
-    )
+    fit_texts: list[str] = []
+    with compiled_text(train, "run_epoch", fit_texts):
+        sharded, _ = train.fit(params, X, y, mesh=mesh, **fit_options)
+    reference = fit_reference(params, X, y, fit_options, mesh.size)
+    fit_collectives = collectives(fit_texts[0])
+
+    solve_texts: list[str] = []
+    with compiled_text(solve, "_solve", solve_texts):
+        solved = solve.solve(X, y, C=config.solve_C, fit_intercept=True, mesh=mesh)
+    single = solve.solve(X, y, C=config.solve_C, fit_intercept=True)
+    solve_collectives = collectives(solve_texts[0])
+    solve_error = abs(float(solved.objective - single.objective)) / float(single.objective)
+
+    k = len(config.grid_learning_rates) * len(config.grid_regs) * len(config.grid_seeds)
+    k_split = -(-k // mesh.size) * mesh.size
+    grid_lines, grid_collectives = _grid_layout(mesh, params, X, y, config.batch_size, k_split)
     grid_options = dict(
         key=jax.random.key(3),
         learning_rates=config.grid_learning_rates,
@@ -182,12 +240,9 @@ def main(config: Config) -> dict:
         seeds=config.grid_seeds,
         epochs=config.epochs,
         batch_size=config.batch_size,
-        validation=(ds.X_val, ds.y_val),
     )
-    grid_one, grid_one_seconds = _timed(lambda: grid.fit_grid(params, X, y, **grid_options))
-    grid_many, grid_many_seconds = _timed(
-        lambda: grid.fit_grid(params, X, y, mesh=mesh, **grid_options)
-    )
+    grid_one = grid.fit_grid(params, X, y, **grid_options)
+    grid_many = grid.fit_grid(params, X, y, mesh=mesh, **grid_options)
 
     results = {
         "config": dataclasses.asdict(config),
@@ -195,52 +250,53 @@ def main(config: Config) -> dict:
         "platform": devices[0].platform,
         "cpu_count": os.cpu_count(),
         "environment": common.environment(),
-        "step_layout": step_lines,
-        "step_collectives": step_collectives,
+        "data_layout": layout_lines,
+        "bytes_X_per_device": per_device,
+        "fit_collectives": fit_collectives,
+        "solve_collectives": solve_collectives,
         "grid_layout": grid_lines,
         "grid_collectives": grid_collectives,
-        "fit_rel_error_vs_one_device": _rel(many, one),
-        "fit_val_accuracy": {
-            "one device": float(one_history["val_accuracy"][-1]),
-            "mesh": float(many_history["val_accuracy"][-1]),
-        },
+        "fit_rel_error_vs_one_device": _rel(sharded, reference),
+        "solve_objective_rel_error_vs_one_device": solve_error,
+        "solve_params_rel_error_vs_one_device": _rel(solved.params, single.params),
+        "solve_converged": [bool(solved.converged), bool(single.converged)],
+        "solve_iterations": [int(solved.n_iter), int(single.n_iter)],
         "grid_configs": len(grid_one.configs),
         "grid_rel_error_vs_one_device": _rel(grid_many.params, grid_one.params),
         "grid_best_equal": grid_one.best == grid_many.best,
-        "seconds_including_compile": {
-            "fit one device": one_seconds,
-            "fit mesh": many_seconds,
-            "fit_grid one device": grid_one_seconds,
-            "fit_grid mesh": grid_many_seconds,
-        },
     }
+
+    def listing(found: dict[str, list[str]], none: str) -> list[str]:
+        lines = [f"- `{op}` x{len(shapes)}: {', '.join(shapes)}" for op, shapes in found.items()]
+        return lines or [f"- none{none}"]
+
     markdown = "\n".join(
         header
-        + ["", f"## One training step as `fit(..., mesh=mesh)` lays it out ({ds.description})"]
-        + ["", "```", *step_lines, "```", "", "Collectives in the compiled step:", ""]
-        + [
-            f"- `{op}`: {len(shapes)} ({', '.join(shapes)})"
-            for op, shapes in step_collectives.items()
-        ]
-        + (["- none"] if not step_collectives else [])
-        + ["", f"## A `fit_grid` step: {k_split} configurations split over the devices", ""]
-        + ["```", *grid_lines, "```", "", "Collectives in the compiled grid step:", ""]
-        + [f"- `{op}`: {len(shapes)}" for op, shapes in grid_collectives.items()]
-        + (["- none: each device trains its own configurations"] if not grid_collectives else [])
-        + ["", "## Results: mesh against one device", ""]
+        + ["", "## Data: rows split over the devices (`sharding.shard_rows`)", ""]
+        + ["```", *layout_lines, "```"]
+        + ["", "Parameters, optimizer state and L-BFGS memory are replicated on every device."]
+        + ["", "## Collectives in the compiled programs (from the compiled HLO text)", ""]
+        + ["`(loop)`: inside a loop body, i.e. every step / solver iteration (or line-search"]
+        + ["trial); `(once)`: once per call.", ""]
+        + [f"`fit` epoch ({config.batch_size} rows per step):", ""]
+        + listing(fit_collectives, "")
+        + ["", "`solve` (the whole L-BFGS loop):", ""]
+        + listing(solve_collectives, "")
+        + ["", f"A `fit_grid` step, {k_split} configurations split over the devices:", ""]
+        + ["```", *grid_lines, "```", ""]
+        + listing(grid_collectives, ": each device trains its own configurations")
+        + ["", "## Correctness: the mesh against one device (not speed)", ""]
         + [
             f"- `fit`, {config.epochs} epochs: max-norm relative difference of the parameters "
-            f"{results['fit_rel_error_vs_one_device']:.1e} (float rounding: the gradient is "
-            "summed in another order); final validation accuracy "
-            f"{results['fit_val_accuracy']['one device']:.4f} vs "
-            f"{results['fit_val_accuracy']['mesh']:.4f}.",
+            f"from one device fed the mesh's batch order: "
+            f"{results['fit_rel_error_vs_one_device']:.1e} (float rounding).",
+            f"- `solve`: relative difference of the objective {solve_error:.1e}, of the "
+            f"parameters (max-norm) {results['solve_params_rel_error_vs_one_device']:.1e}; "
+            f"converged {results['solve_converged']}, iterations "
+            f"{results['solve_iterations']} (mesh, one device).",
             f"- `fit_grid`, {len(grid_one.configs)} configurations: max-norm relative "
             f"difference {results['grid_rel_error_vs_one_device']:.1e}; same best "
             f"configuration: {results['grid_best_equal']}.",
-            "- Seconds including compilation (one device / mesh): `fit` "
-            f"{one_seconds:.2f} / {many_seconds:.2f}, `fit_grid` {grid_one_seconds:.2f} / "
-            f"{grid_many_seconds:.2f}. With virtual devices on shared cores these measure "
-            "overhead, not a speed-up.",
         ]
     )
     out = Path(config.out)

@@ -21,6 +21,7 @@ import importlib
 import math
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Literal
@@ -237,6 +238,7 @@ def load_mnist(
     key: jax.Array | None = None,
     val_fraction: float = 0.1,
     preprocess: Preprocess = "center",
+    rows: slice | Callable[[int], slice] | None = None,
 ) -> Dataset:
     """Load MNIST (or a dataset in the same format) from IDX files in the directory ``path``.
 
@@ -249,7 +251,13 @@ def load_mnist(
       A :class:`Dataset` with ``X`` float32 ``[N, rows * cols]`` (``image_shape=(rows, cols)``,
       28×28 for MNIST), pixels scaled to [0, 1] before preprocessing; ``y`` int32 class indices
       in ``[0, 10)``. Validation is ``val_fraction`` of the training images, chosen by ``key``
-      (``jax.random.key(0)`` if None); preprocessing as in :func:`load_cifar10`.
+      (``jax.random.key(0)`` if None); preprocessing as in :func:`load_cifar10`. With
+      ``rows``, ``X_train`` and ``y_train`` are only those rows of the training split: a
+      slice, or a function of the split's size returning one, e.g.
+      ``rows=lambda n: svmjax.sharding.process_slice(n, mesh)`` to keep a process's share
+      for ``fit(..., mesh=mesh)``. They equal the same rows of a full load: the split and
+      the preprocessing statistics still use every training image (the files are read
+      whole; only the slice is kept).
 
     Raises:
       FileNotFoundError: a file is missing in both plain and gzipped form.
@@ -271,7 +279,8 @@ def load_mnist(
     image_shape = X.shape[1:]
     X, X_test = X.reshape(len(X), -1), X_test.reshape(len(X_test), -1)
     parts = _split_data(X, y, key, val_fraction, test=(X_test, y_test))
-    return _finish(parts, preprocess, _DIGITS, "MNIST (IDX files)", image_shape, pixel_max=255)
+    dataset = _finish(parts, preprocess, _DIGITS, "MNIST (IDX files)", image_shape, pixel_max=255)
+    return dataset if rows is None else _train_rows(dataset, rows)
 
 
 def load_svmlight(
@@ -338,6 +347,15 @@ def load_svmlight(
     test = None if test_path is None else (Xs[1], ys[1])
     parts = _split_data(Xs[0], ys[0], key, val_fraction, test_fraction, test)
     return _finish(parts, preprocess, names, f"svmlight {files[0].name}")
+
+
+def _train_rows(dataset: Dataset, rows: slice | Callable[[int], slice]) -> Dataset:
+    """``dataset`` with only the training rows ``rows`` (a slice, or ``n -> slice``)."""
+    part = rows(len(dataset.y_train)) if callable(rows) else rows
+    if not isinstance(part, slice):
+        raise TypeError(f"rows must be a slice or a function returning one, got {part!r}")
+    X, y = dataset.X_train[part].copy(), dataset.y_train[part].copy()
+    return dataclasses.replace(dataset, X_train=X, y_train=y)
 
 
 def _check_options(val_fraction: float, test_fraction: float | None, preprocess: object) -> None:

@@ -70,6 +70,9 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
       random_state: seed of the initial weights and minibatch order (``"sgd"``): ``None``,
         an int, a ``np.random.RandomState``, or a JAX key (``jax.random.key`` or
         ``jax.random.PRNGKey``); ``"exact"`` is deterministic.
+      mesh: ``None`` (default: one device) or a ``jax.sharding.Mesh``, passed to
+        :func:`svmjax.solve.solve` or :func:`svmjax.train.fit`, which lay the rows of ``X``
+        out over its devices (see the "Scaling out" tutorial).
 
     Attributes:
       classes_: the label values, sorted; scores column ``k`` belongs to ``classes_[k]``.
@@ -106,6 +109,7 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
         max_iter: int | None = None,
         tol: float = 1e-3,
         random_state: int | np.random.RandomState | None = None,
+        mesh: jax.sharding.Mesh | None = None,
     ):
         self.loss = loss
         self.squared = squared
@@ -117,6 +121,7 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
         self.tol = tol
         self.random_state = random_state
+        self.mesh = mesh
 
     def _check_params(self) -> None:
         if self.solver not in _SOLVERS:
@@ -222,6 +227,7 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
             n_classes=len(self.classes_),
             tol=float(self.tol),
             max_iter=max_iter,
+            mesh=self.mesh,
             **options,
         )
         if not bool(result.converged):
@@ -272,6 +278,7 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
             epochs=max_iter,
             batch_size=min(256, n),
             class_weights=class_weights,
+            mesh=self.mesh,
             **options,
         )
         return params

@@ -10,7 +10,13 @@ helpers they use, public so that scripts can build the same layouts:
   can address (``jax.make_array_from_process_local_data``), so the same code runs on one
   process or many;
 * :func:`batch_spec` is the ``PartitionSpec`` that splits a dimension over *all* mesh
-  axes (a 2-D mesh is used as one flat data axis).
+  axes (a 2-D mesh is used as one flat data axis);
+* :func:`shard_rows` lays a data set out by rows, the layout of ``fit(..., mesh=)`` and
+  ``solve(..., mesh=)``: device ``d`` of the flattened mesh holds rows
+  ``[d * m, (d + 1) * m)`` with ``m = rows_per_device(N, mesh) = ceil(N / devices)``; the
+  last ``devices * m - N`` rows are padding (zeros; ``-1`` for integer arrays, so padded
+  labels mark padding rows). :func:`process_slice` is the part of those rows one process
+  holds, so each process can load only its own rows.
 
 Nothing here depends on the number of processes: with one process, :func:`put` is
 ``jax.device_put``. With several (after ``jax.distributed.initialize()``), every process
@@ -23,11 +29,23 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 
-__all__ = ["data_mesh", "auto_axes", "batch_spec", "put"]
+__all__ = [
+    "data_mesh",
+    "auto_axes",
+    "batch_spec",
+    "put",
+    "rows_per_device",
+    "process_slice",
+    "shard_rows",
+    "on_devices",
+    "on_host",
+    "check_rows",
+]
 
 
 def _mesh(devices: np.ndarray, names: tuple[str, ...]) -> Mesh:
@@ -110,3 +128,144 @@ def _put(x: ArrayLike, sharding: NamedSharding) -> jax.Array:
             return jax.device_put(x, sharding)
     x = np.asarray(x)
     return jax.make_array_from_process_local_data(sharding, x, x.shape)
+
+
+# ------------------------------------------------------------------------------ row layout
+
+
+def rows_per_device(n: int, mesh: Mesh) -> int:
+    """``m = ceil(n / mesh.size)``: the rows each device holds of ``n`` laid out by
+    :func:`shard_rows` (the last devices hold padding where ``n`` does not divide)."""
+    return -(-int(n) // mesh.size)
+
+
+def process_slice(n: int, mesh: Mesh) -> slice:
+    """The rows of an ``[n, ...]`` data set that this process holds under :func:`shard_rows`.
+
+    Device ``d`` of the flattened mesh holds rows ``[d m, (d + 1) m)``; a process holds
+    those of its devices, which must be consecutive in ``mesh.devices.flat`` (as in
+    :func:`data_mesh`). Load these rows, then pass them to ``shard_rows(rows, mesh, n=n)``.
+
+    Example:
+      >>> process_slice(10, data_mesh()) == slice(0, 10)  # one process holds every row
+      True
+    """
+    here = [i for i, d in enumerate(mesh.devices.flat) if d.process_index == jax.process_index()]
+    if not here or here != list(range(here[0], here[-1] + 1)):
+        raise ValueError(
+            f"process {jax.process_index()} must own consecutive devices of the mesh "
+            "(build it with svmjax.sharding.data_mesh())"
+        )
+    m = rows_per_device(n, mesh)
+    return slice(min(here[0] * m, n), min((here[-1] + 1) * m, n))
+
+
+def shard_rows(x, mesh: Mesh, *, n: int | None = None, fill: Any = None) -> jax.Array:
+    """``x`` laid out by rows over every device of ``mesh``, padded to ``mesh.size * m``.
+
+    Device ``d`` gets rows ``[d m, (d + 1) m)``, ``m = rows_per_device(N, mesh)``; rows past
+    ``N`` are ``fill`` (default: ``-1`` for integer arrays, which marks a padding row's
+    label, else ``0``). Only each device's rows are copied to it; nothing is replicated.
+
+    Args:
+      x: with ``n=None``, the whole ``[N, ...]`` array: host data, the same on every
+        process (only the rows of this process's devices are read), or a global
+        ``jax.Array`` (resharded on the devices). With ``n``: only this process's rows,
+        ``x = X[process_slice(n, mesh)]``, of a global ``[n, ...]`` array.
+      mesh: the mesh; all its axes are used as one flat row axis.
+      n: the global number of rows when ``x`` holds only this process's.
+      fill: the value of padding rows.
+
+    Example:
+      >>> y = shard_rows(np.arange(3, dtype=np.int32), data_mesh())
+      >>> y.shape[0] % jax.device_count(), y.sharding.spec == batch_spec(data_mesh(), 1)
+      (0, True)
+    """
+    dtype = np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype
+    fill = (-1 if np.issubdtype(dtype, np.integer) else 0) if fill is None else fill
+    if n is None:
+        n = int(np.shape(x)[0])
+    m = rows_per_device(n, mesh)
+    shape = (mesh.size * m, *np.shape(x)[1:])
+    rows = NamedSharding(mesh, batch_spec(mesh, len(shape)))
+    if isinstance(x, jax.Array) and shape[0] == x.shape[0] and x.sharding == rows:
+        return x  # laid out already
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+
+        def pad(a):
+            widths = [(0, shape[0] - a.shape[0])] + [(0, 0)] * (a.ndim - 1)
+            return jnp.pad(a, widths, constant_values=fill)
+
+        return jax.jit(pad, out_shardings=rows)(x)
+    x = np.asarray(x)
+    if x.shape[0] != n:  # this process's rows only
+        mine = process_slice(n, mesh)
+        if x.shape[0] != mine.stop - mine.start:
+            raise ValueError(
+                f"process {jax.process_index()} holds rows {mine.start}:{mine.stop} of {n} "
+                f"(svmjax.sharding.process_slice), got {x.shape[0]} rows"
+            )
+        offset = mine.start
+    else:
+        offset = 0
+
+    def piece(index) -> np.ndarray:
+        start, stop, _ = index[0].indices(shape[0])
+        out = np.full((stop - start, *shape[1:]), fill, x.dtype)
+        have = max(0, min(stop, n) - start)
+        out[:have] = x[start - offset : start - offset + have]
+        return out
+
+    return jax.make_array_from_callback(shape, rows, piece)
+
+
+def on_host():
+    """A context in which new JAX arrays land on the host's CPU device: where the entry
+    points check host data (checks convert to ``jax.Array``) without first copying all
+    of it onto one accelerator."""
+    return jax.default_device(jax.local_devices(backend="cpu")[0])
+
+
+def on_devices(mesh: Mesh, *xs) -> bool:
+    """True when one of ``xs`` is a ``jax.Array`` to be checked and used where it lives:
+    one with shards on other processes' devices, or one laid out by rows on ``mesh``
+    already (:func:`shard_rows`); others are host data."""
+
+    def resident(x) -> bool:
+        if not isinstance(x, jax.Array):
+            return False
+        rows = NamedSharding(mesh, batch_spec(mesh, x.ndim)) if x.ndim else None
+        return not x.is_fully_addressable or (mesh.size > 1 and x.sharding == rows)
+
+    return any(resident(x) for x in xs)
+
+
+@jax.jit
+def _row_summary(X, y):
+    real = y >= 0
+    n = jnp.sum(real)
+    finite = jnp.all(jnp.where(real.reshape(-1, *[1] * (X.ndim - 1)), jnp.isfinite(X), True))
+    smallest = jnp.min(jnp.where(real, y, jnp.iinfo(y.dtype).max))
+    trailing = jnp.all(real == (jnp.arange(y.shape[0]) < n)) & jnp.all(real | (y == -1))
+    return finite, smallest, jnp.max(y), n, trailing
+
+
+def check_rows(X: jax.Array, y: jax.Array, n_classes: int | None, name: str = "X") -> int:
+    """Check row-laid-out data on the devices (nothing is gathered) and return ``N``, its
+    number of real rows; labels ``-1`` mark padding rows, which must all come last.
+
+    Raises ``ValueError`` for a non-finite real row or a label outside ``[0, n_classes)``
+    (``n_classes=None``: any label ``>= 0``).
+    """
+    finite, smallest, largest, n, trailing = (x.item() for x in jax.device_get(_row_summary(X, y)))
+    if not trailing or n == 0:
+        raise ValueError(
+            f"labels of {name}: -1 marks padding rows (svmjax.sharding.shard_rows), which must "
+            "all come after at least one real row; other labels must lie in [0, C)"
+        )
+    if not finite:
+        raise ValueError(f"{name} is not finite (in a row with a label >= 0)")
+    if smallest < 0 or (n_classes is not None and largest >= n_classes):
+        bad = smallest if smallest < 0 else largest
+        raise ValueError(f"label {bad} of {name} is outside [0, {n_classes})")
+    return int(n)

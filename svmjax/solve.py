@@ -57,9 +57,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 from jax.typing import ArrayLike
 
-from svmjax import duals, lbfgs, registry
+from svmjax import duals, lbfgs, registry, sharding
 from svmjax import validation as checks
 from svmjax.validation import one_hot, validate
 
@@ -333,6 +334,31 @@ def _weights(y, n, sample_weight, class_weights, C, n_classes):
     return c
 
 
+def _global_rows(X, y, sample_weight, class_weights, C, n_classes, loss, mesh):
+    """``(X, y, c, n_classes)`` of arrays that stay on the devices (spanning several
+    processes, or laid out by rows already), laid out by rows
+    (:func:`svmjax.sharding.shard_rows`) and checked there (nothing gathered)."""
+    _dual(loss)
+    checks.check_dtypes(X, y, "X")
+    if X.ndim != 2 or y.shape != X.shape[:1]:
+        raise ValueError(f"X must have shape [N, D] and y [N], got {X.shape} and {y.shape}")
+    X, y = sharding.shard_rows(X, mesh), sharding.shard_rows(y, mesh)
+    n = sharding.check_rows(X, y, n_classes)
+    if n_classes is None:
+        n_classes = int(jnp.max(y)) + 1
+    s = jnp.ones(X.shape[0], X.dtype) if sample_weight is None else sample_weight
+    s = sharding.shard_rows(s, mesh, fill=0).astype(X.dtype)
+    if s.shape != y.shape or not bool(jnp.all(jnp.isfinite(s) & (s >= 0))):
+        raise ValueError(f"sample_weight must have shape ({n},), finite and non-negative")
+    w = checks.class_weights(class_weights, n_classes)
+    w = jnp.ones(n_classes, X.dtype) if w is None else jnp.asarray(w, X.dtype)
+    C = checks.scalar("C", C, positive=True)
+    c = jnp.where(y >= 0, C * s * w[jnp.maximum(y, 0)], 0)
+    if not bool(jnp.any(c > 0)):
+        raise ValueError("the weights are all zero: sample_weight * class_weights is 0 everywhere")
+    return X, jnp.maximum(y, 0), c, n_classes
+
+
 def _check(X, y, loss, n_classes):
     _dual(loss)  # an unknown loss, or one without a dual, is refused here
     X = np.asarray(X)
@@ -411,6 +437,7 @@ def solve(
     tol: float = 1e-3,
     max_iter: int = 5000,
     init: dict[str, ArrayLike] | None = None,
+    mesh: Mesh | None = None,
 ) -> SolveResult:
     r"""Minimise :func:`primal_objective` to a relative duality gap ``tol``.
 
@@ -433,6 +460,16 @@ def solve(
       tol: stop when ``P - D <= tol * P`` (relative duality gap).
       max_iter: cap on L-BFGS iterations (each costs a few passes over the data).
       init: optional warm start ``{"W": [D, C], "b": [C]}``.
+      mesh: a ``jax.sharding.Mesh``: ``X``, ``y`` and the weights ``c_i`` are laid out by
+        rows over all its devices (:func:`svmjax.sharding.shard_rows`, padding rows of
+        weight 0); the variables and the L-BFGS memory are replicated. The objective,
+        gradient and duality gap are sums over the rows, so XLA all-reduces their partial
+        sums (a few ``[C, D]``-sized all-reduces and some scalars per iteration); the
+        result equals the one-device solve to float rounding. ``X``, ``y`` and
+        ``sample_weight`` may be host arrays (the same on every process) or global
+        ``jax.Array`` s spanning several processes, e.g. from ``shard_rows(rows, mesh,
+        n=N)`` on each process (label ``-1`` marks padding rows); those are checked and
+        centred on the devices, never gathered. ``None`` (default): one device.
 
     Returns:
       A :class:`SolveResult`. It does not raise when ``max_iter`` is reached first; check
@@ -447,10 +484,20 @@ def solve(
       >>> bool(0 <= result.gap <= 1e-3 * result.objective)  # a certified relative gap
       True
     """
-    X, y, n_classes = _check(X, y, loss, n_classes)
+    if mesh is not None:
+        checks.check_mesh(mesh)
+        mesh = sharding.auto_axes(mesh)
+    on_devices = mesh is not None and sharding.on_devices(mesh, X, y, sample_weight)
+    if on_devices:
+        X, y, c, n_classes = _global_rows(
+            X, y, sample_weight, class_weights, float(C), n_classes, loss, mesh
+        )
+    else:
+        with sharding.on_host():  # the checks make jax.Arrays: not all of X on one device
+            X, y, n_classes = _check(X, y, loss, n_classes)
+        c = _weights(y, len(y), sample_weight, class_weights, float(C), n_classes)
     n, d = X.shape
     dtype = X.dtype
-    c = _weights(y, n, sample_weight, class_weights, float(C), n_classes)
     margin = checks.scalar("margin", margin, positive=True)
     tol = checks.scalar("tol", tol, positive=True)
     max_iter = checks.count("max_iter", max_iter)
@@ -465,22 +512,38 @@ def solve(
     # With an (unpenalised) intercept, centring the features is an exact change of
     # variables, b' = b + mean @ W, and it keeps uncentred data (say, all x near 100) from
     # being needlessly ill-conditioned.
-    mean = np.average(X, axis=0, weights=c) if fit_intercept else np.zeros(d)
-    Xc = (X - mean[None, :]).astype(dtype)
+    if on_devices:  # global arrays: centred where they live, not padded further
+        mean = np.asarray(c @ X / jnp.sum(c), np.float64) if fit_intercept else np.zeros(d)
+        Xc, n_pad, d_pad = X - jnp.asarray(mean, dtype)[None, :], 0, 0
+    else:
+        mean = np.average(X, axis=0, weights=c) if fit_intercept else np.zeros(d)
+        Xc = (X - mean[None, :]).astype(dtype)
+        # Pad to a bucketed shape (rows of weight 0, columns of zeros: the solution is the
+        # same) so that problems of similar size share one compiled program; under a mesh,
+        # to a multiple of the devices too.
+        devices = 1 if mesh is None else mesh.size
+        n_pad, d_pad = -(-bucket(n, 512, 8) // devices) * devices - n, bucket(d, 16, 4) - d
     b0 = b0 + (mean @ W0).astype(dtype) if fit_intercept else b0
-    # Pad to a bucketed shape (rows of weight 0, columns of zeros: the solution is the same)
-    # so that problems of similar size share one compiled program.
-    n_pad, d_pad = bucket(n, 512, 8) - n, bucket(d, 16, 4) - d
+
+    def rows(x):  # split by rows over the mesh (on one device: as is)
+        if mesh is None:
+            return jnp.asarray(x)
+        return sharding.put(x, mesh, sharding.batch_spec(mesh, np.ndim(x)))
+
+    def same(x):  # replicated
+        return x if mesh is None else sharding.put(x, mesh)
+
+    pad = (lambda x, widths: x) if on_devices else np.pad
     result = _solve(
-        jnp.asarray(np.pad(Xc, ((0, n_pad), (0, d_pad)))),
-        jnp.asarray(np.pad(y, (0, n_pad))),
-        jnp.asarray(np.pad(c, (0, n_pad)), dtype),
-        jnp.asarray(margin, dtype),
-        jnp.asarray(tol, dtype),
-        jnp.asarray(int(max_iter), jnp.int32),
-        jnp.asarray(_MU0 * margin, dtype),
-        {"W": jnp.asarray(np.pad(W0, ((0, d_pad), (0, 0)))), "b": jnp.asarray(b0)},
-        jnp.asarray(bool(fit_intercept)),
+        rows(pad(Xc, ((0, n_pad), (0, d_pad)))),
+        rows(pad(y, (0, n_pad))),
+        rows(pad(c, (0, n_pad)).astype(dtype)),
+        same(jnp.asarray(margin, dtype)),
+        same(jnp.asarray(tol, dtype)),
+        same(jnp.asarray(int(max_iter), jnp.int32)),
+        same(jnp.asarray(_MU0 * margin, dtype)),
+        same({"W": jnp.asarray(np.pad(W0, ((0, d_pad), (0, 0)))), "b": jnp.asarray(b0)}),
+        same(jnp.asarray(bool(fit_intercept))),
         loss=loss,
         squared=bool(squared),
     )

@@ -30,14 +30,24 @@ trains by projected gradient: the initial parameters and every update are projec
 :math:`\sum_c w_c = 0,\ \sum_c b_c = 0` (:func:`svmjax.linear.project_sum_to_zero`).
 
 Devices. Without ``mesh`` everything runs where ``params`` live. With a
-``jax.sharding.Mesh`` (see :mod:`svmjax.sharding`), :func:`fit` is data-parallel: the
-epoch function is the same, the data, parameters and optimizer state are replicated, each
-minibatch of indices is split over the devices, so each device gathers and differentiates
-its slice of the batch, and XLA's SPMD partitioner inserts the all-reduce of the gradient
-(sharding constraints inside the step pin this layout). All placement goes through
-:func:`svmjax.sharding.put`, which works the same for one process or many. Layout never
-changes the maths, only the summation order: results agree with one device to float
-rounding.
+``jax.sharding.Mesh`` of ``P`` devices (all its axes used as one flat axis; see
+:mod:`svmjax.sharding`), :func:`fit` is data-parallel over *rows*: ``X``, ``y`` (and the
+validation data) are laid out by :func:`svmjax.sharding.shard_rows`: device ``d`` holds
+rows ``[d m, (d + 1) m)``, ``m = ceil(N / P)``, the last ``P m - N`` rows being padding
+(label ``-1``, never drawn, not counted in the metrics). Nothing is replicated but the
+parameters, the optimizer state and the loss constants. The batch order under a mesh is
+per device, and differs from the one-device order: in epoch ``e`` device ``d`` permutes
+its own ``n_d`` real rows with ``np.random.default_rng([*jax.random.key_data(key), e,
+d]).permutation(n_d)`` and cuts that into ``ceil(m / b)`` batches of ``b =
+ceil(batch_size / P)`` slots, the slots past ``n_d`` padded with weight 0
+(:func:`device_minibatches`). Step ``k`` trains on the union of every device's batch
+``k``: each device gathers its ``b`` rows from its own rows (no communication), and XLA's
+SPMD partitioner inserts one all-reduce of the gradient (and the loss terms) per step;
+sharding constraints inside the step pin this layout. The order depends only on ``(key,
+e, P)``, so the same key on the same mesh gives the same bits, and a resumed run the same
+batches as an uninterrupted one. A checkpoint holds plain arrays: it resumes on another
+layout too, whose later epochs then follow that layout's order. Several processes work
+the same way (see :func:`fit`'s ``mesh``).
 """
 
 from __future__ import annotations
@@ -132,6 +142,45 @@ def minibatches(
     return padded
 
 
+def device_minibatches(
+    words: list[int], epoch: int, n: int, devices: int, batch_size: int, device: int
+) -> np.ndarray:
+    """Local row indices ``[n_batches, b]`` that device ``device`` (of ``devices``) draws in
+    one epoch under a mesh, ``-1`` marking padding slots.
+
+    The device holds rows ``[device * m, (device + 1) * m)`` of the ``n`` (``m =
+    ceil(n / devices)``), ``n_d`` of them real. It visits them in the order
+    ``np.random.default_rng([*key_words, epoch, device]).permutation(n_d)``, cut into
+    ``n_batches = ceil(m / b)`` batches of ``b = ceil(batch_size / devices)`` slots; the slots
+    past ``n_d`` are ``-1``. Every device has the same ``n_batches``.
+    """
+    m = -(-n // devices)
+    b = -(-batch_size // devices)
+    n_batches = -(-m // b)
+    mine = min(max(n - device * m, 0), m)
+    order = np.full(n_batches * b, -1, np.int32)
+    order[:mine] = np.random.default_rng([*words, epoch, device]).permutation(mine)
+    return order.reshape(n_batches, b)
+
+
+def _mesh_order(words, epoch, n, batch_size, mesh: Mesh) -> jax.Array:
+    """The epoch's ``[n_batches, devices, b]`` local indices, each device's column built
+    (by :func:`device_minibatches`) only on the process that owns the device."""
+    devices = mesh.size
+    first = device_minibatches(words, epoch, n, devices, batch_size, 0)
+    shape = (first.shape[0], devices, first.shape[1])
+    spec = NamedSharding(mesh, sharding.batch_spec(mesh, 3, 1))
+
+    def piece(index) -> np.ndarray:
+        start, stop, _ = index[1].indices(devices)
+        columns = range(start, stop)
+        return np.stack(
+            [device_minibatches(words, epoch, n, devices, batch_size, d) for d in columns], axis=1
+        )
+
+    return jax.make_array_from_callback(shape, spec, piece)
+
+
 def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
@@ -150,27 +199,46 @@ def constrain(tree, mesh: Mesh | None, dim: int | None):
 
 
 def _accuracy(params: Any, X: jax.Array, y: jax.Array, mesh: Mesh | None = None) -> jax.Array:
-    X, y = constrain((X, y), mesh, 0)  # with a mesh, each device scores its rows
-    return jnp.mean(linear.predict(params, X) == y)
+    if mesh is None:
+        return jnp.mean(linear.predict(params, X) == y)
+    X, y = constrain((X, y), mesh, 0)  # each device scores its rows; label -1: padding
+    hits = jnp.sum((linear.predict(params, X) == y) & (y >= 0))
+    return hits / jnp.sum(y >= 0)
 
 
 def epoch_fn(params, opt_state, order, reg, data: Data, consts: Consts, static: Static):
     """One epoch: a scan of optimizer steps over the minibatch indices ``order``.
 
-    With ``static.mesh``, each minibatch (a row of ``order``) is split over the devices and
-    the parameters and optimizer state are replicated; XLA all-reduces the gradient.
+    Without a mesh ``order`` is ``[n_batches, width]`` row indices (:func:`minibatches`).
+    With ``static.mesh`` the data is laid out by rows (:func:`svmjax.sharding.shard_rows`,
+    label ``-1`` on padding rows) and ``order`` is ``[n_batches, devices, b]``, each device's
+    indices into its own rows (:func:`device_minibatches`): every device gathers its part
+    of the batch from its own rows, the parameters and optimizer state are replicated, and
+    XLA all-reduces the gradient.
     """
-    X, y = data.X, data.y
+    X, y, mesh = data.X, data.y, static.mesh
     projected = registry.get(static.loss).constraint == "sum_to_zero"
     options = dict(loss=static.loss, reg=reg, margin=consts.margin, squared=static.squared)
     options |= dict(grad=static.grad, class_weights=consts.class_weights)
     options |= dict(loss_options=dict(static.options))
 
-    def step(carry, order_row):
-        params, opt_state = carry
+    if mesh is not None:  # [devices, m, ...]: device d's rows, indexed locally
+        X_local = constrain(X.reshape(mesh.size, -1, X.shape[1]), mesh, 0)
+        y_local = constrain(y.reshape(mesh.size, -1), mesh, 0)
+
+    def batch(order_row):
         weight = (order_row >= 0).astype(X.dtype)  # padding slots (-1) get weight 0
         index = jnp.maximum(order_row, 0)
-        X_b, y_b, weight = constrain((X[index], y[index], weight), static.mesh, 0)
+        if mesh is None:
+            return X[index], y[index], weight
+        X_b = jax.vmap(lambda X, i: X[i])(X_local, index)  # [devices, b, D], no communication
+        y_b = jax.vmap(lambda y, i: y[i])(y_local, index)
+        flat = (X_b.reshape(-1, X.shape[1]), y_b.reshape(-1), weight.reshape(-1))
+        return constrain(flat, mesh, 0)
+
+    def step(carry, order_row):
+        params, opt_state = carry
+        X_b, y_b, weight = batch(order_row)
         value, g = jax.value_and_grad(linear.objective)(
             params, X_b, y_b, sample_weight=weight, **options
         )
@@ -182,8 +250,9 @@ def epoch_fn(params, opt_state, order, reg, data: Data, consts: Consts, static: 
         return (params, opt_state), (value * jnp.sum(weight), jnp.isfinite(value) & _all_finite(g))
 
     (params, opt_state), (values, finite) = jax.lax.scan(step, (params, opt_state), order)
+    n = X.shape[0] if mesh is None else jnp.sum(y >= 0)
     metrics = {
-        "objective": jnp.sum(values) / X.shape[0],
+        "objective": jnp.sum(values) / n,
         "train_accuracy": _accuracy(params, X, y, static.mesh),
         "finite": jnp.all(finite) & _all_finite(params),
     }
@@ -224,7 +293,8 @@ def _features(X, dtype):
 
 def prepare_data(params: Params, X, y, validation_data, mesh: Mesh | None = None) -> Data:
     """:class:`Data` checked (once, here at the boundary) and cast to the dtype of ``W``;
-    with ``mesh``, replicated on it."""
+    with ``mesh``, replicated on it (as :func:`svmjax.grid.fit_grid` uses it; :func:`fit`
+    lays the rows out with :func:`shard_data` instead)."""
     W = params["W"]
 
     def arrays(X, y, name):
@@ -241,6 +311,45 @@ def prepare_data(params: Params, X, y, validation_data, mesh: Mesh | None = None
     X_val, y_val = validation_data
     X_val, y_val = arrays(X_val, y_val, "X_val")
     return Data(X, y, X_val, y_val)
+
+
+def shard_data(params: Params, X, y, validation_data, mesh: Mesh) -> tuple[Data, int]:
+    """:class:`Data` laid out by rows on ``mesh`` (:func:`svmjax.sharding.shard_rows`;
+    padding rows have label ``-1``), checked, and the number ``N`` of real training rows.
+
+    Host data is checked on the host, then each device receives only its rows. Global
+    ``jax.Array`` s spanning other processes (e.g. from ``shard_rows(rows, mesh, n=N)``
+    on every process) are checked on the devices, never gathered.
+    """
+    W = params["W"]
+
+    def arrays(X, y, name):
+        if not sharding.on_devices(mesh, X, y):
+            X = _features(X, W.dtype)
+            if X.ndim != 2 or X.shape[1] != W.shape[0]:
+                raise ValueError(
+                    f"{name} must have shape [N, {W.shape[0]}] to match W, got {X.shape}"
+                )
+            with sharding.on_host():  # not all of X onto one device
+                X, y = checks.validate(X, y, W.shape[1], name=name)
+                X, y = np.asarray(X, W.dtype), np.asarray(y, np.int32)
+            return sharding.shard_rows(X, mesh), sharding.shard_rows(y, mesh), len(y)
+        checks.check_dtypes(X, y, name)
+        if X.ndim != 2 or X.shape[1] != W.shape[0] or y.shape != X.shape[:1]:
+            raise ValueError(
+                f"{name} must have shape [N, {W.shape[0]}] and labels [N] to match W, got "
+                f"{X.shape} and {y.shape}"
+            )
+        X = sharding.shard_rows(X, mesh).astype(W.dtype)
+        y = sharding.shard_rows(y, mesh).astype(jnp.int32)
+        return X, y, sharding.check_rows(X, y, W.shape[1], name)
+
+    X, y, n = arrays(X, y, "X")
+    if validation_data is None:
+        return Data(X, y, None, None), n
+    X_val, y_val = validation_data
+    X_val, y_val, _ = arrays(X_val, y_val, "X_val")
+    return Data(X, y, X_val, y_val), n
 
 
 def prepare_consts(params: Params, margin, class_weights) -> Consts:
@@ -347,15 +456,17 @@ def fit(
         file system every process can read, to resume).
       mesh: a ``jax.sharding.Mesh`` (e.g. :func:`svmjax.sharding.data_mesh`, or any mesh,
         whose axes are then used as one flat data axis of type ``Auto``) for
-        data-parallel training: every minibatch is split over all the mesh's devices (a
-        batch is padded with weight-0 slots to a multiple of ``mesh.size``), the data,
-        parameters and optimizer state are replicated, and XLA all-reduces the gradient.
-        The batch order and the maths are those of one device; the numbers agree with a
-        one-device run to float rounding (the gradient is summed in another order), and
-        bit for bit with another run on the same mesh. ``X``, ``y`` may be host arrays
-        (the same on every process) or global ``jax.Array`` s, e.g. assembled from
-        per-process shards with ``jax.make_array_from_process_local_data``. ``None``
-        (default): the devices of ``params``, unchanged.
+        data-parallel training over rows (see the module docstring): each device holds
+        ``ceil(N / devices)`` rows of ``X`` and ``y`` and draws its part of every batch
+        (``ceil(batch_size / devices)`` slots) from them; parameters and optimizer state
+        are replicated and XLA all-reduces the gradient. The batch order is that of the
+        mesh (the same key on the same mesh gives the same bits), not the one-device
+        order. ``X``, ``y`` (and ``validation``) may be host arrays, the same on every
+        process (each device receives only its rows), or global ``jax.Array`` s, e.g. from
+        ``svmjax.sharding.shard_rows(X_mine, mesh, n=N)`` on each process holding only its
+        rows ``svmjax.sharding.process_slice(N, mesh)``; those are checked on the devices,
+        never gathered. Results come back replicated on every device and process.
+        ``None`` (default): the devices of ``params``, unchanged.
 
     Returns:
       ``(params, history)``. ``history`` maps ``"epoch"`` (1-based), ``"objective"`` (the
@@ -380,12 +491,15 @@ def fit(
     check_options(loss, grad, mesh, **counts)
     key = checks.as_key(key)
     mesh = None if mesh is None else sharding.auto_axes(mesh)
-    data = prepare_data(params, X, y, validation_data=validation, mesh=mesh)
+    if mesh is None:
+        data = prepare_data(params, X, y, validation_data=validation)
+        n = data.X.shape[0]
+    else:
+        data, n = shard_data(params, X, y, validation, mesh)
     consts = prepare_consts(params, margin, class_weights)
     frozen = registry.loss_options(loss, loss_options)
     if registry.get(loss).constraint == "sum_to_zero":
         params = linear.project_sum_to_zero(params)
-    n = data.X.shape[0]
     batch_size = min(batch_size, n)
     optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
     reg_value = checks.scalar("reg", reg, positive=False)
@@ -396,11 +510,9 @@ def fit(
     if frozen:  # stored only when set, so older checkpoints still match
         options["loss_options"] = [list(item) for item in frozen]
     state = _start(params, optimizer, key, options, resume_from, epochs)
-    width = batch_size
-    if mesh is not None:  # replicate everything but the batch; pad batches to split evenly
+    if mesh is not None:  # replicate everything but the data
         consts, params, opt_state = sharding.put((consts, state.params, state.opt_state), mesh)
         state = state._replace(params=params, opt_state=opt_state)
-        width = -(-batch_size // mesh.size) * mesh.size
     static = Static(optimizer.update, loss, grad, bool(squared), frozen, mesh)
     reg_array = jnp.asarray(reg_value, params["W"].dtype)
     if mesh is not None:
@@ -411,9 +523,10 @@ def fit(
     bar = _progress_bar(epochs, state.epoch) if progress else None
     try:
         for epoch in range(state.epoch + 1, epochs + 1):
-            order = minibatches(words, epoch, n, batch_size, width)
-            if mesh is not None:
-                order = sharding.put(order, mesh, sharding.batch_spec(mesh, 2, 1))
+            if mesh is None:
+                order = minibatches(words, epoch, n, batch_size)
+            else:
+                order = _mesh_order(words, epoch, n, batch_size, mesh)
             params, opt_state, metrics = run(state.params, state.opt_state, order)
             metrics = jax.device_get(metrics)
             if not metrics.pop("finite"):
