@@ -33,6 +33,7 @@ class Config:
     num_z: int = 2000
     dtypes: tuple[str, ...] = ("float32", "float64")
     squared: tuple[bool, ...] = (False, True)
+    losses: tuple[str, ...] = ()  # empty: every registered loss
 
 
 # A point exactly at a kink (or tie) for each loss, with labels.
@@ -100,7 +101,7 @@ def main(config: Config) -> dict:
             loss, n=config.n, d=config.d, c=config.c, key=key, dtype=dtype, squared=squared
         )
         for dtype in config.dtypes
-        for loss in registry.names()
+        for loss in config.losses or registry.names()
         for squared in config.squared
     ]
 

@@ -35,7 +35,14 @@ def test_bench_train_smoke(tmp_path):
 def test_gradient_agreement_smoke(tmp_path):
     experiment = load("gradient_agreement")
     config = experiment.Config(
-        out=str(tmp_path), n=30, d=4, c=3, num_z=50, dtypes=("float64",), squared=(False,)
+        out=str(tmp_path),
+        n=30,
+        d=4,
+        c=3,
+        num_z=50,
+        dtypes=("float64",),
+        squared=(False,),
+        losses=("weston_watkins", "crammer_singer", "one_vs_rest"),
     )
     result = experiment.main(config)
     assert [row["loss"] for row in result["table"]] == [

@@ -35,10 +35,12 @@ NODES = [
     "tests/test_linear.py::test_objective_gradients_analytic_vs_autodiff",
     "tests/test_peers.py::test_weston_watkins_is_C_times_torch_multi_margin_loss",
 ]
+# SSE4.2 (the rounding does change there) runs the three that once failed or sum longest.
+NODES_BY_ISA = {"AVX2": NODES, "SSE4_2": NODES[:2] + NODES[4:5]}
 TIMEOUT = 240
 
 
-@pytest.mark.parametrize("isa", ["AVX2", "SSE4_2"])
+@pytest.mark.parametrize("isa", list(NODES_BY_ISA))
 def test_delicate_tests_pass_with_xla_capped(isa):
     flag = f"--xla_cpu_max_isa={isa}"
     if platform.machine().lower() not in ("x86_64", "amd64"):
@@ -48,7 +50,12 @@ def test_delicate_tests_pass_with_xla_capped(isa):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts="]
     result = subprocess.run(
-        command + NODES, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT
+        command + NODES_BY_ISA[isa],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     assert " passed" in result.stdout, result.stdout[-2000:]
