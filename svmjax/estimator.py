@@ -73,6 +73,8 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
       mesh: ``None`` (default: one device) or a ``jax.sharding.Mesh``, passed to
         :func:`svmjax.solve.solve` or :func:`svmjax.train.fit`, which lay the rows of ``X``
         out over its devices (see the "Scaling out" tutorial).
+      loss_options: the loss's extra hyperparameters (e.g. ``{"k": 2}`` for
+        ``top_k_hinge``), checked against its registry entry.
 
     Attributes:
       classes_: the label values, sorted; scores column ``k`` belongs to ``classes_[k]``.
@@ -110,6 +112,7 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
         tol: float = 1e-3,
         random_state: int | np.random.RandomState | None = None,
         mesh: jax.sharding.Mesh | None = None,
+        loss_options: dict | None = None,
     ):
         self.loss = loss
         self.squared = squared
@@ -122,6 +125,7 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
         self.tol = tol
         self.random_state = random_state
         self.mesh = mesh
+        self.loss_options = loss_options
 
     def _check_params(self) -> None:
         if self.solver not in _SOLVERS:
@@ -196,6 +200,9 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
         options: dict[str, Any] = dict(
             loss=self.loss, squared=bool(self.squared), margin=float(self.margin)
         )
+        extra = dict(registry.loss_options(self.loss, self.loss_options))
+        if extra:  # only losses without a dual have options, so only solver="sgd" gets here
+            options["loss_options"] = extra
         if self.solver == "exact":
             result = self._fit_exact(X_jax, y_jax, sample_weight, class_weights, max_iter, options)
             params, self.n_iter_ = result.params, int(result.n_iter)

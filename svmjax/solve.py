@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -382,6 +382,7 @@ def primal_objective(
     margin: float = 1.0,
     sample_weight: ArrayLike | None = None,
     class_weights: ArrayLike | None = None,
+    loss_options: Mapping[str, Any] | None = None,
 ) -> jax.Array:
     r"""liblinear's primal :math:`\tfrac12 \lVert W \rVert^2 + C \sum_i s_i w_{y_i} L_i`.
 
@@ -396,6 +397,8 @@ def primal_objective(
       C: the weight of the data term (liblinear's ``C``).
       loss, squared, margin: which loss (see :mod:`svmjax.losses`).
       sample_weight: ``s_i`` ``[N]``; class_weights: ``w_y`` ``[C]``.
+      loss_options: the loss's extra hyperparameters (any registered loss works here,
+        not only those :func:`solve` takes).
 
     Example:
       >>> import jax.numpy as jnp
@@ -403,19 +406,31 @@ def primal_objective(
       >>> float(primal_objective(params, jnp.array([[1.0], [0.5]]), jnp.array([0, 1]), C=2.0))
       5.0
     """
-    registry.get(loss)
+    options = registry.loss_options(loss, loss_options)
     W = jnp.asarray(params["W"])
     b = jnp.asarray(params["b"]) if "b" in params else jnp.zeros(W.shape[1], W.dtype)
     return _primal_objective(
-        W, b, X, y, C, margin, sample_weight, class_weights, loss=loss, squared=bool(squared)
+        W,
+        b,
+        X,
+        y,
+        C,
+        margin,
+        sample_weight,
+        class_weights,
+        loss=loss,
+        squared=bool(squared),
+        options=options,
     )
 
 
-@functools.partial(jax.jit, static_argnames=("loss", "squared"))
-def _primal_objective(W, b, X, y, C, margin, sample_weight, class_weights, *, loss, squared):
+@functools.partial(jax.jit, static_argnames=("loss", "squared", "options"))
+def _primal_objective(
+    W, b, X, y, C, margin, sample_weight, class_weights, *, loss, squared, options
+):
     scores = jnp.asarray(X) @ W + b[None, :]
     per_example = registry.get(loss).pure(
-        scores, y, margin=margin, squared=squared, class_weights=class_weights
+        scores, y, margin=margin, squared=squared, class_weights=class_weights, **dict(options)
     )
     if sample_weight is not None:
         per_example = per_example * jnp.asarray(sample_weight, per_example.dtype)

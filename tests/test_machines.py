@@ -243,3 +243,16 @@ def test_command_line_trains_a_new_loss(tmp_path):
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
     assert metrics["loss"] == "top_k_hinge" and np.isfinite(metrics["final_objective"])
+
+
+def test_estimator_passes_loss_options():
+    rng = np.random.default_rng(0)
+    y = np.arange(90) % 3
+    X = rng.standard_normal((3, 4))[y] * 2 + rng.standard_normal((90, 4))
+    fit = dict(solver="sgd", max_iter=3, random_state=0)
+    clf = SVMClassifier(loss="top_k_hinge", loss_options={"k": 2}, **fit).fit(X, y)
+    assert clf.score(X, y) > 0.5 and np.isfinite(clf.objective_)
+    other = SVMClassifier(loss="top_k_hinge", loss_options={"k": 1}, **fit).fit(X, y)
+    assert not np.allclose(clf.coef_, other.coef_)  # the option reached the loss
+    with pytest.raises(ValueError, match="has no option 'tau'"):
+        SVMClassifier(loss="top_k_hinge", loss_options={"tau": 1.0}, **fit).fit(X, y)
