@@ -114,7 +114,9 @@ def weston_watkins(
     Relation to torch: ``weston_watkins(s, y, margin=m) ==
     C * torch.nn.functional.multi_margin_loss(s, y, margin=m, reduction="none")``
     (torch divides by the number of classes ``C``; ``p=2`` is ``squared=True``;
-    ``weight=`` is ``class_weights``).
+    ``weight=`` is ``class_weights`` for non-negative weights: torch also accepts negative
+    ones and returns negative losses; svmjax refuses them, with a ``ValueError`` eagerly
+    and a NaN loss and gradient under ``jit``).
 
     Example:
       >>> import jax.numpy as jnp
