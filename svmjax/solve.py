@@ -185,8 +185,12 @@ def _step(p: _Problem, spec: _Spec, state: _State):
     not taken as a difference of two totals: near the optimum the totals agree to a few
     float32 ulps, their per-example differences do not cancel like that. The objective is
     convex, so every accepted step has ``<s, y> >= 0``.
+
+    When ``state.pending`` (the smoothing just changed) the "step" is zero and its one
+    trial re-evaluates the objective at ``x``: the loop body holds a single copy of
+    :func:`_evaluate` (inside the line search), which keeps the program small to compile.
     """
-    d = lbfgs.direction(state.grad, state.memory)
+    d = jnp.where(state.pending, 0, lbfgs.direction(state.grad, state.memory))
     slope = jnp.vdot(state.grad, d)
     (V, _), (dV, _) = _unpack(p, state.x), _unpack(p, d)
     cross, square = jnp.vdot(V, dV), jnp.vdot(dV, dV)
@@ -194,7 +198,7 @@ def _step(p: _Problem, spec: _Spec, state: _State):
     def trial(t):
         value, grad, pieces, per = _evaluate(p, spec, state.x + t * d, state.mu)
         change = jnp.sum(per - state.per) + t * cross + 0.5 * t * t * square
-        return change, (value, grad, pieces, per)
+        return jnp.where(state.pending, -jnp.inf, change), (value, grad, pieces, per)
 
     t, change, (value, grad, pieces, per) = lbfgs.backtracking(trial, slope)
     moved = change <= 1e-4 * t * slope
@@ -207,14 +211,17 @@ def _step(p: _Problem, spec: _Spec, state: _State):
         value=jnp.where(moved, value, state.value),
         per=jnp.where(moved, per, state.per),
         grad=grad,
-        memory=lbfgs.update_memory(state.memory, x - state.x, grad - state.grad, moved),
+        memory=lbfgs.update_memory(
+            state.memory, x - state.x, grad - state.grad, moved & ~state.pending
+        ),
         weak=jnp.where(moved & visible, 0, state.weak + 1),
     )
     return state, moved, pieces
 
 
 def _iteration(p: _Problem, spec: _Spec, state: _State) -> _State:
-    """Re-evaluate if the smoothing changed, take one step, certify, and decide the stage.
+    """Take one step (or, if the smoothing changed, re-evaluate), certify, and decide the
+    stage.
 
     A failed line search first drops the L-BFGS memory (next step: steepest descent); if
     steepest descent fails too, or nothing visible was gained for ``_PATIENCE``
@@ -222,15 +229,6 @@ def _iteration(p: _Problem, spec: _Spec, state: _State) -> _State:
     shrinks) starts once the smoothing bias dominates what is left to gain on the smooth
     problem (``|grad|^2 / 2`` bounds that gain: the objective is 1-strongly convex in V).
     """
-
-    def fresh():
-        value, grad, _, per = _evaluate(p, spec, state.x, state.mu)
-        return value, grad, per
-
-    value, grad, per = jax.lax.cond(
-        state.pending, fresh, lambda: (state.value, state.grad, state.per)
-    )
-    state = state._replace(value=value, grad=grad, per=per)
     state, moved, pieces = _step(p, spec, state)
     primal, dual = _certificate(p, spec, state.x, pieces)
     better = primal < state.best_primal
@@ -471,19 +469,25 @@ def solve(
     # Pad to a bucketed shape (rows of weight 0, columns of zeros: the solution is the same)
     # so that problems of similar size share one compiled program.
     n_pad, d_pad = bucket(n, 512, 8) - n, bucket(d, 16, 4) - d
+    # Host arrays of the final dtypes: jnp.asarray(value, dtype) would compile a small
+    # conversion program per argument in a fresh process.
     result = _solve(
-        jnp.asarray(np.pad(Xc, ((0, n_pad), (0, d_pad)))),
-        jnp.asarray(np.pad(y, (0, n_pad))),
-        jnp.asarray(np.pad(c, (0, n_pad)), dtype),
-        jnp.asarray(margin, dtype),
-        jnp.asarray(tol, dtype),
-        jnp.asarray(int(max_iter), jnp.int32),
-        jnp.asarray(_MU0 * margin, dtype),
-        {"W": jnp.asarray(np.pad(W0, ((0, d_pad), (0, 0)))), "b": jnp.asarray(b0)},
-        jnp.asarray(bool(fit_intercept)),
+        np.pad(Xc, ((0, n_pad), (0, d_pad))),
+        np.pad(y, (0, n_pad)),
+        np.pad(c, (0, n_pad)).astype(dtype),
+        np.asarray(margin, dtype),
+        np.asarray(tol, dtype),
+        np.asarray(int(max_iter), np.int32),
+        np.asarray(_MU0 * margin, dtype),
+        {"W": np.pad(W0, ((0, d_pad), (0, 0))), "b": b0},
+        np.asarray(bool(fit_intercept)),
         loss=loss,
         squared=bool(squared),
     )
-    W = result.params["W"][:d]
-    b = result.params["b"] - jnp.asarray(mean, dtype) @ W if fit_intercept else result.params["b"]
-    return result._replace(params={"W": W, "b": b})
+    # Unpad and undo the centring on the host: eager JAX ops here would each compile a
+    # small program of their own in a fresh process.
+    W = np.asarray(result.params["W"])[:d]
+    b = np.asarray(result.params["b"])
+    if fit_intercept:
+        b = (b - mean.astype(dtype) @ W).astype(dtype)
+    return result._replace(params={"W": jnp.asarray(W), "b": jnp.asarray(b)})
