@@ -85,7 +85,8 @@ def _child(kind: str, task: str, config: Config, cache_dir: str | None) -> dict:
 
 
 def _spawn(kind: str, task: str, config: Config, cache_dir: Path | None) -> dict:
-    command = [sys.executable, __file__, "--child", kind, task, json.dumps(dataclasses.asdict(config))]
+    fields = json.dumps(dataclasses.asdict(config))
+    command = [sys.executable, __file__, "--child", kind, task, fields]
     if cache_dir is not None:
         command.append(str(cache_dir))
     result = subprocess.run(command, capture_output=True, text=True, check=False)

@@ -124,7 +124,7 @@ def group_epoch_fn(params, opt_state, order, regs, data, consts, static: Static)
             params, X[index], y[index], weight
         )
         updates, opt_state = update(g, opt_state, params)
-        params = optax.apply_updates(params, updates)
+        params: Any = optax.apply_updates(params, updates)
         if entry.constraint == "sum_to_zero":
             params = jax.vmap(linear.project_sum_to_zero)(params)
         finite = jnp.isfinite(values)

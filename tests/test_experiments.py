@@ -35,9 +35,10 @@ def test_bench_train_smoke(tmp_path):
     results = bench.main(config)
     (scaling,) = results["grid_scaling"]
     assert scaling["shape"] == "300x20x3" and scaling["ratio"] > 0
-    assert scaling["cost_model"]["4"]["flops_per_step"] == 4 * scaling["cost_model"]["1"][
-        "flops_per_step"
-    ]
+    assert (
+        scaling["cost_model"]["4"]["flops_per_step"]
+        == 4 * scaling["cost_model"]["1"]["flops_per_step"]
+    )
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["per_step_us"].keys() == results["per_step_us"].keys()
     assert "python loop of jitted steps" in saved["per_step_us"]
