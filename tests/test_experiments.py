@@ -65,6 +65,15 @@ def test_bench_sklearn_smoke(tmp_path):
     assert not (tmp_path / "cache").exists()  # the benchmark's cache is removed
 
 
+def test_bench_path_smoke(tmp_path):
+    bench = load("bench_path")
+    config = bench.Config(out=str(tmp_path), data_dir=str(tmp_path / "none"), n=200, Cs=(0.01, 0.1))
+    results = bench.main(config)
+    assert results["data"].startswith("digits") and len(results["rows"]) == 2
+    assert all(abs(r["path_vs_liblinear"]) < 0.05 for r in results["rows"])
+    assert "solve_path" in (tmp_path / "results.md").read_text()
+
+
 def test_gradient_agreement_smoke(tmp_path):
     experiment = load("gradient_agreement")
     config = experiment.Config(

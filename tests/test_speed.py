@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from svmjax import cache, cli, grid, solve
+from svmjax.gradcheck import x64
 
 CACHE_TEST = """
 import sys, jax, svmjax.cache
@@ -128,3 +129,30 @@ def test_fit_grid_groups_by_seed_and_keeps_config_order(seeds):
                 twin = result.configs.index(config)  # the first with this (lr, reg, seed)
                 np.testing.assert_array_equal(result.params["W"][i], result.params["W"][twin])
     assert not np.allclose(by_config[(0.01, 0.0, 0)], by_config[(0.1, 0.0, 0)])
+
+
+@pytest.mark.parametrize("loss, fit_intercept", [("crammer_singer", True), ("weston_watkins", False)])
+def test_solve_path_matches_independent_solves(loss, fit_intercept):
+    X, y = _digits(300)
+    Cs, tol = [0.3, 0.01, 0.1, 1.0], 1e-5
+    options = dict(loss=loss, fit_intercept=fit_intercept, tol=tol)
+    with x64():  # float32 stalls near 1e-4 (see svmjax.solve); the test needs a tight tol
+        X = X.astype(np.float64)
+        path = solve.solve_path(X, y, Cs, **options)
+        assert len(path) == len(Cs)
+        for C, result in zip(Cs, path, strict=True):
+            alone = solve.solve(X, y, C=C, **options)
+            assert bool(result.converged) and bool(alone.converged)
+            # both certified within tol of the optimum: the objectives agree to 2 tol
+            gap = abs(float(result.objective) - float(alone.objective))
+            assert gap <= 2 * tol * float(alone.objective)
+            objective = solve.primal_objective(result.params, X, y, C=C, loss=loss)
+            np.testing.assert_allclose(objective, result.objective, rtol=1e-9)
+
+
+def test_solve_path_refuses_C_and_init():
+    X, y = _digits(50)
+    with pytest.raises(ValueError, match="third argument"):
+        solve.solve_path(X, y, [1.0], C=2.0)
+    with pytest.raises(ValueError, match="C must be"):
+        solve.solve_path(X, y, [1.0, -1.0])
