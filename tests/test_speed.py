@@ -131,7 +131,9 @@ def test_fit_grid_groups_by_seed_and_keeps_config_order(seeds):
     assert not np.allclose(by_config[(0.01, 0.0, 0)], by_config[(0.1, 0.0, 0)])
 
 
-@pytest.mark.parametrize("loss, fit_intercept", [("crammer_singer", True), ("weston_watkins", False)])
+@pytest.mark.parametrize(
+    "loss, fit_intercept", [("crammer_singer", True), ("weston_watkins", False)]
+)
 def test_solve_path_matches_independent_solves(loss, fit_intercept):
     X, y = _digits(300)
     Cs, tol = [0.3, 0.01, 0.1, 1.0], 1e-5
