@@ -536,8 +536,8 @@ def solve_path(
         raise ValueError("solve_path takes the Cs as its third argument and warm-starts itself")
     Cs = [checks.scalar("C", C, positive=True) for C in Cs]
     results: dict[int, SolveResult] = {}
-    init = None
+    init: dict[str, ArrayLike] | None = None
     for i in sorted(range(len(Cs)), key=Cs.__getitem__):
         results[i] = solve(X, y, C=Cs[i], init=init, **options)
-        init = results[i].params
+        init = dict(results[i].params)
     return [results[i] for i in range(len(Cs))]
