@@ -24,9 +24,16 @@ linear Weston–Watkins SVM is trained on digits and mnist1d with ``X`` in float
 bfloat16 (same initialisation, full-batch Adam) to show what the rounding of the data costs
 in accuracy.
 
+Instruction sets: ``--isas default AVX2`` repeats the timings in a fresh process per
+instruction set, capped with ``XLA_FLAGS=--xla_cpu_max_isa=<ISA>`` (so a machine with
+AVX-512 also shows what an AVX2-only CPU would get), and reports, per size and ISA, which
+of the project's three gradient paths (one-pass blocked sweep, two passes in one block,
+autodiff) is fastest and whether :func:`svmjax.fused.block_rows` picked it.
+
 Writes ``results.json`` and ``timings.png`` into the output folder.
 
     python experiments/bench_gradient.py [--sizes 4000x40x10 10000x3073x10 ...] [--out DIR]
+        [--isas default AVX2]
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ import dataclasses
 import functools
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -63,8 +72,10 @@ SIZES = {
     "500x3073x10": (500, 3073, 10),  # a cs231n development subset
     "10000x784x10": (10000, 784, 10),  # MNIST-like
     "10000x3073x10": (10000, 3073, 10),
+    "20000x3073x10": (20000, 3073, 10),  # the issue's target size (245 MB)
     "49000x3073x10": (49000, 3073, 10),  # cs231n's CIFAR-10 training split (600 MB)
 }
+PATHS = ("blocked", "two_pass", "autodiff")  # the project's gradient paths
 METHODS = (
     "analytic", "analytic_bf16", "two_pass", "scores_vjp", "autodiff", "closed_form", "numpy",
     "torch", "floor",
@@ -82,6 +93,7 @@ class Config:
     accuracy_steps: int = 500
     learning_rate: float = 0.01
     accuracy_reg: float = 1e-3
+    isas: tuple[str, ...] = ("default",)  # "default" or an --xla_cpu_max_isa value
 
 
 # ------------------------------------------------------------------------------- methods
@@ -223,7 +235,7 @@ def _accuracy_rows(config: Config) -> list[dict]:
 
 def _table(rows: list[dict]) -> str:
     names = [m for m in METHODS if any(m in r["min_ms"] for r in rows)]
-    header = ["size", *names, "autodiff/analytic", "torch/analytic", "analytic/floor"]
+    header = ["size", *names, *rows[0]["ratios"]]
     lines = []
     for r in rows:
         lo, med = r["min_ms"], r["median_ms"]
@@ -260,6 +272,34 @@ def _plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _rule_row(size: str, lo: dict, isa: str) -> dict:
+    """Which gradient path was fastest here, and which one the block rule picks (the
+    ``analytic`` method runs the rule's pick; ``two_pass`` is always one block)."""
+    n, d, _ = SIZES[size]
+    picked = "two_pass" if fused.block_rows(n, d) >= n else "blocked"
+    timed = {"default": lo["analytic"], "two_pass": lo["two_pass"], "autodiff": lo["autodiff"]}
+    fastest = min(timed, key=timed.__getitem__)
+    return {
+        "size": size,
+        "isa": isa,
+        **{f"{name}_ms": value for name, value in timed.items()},
+        "rule_picks": picked,
+        "fastest": picked if fastest == "default" else fastest,
+        "default_vs_fastest": timed["default"] / timed[fastest],  # 1.0: the rule's pick won
+    }
+
+
+def _other_isa(config: Config, isa: str) -> list[dict]:
+    """The timings of ``config`` rerun in a fresh process with code generation capped."""
+    out = Path(config.out) / f"isa-{isa}"
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
+           f"--xla_cpu_max_isa={isa}".strip()}  # fmt: skip
+    command = [sys.executable, __file__, "--out", str(out), "--repeats", str(config.repeats)]
+    command += ["--accuracy-steps", "0", "--isas", "default", "--sizes", *config.sizes]
+    subprocess.run(command, env=env, check=True)
+    return json.loads((out / "results.json").read_text())["timings"]
+
+
 def main(config: Config) -> dict:
     unknown = set(config.sizes) - set(SIZES)
     if unknown:
@@ -274,15 +314,22 @@ def main(config: Config) -> dict:
         med = {name: float(np.median(t)) for name, t in times.items()}
         ratios = {
             "autodiff/analytic": lo["autodiff"] / lo["analytic"],
+            "two_pass/analytic": lo["two_pass"] / lo["analytic"],
             "torch/analytic": lo["torch"] / lo["analytic"] if "torch" in lo else None,
             "analytic/floor": lo["analytic"] / lo["floor"],
         }
         rows.append({"size": size, "min_ms": lo, "median_ms": med, "ratios": ratios})
         print(_table(rows[-1:]), flush=True)
+    isa_name = os.environ.get("XLA_FLAGS", "").rpartition("--xla_cpu_max_isa=")[2].split(" ")[0]
+    rules = [_rule_row(r["size"], r["min_ms"], isa_name or "default") for r in rows]
+    for isa in config.isas:
+        if isa != "default":
+            rules += [_rule_row(r["size"], r["min_ms"], isa) for r in _other_isa(config, isa)]
     accuracy = _accuracy_rows(config) if config.accuracy_steps > 0 else []  # 0: timings only
     results = {
         "config": dataclasses.asdict(config),
         "timings": rows,
+        "block_rule": rules,
         "bf16_accuracy": accuracy,
         "environment": environment() | {"torch": None if torch is None else torch.__version__},
     }
@@ -290,6 +337,13 @@ def main(config: Config) -> dict:
     _plot(rows, out / "timings.png")
     print("\nloss + gradient, ms: min (median) over", config.repeats, "interleaved rounds")
     print(_table(rows))
+    print("\nblock rule: the default path vs the fastest of", ", ".join(PATHS), "(min ms)")
+    for r in rules:
+        print(
+            f"  {r['size']:>14s} {r['isa']:>8s}: default {r['default_ms']:.2f}  two-pass "
+            f"{r['two_pass_ms']:.2f}  autodiff {r['autodiff_ms']:.2f}  rule picks "
+            f"{r['rule_picks']}, fastest {r['fastest']} ({r['default_vs_fastest']:.2f}x)"
+        )
     if accuracy:
         print("\nbfloat16 data (float32 parameters and products):")
     for r in accuracy:
@@ -309,6 +363,7 @@ if __name__ == "__main__":
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(Config.sizes))
     parser.add_argument("--repeats", type=int, default=Config.repeats)
     parser.add_argument("--accuracy-steps", type=int, default=Config.accuracy_steps)
+    parser.add_argument("--isas", nargs="+", default=list(Config.isas))
     args = parser.parse_args()
     main(
         Config(
@@ -316,5 +371,6 @@ if __name__ == "__main__":
             sizes=tuple(args.sizes),
             repeats=args.repeats,
             accuracy_steps=args.accuracy_steps,
+            isas=tuple(args.isas),
         )
     )

@@ -36,6 +36,10 @@ class Config:
     grid_sizes: tuple[int, ...] = (1, 16, 64)
     grid_epochs: int = 10
     torch: bool = True
+    # fit_grid's scaling on random data of these shapes (N x D x C), 1 epoch, with a cost
+    # model: 64 configurations sharing a seed share the gather and the products
+    scaling_shapes: tuple[str, ...] = ("3600x40x10", "60000x784x10")
+    scaling_sizes: tuple[int, int] = (1, 64)
 
 
 def _timed(fn, repeats: int) -> dict[str, float]:
@@ -97,6 +101,61 @@ def _torch_loop(X, y, n_classes: int, config: Config, steps_per_epoch: int):
         return W
 
     return run
+
+
+def _cost_model(n: int, d: int, c: int, batch: int, k: int) -> dict:
+    """Per step, for ``k`` configurations sharing the batches: flops of the two products,
+    and bytes of ``X`` read (gather + two products) shared vs one configuration at a time."""
+    flops = 2 * 2 * batch * d * c * k  # scores X_b W and gradient M^T X_b
+    x_bytes = 3 * batch * d * 4  # gather (read and write) the batch, read it in each product
+    return {
+        "flops_per_step": flops,
+        "x_bytes_per_step_shared": x_bytes,
+        "x_bytes_per_step_separate": k * x_bytes,
+        "loss_elements_per_step": batch * c * k,
+        "steps": -(-n // batch),
+    }
+
+
+def _scaling(config: Config) -> list[dict]:
+    """``fit_grid`` time for each of ``scaling_sizes`` configurations, 1 epoch, interleaved."""
+    rows = []
+    for shape in config.scaling_shapes:
+        n, d, c = (int(v) for v in shape.split("x"))
+        rng = np.random.default_rng(0)
+        X = jnp.asarray(rng.standard_normal((n, d), dtype=np.float32))
+        y = jnp.asarray(rng.integers(0, c, n).astype(np.int32))
+        params = linear.init(jax.random.key(1), d, c)
+
+        def run(k, X=X, y=y, params=params):
+            lrs = tuple(float(v) for v in np.geomspace(1e-3, 1e-1, k))
+            result = grid.fit_grid(
+                params, X, y, key=jax.random.key(4), learning_rates=lrs, regs=(0.0,),
+                epochs=1, batch_size=config.batch_size,
+            )  # fmt: skip
+            return jax.block_until_ready(result.params)
+
+        times: dict[int, list[float]] = {k: [] for k in config.scaling_sizes}
+        for k in config.scaling_sizes:
+            run(k)  # compile
+        for _ in range(max(1, config.repeats // 2)):
+            for k in config.scaling_sizes:
+                start = time.perf_counter()
+                run(k)
+                times[k].append(time.perf_counter() - start)
+        one, many = config.scaling_sizes
+        row = {"shape": shape, "seconds": {str(k): min(t) for k, t in times.items()}}
+        row["seconds_median"] = {str(k): statistics.median(t) for k, t in times.items()}
+        row["ratio"] = min(times[many]) / min(times[one])
+        row["ratio_median"] = statistics.median(times[many]) / statistics.median(times[one])
+        row["cost_model"] = {str(k): _cost_model(n, d, c, config.batch_size, k) for k in times}
+        steps = row["cost_model"][str(one)]["steps"]
+        row["gflops_per_s"] = {
+            str(k): row["cost_model"][str(k)]["flops_per_step"] * steps / min(t) / 1e9
+            for k, t in times.items()
+        }
+        rows.append(row)
+    return rows
 
 
 def main(config: Config) -> dict:
@@ -184,7 +243,9 @@ def main(config: Config) -> dict:
     sequential = _timed(sequential_run, 1)
     one = grid_times[min(config.grid_sizes)]["median"]
 
+    scaling = _scaling(config)
     results = {
+        "grid_scaling": scaling,
         "config": dataclasses.asdict(config),
         "problem": {"n": n, "d": ds.n_features, "c": ds.n_classes, "steps": steps},
         "compile_seconds_first_fit": compile_seconds,
@@ -220,6 +281,25 @@ def main(config: Config) -> dict:
         f"| {k_max} sequential `fit` calls | {sequential['median']:.3f} | "
         f"{sequential['median'] / one:.1f}× |"
     )
+    one, many = config.scaling_sizes
+    lines += [
+        "",
+        f"fit_grid, {many} configurations (one seed) vs {one}, 1 epoch, random data; cost "
+        "model per step (X read = gather + 2 products):",
+        "",
+        f"| N x D x C | {one} config (s) | {many} configs (s) | ratio (min / median) | "
+        f"X bytes/step shared vs separate | GFLOP/s {one} / {many} |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in scaling:
+        cost = r["cost_model"][str(many)]
+        lines.append(
+            f"| {r['shape']} | {r['seconds'][str(one)]:.3f} | {r['seconds'][str(many)]:.3f} | "
+            f"{r['ratio']:.1f}x / {r['ratio_median']:.1f}x | "
+            f"{cost['x_bytes_per_step_shared'] / 1e6:.2f} MB vs "
+            f"{cost['x_bytes_per_step_separate'] / 1e6:.1f} MB | "
+            f"{r['gflops_per_s'][str(one)]:.1f} / {r['gflops_per_s'][str(many)]:.1f} |"
+        )
     write(config.out, results, "\n".join(lines))
     return results
 

@@ -64,7 +64,7 @@ from svmjax import duals, lbfgs, registry, sharding
 from svmjax import validation as checks
 from svmjax.validation import one_hot, validate
 
-__all__ = ["SolveResult", "solve", "primal_objective"]
+__all__ = ["SolveResult", "solve", "solve_path", "primal_objective"]
 
 _MU0 = 0.1  # initial smoothing, relative to the margin
 _MU_FACTOR = 0.1  # continuation: mu shrinks by this factor per stage
@@ -72,6 +72,7 @@ _STAGE = 0.1  # next stage once |grad|^2 <= _STAGE * smoothing bias
 _MEMORY = 30  # L-BFGS memory
 _PATIENCE = 20  # iterations without a visible decrease before the next stage
 _MU_MIN = 1e-7  # relative to the margin; below this float rounding dominates
+_CERTIFY_EVERY = 4  # iterations between two dual certificates
 
 
 class SolveResult(NamedTuple):
@@ -160,14 +161,19 @@ def _evaluate(p: _Problem, spec: _Spec, x: jax.Array, mu: jax.Array):
     return value, jnp.concatenate([(V + uX).ravel(), gb]), (z, a, uX), per
 
 
-def _certificate(p: _Problem, spec: _Spec, x: jax.Array, pieces) -> tuple[jax.Array, jax.Array]:
-    """(primal, dual) at ``x``: the primal from the pure loss, the dual from the smoothed
-    gradient's dual variables (repaired for the intercept, best-scaled)."""
-    dual = _dual(spec.loss)
+def _primal(p: _Problem, spec: _Spec, x: jax.Array, pieces) -> jax.Array:
+    """The primal objective at ``x``, from the pure loss on the scores in ``pieces``."""
     V, _ = _unpack(p, x)
-    z, a, uX = pieces
+    z = pieces[0]
     per_example = registry.get(spec.loss).pure(z.T, p.y, margin=p.margin, squared=spec.squared)
-    primal = 0.5 * jnp.sum(V * V) + jnp.sum(p.c * per_example)
+    return 0.5 * jnp.sum(V * V) + jnp.sum(p.c * per_example)
+
+
+def _certificate(p: _Problem, spec: _Spec, pieces) -> jax.Array:
+    """The dual value of the smoothed gradient's dual variables in ``pieces`` (repaired for
+    the intercept, best-scaled); ``-inf`` if the repair fails."""
+    dual = _dual(spec.loss)
+    _, a, uX = pieces
 
     def repaired(a):
         a, ok = dual.repair(a, p.is_true, p.c)
@@ -176,7 +182,7 @@ def _certificate(p: _Problem, spec: _Spec, x: jax.Array, pieces) -> tuple[jax.Ar
     unchanged = (a, uX, jnp.array(True))
     a, uX, ok = jax.lax.cond(p.fit_intercept, repaired, lambda a: unchanged, a)
     value = dual.value(a, uX, p.c, p.margin, spec.squared)
-    return primal, jnp.where(ok, value, -jnp.inf)
+    return jnp.where(ok, value, -jnp.inf)
 
 
 def _step(p: _Problem, spec: _Spec, state: _State):
@@ -186,8 +192,12 @@ def _step(p: _Problem, spec: _Spec, state: _State):
     not taken as a difference of two totals: near the optimum the totals agree to a few
     float32 ulps, their per-example differences do not cancel like that. The objective is
     convex, so every accepted step has ``<s, y> >= 0``.
+
+    When ``state.pending`` (the smoothing just changed) the "step" is zero and its one
+    trial re-evaluates the objective at ``x``: the loop body holds a single copy of
+    :func:`_evaluate` (inside the line search), which keeps the program small to compile.
     """
-    d = lbfgs.direction(state.grad, state.memory)
+    d = jnp.where(state.pending, 0, lbfgs.direction(state.grad, state.memory))
     slope = jnp.vdot(state.grad, d)
     (V, _), (dV, _) = _unpack(p, state.x), _unpack(p, d)
     cross, square = jnp.vdot(V, dV), jnp.vdot(dV, dV)
@@ -195,7 +205,7 @@ def _step(p: _Problem, spec: _Spec, state: _State):
     def trial(t):
         value, grad, pieces, per = _evaluate(p, spec, state.x + t * d, state.mu)
         change = jnp.sum(per - state.per) + t * cross + 0.5 * t * t * square
-        return change, (value, grad, pieces, per)
+        return jnp.where(state.pending, -jnp.inf, change), (value, grad, pieces, per)
 
     t, change, (value, grad, pieces, per) = lbfgs.backtracking(trial, slope)
     moved = change <= 1e-4 * t * slope
@@ -208,14 +218,17 @@ def _step(p: _Problem, spec: _Spec, state: _State):
         value=jnp.where(moved, value, state.value),
         per=jnp.where(moved, per, state.per),
         grad=grad,
-        memory=lbfgs.update_memory(state.memory, x - state.x, grad - state.grad, moved),
+        memory=lbfgs.update_memory(
+            state.memory, x - state.x, grad - state.grad, moved & ~state.pending
+        ),
         weak=jnp.where(moved & visible, 0, state.weak + 1),
     )
     return state, moved, pieces
 
 
-def _iteration(p: _Problem, spec: _Spec, state: _State) -> _State:
-    """Re-evaluate if the smoothing changed, take one step, certify, and decide the stage.
+def _iteration(p: _Problem, spec: _Spec, state: _State, tol: jax.Array) -> _State:
+    """Take one step (or, if the smoothing changed, re-evaluate), certify, and decide the
+    stage.
 
     A failed line search first drops the L-BFGS memory (next step: steepest descent); if
     steepest descent fails too, or nothing visible was gained for ``_PATIENCE``
@@ -223,22 +236,21 @@ def _iteration(p: _Problem, spec: _Spec, state: _State) -> _State:
     shrinks) starts once the smoothing bias dominates what is left to gain on the smooth
     problem (``|grad|^2 / 2`` bounds that gain: the objective is 1-strongly convex in V).
     """
-
-    def fresh():
-        value, grad, _, per = _evaluate(p, spec, state.x, state.mu)
-        return value, grad, per
-
-    value, grad, per = jax.lax.cond(
-        state.pending, fresh, lambda: (state.value, state.grad, state.per)
-    )
-    state = state._replace(value=value, grad=grad, per=per)
     state, moved, pieces = _step(p, spec, state)
-    primal, dual = _certificate(p, spec, state.x, pieces)
+    primal = _primal(p, spec, state.x, pieces)
     better = primal < state.best_primal
     hopeless = (~moved & (state.memory.size == 0)) | (state.weak >= _PATIENCE)
     bias = state.value - primal
     can_shrink = _dual(spec.loss).smoothed(spec.squared) & (state.mu > _MU_MIN * p.margin)
     next_stage = can_shrink & ((jnp.vdot(state.grad, state.grad) <= _STAGE * bias) | hopeless)
+    # The dual (an intercept repair, another product with X) costs more than a step: it is
+    # certified every _CERTIFY_EVERY iterations, and at every iteration that could end the
+    # solve or a stage (near the tolerance, at the last smoothing, stalling); the best
+    # dual seen is kept.
+    near = primal - state.best_dual <= 10 * tol * jnp.abs(primal)
+    check = (state.n_iter % _CERTIFY_EVERY == 0) | next_stage | hopeless | ~can_shrink | near
+    no_value = jnp.asarray(-jnp.inf, primal.dtype)
+    dual = jax.lax.cond(check, lambda: _certificate(p, spec, pieces), lambda: no_value)
     return state._replace(
         pending=next_stage,
         memory=lbfgs.forget(state.memory, next_stage | ~moved),
@@ -280,7 +292,7 @@ def _solve_fn(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, *, loss,
     )
     state = jax.lax.while_loop(
         lambda s: (s.n_iter < max_iter) & ~_done(s, tol) & ~s.stalled,
-        lambda s: _iteration(p, spec, s),
+        lambda s: _iteration(p, spec, s, tol),
         state,
     )
     V, b = _unpack(p, state.best_x)
@@ -542,26 +554,73 @@ def solve(
 
     def rows(x):  # split by rows over the mesh (on one device: as is)
         if mesh is None:
-            return jnp.asarray(x)
+            return x
         return sharding.put(x, mesh, sharding.batch_spec(mesh, np.ndim(x)))
 
     def same(x):  # replicated
         return x if mesh is None else sharding.put(x, mesh)
 
+    # Host arrays of the final dtypes: jnp.asarray(value, dtype) would compile a small
+    # conversion program per argument in a fresh process.
     pad = (lambda x, widths: x) if on_devices else np.pad
     result = _solve(
         rows(pad(Xc, ((0, n_pad), (0, d_pad)))),
         rows(pad(y, (0, n_pad))),
         rows(pad(c, (0, n_pad)).astype(dtype)),
-        same(jnp.asarray(margin, dtype)),
-        same(jnp.asarray(tol, dtype)),
-        same(jnp.asarray(int(max_iter), jnp.int32)),
-        same(jnp.asarray(_MU0 * margin, dtype)),
-        same({"W": jnp.asarray(np.pad(W0, ((0, d_pad), (0, 0)))), "b": jnp.asarray(b0)}),
-        same(jnp.asarray(bool(fit_intercept))),
+        same(np.asarray(margin, dtype)),
+        same(np.asarray(tol, dtype)),
+        same(np.asarray(int(max_iter), np.int32)),
+        same(np.asarray(_MU0 * margin, dtype)),
+        same({"W": np.pad(W0, ((0, d_pad), (0, 0))), "b": np.asarray(b0, dtype)}),
+        same(np.asarray(bool(fit_intercept))),
         loss=loss,
         squared=bool(squared),
     )
-    W = result.params["W"][:d]
-    b = result.params["b"] - jnp.asarray(mean, dtype) @ W if fit_intercept else result.params["b"]
-    return result._replace(params={"W": W, "b": b})
+    if mesh is not None:  # replicated global arrays: unpad where they live
+        W = result.params["W"][:d]
+        b = result.params["b"]
+        b = b - jnp.asarray(mean, dtype) @ W if fit_intercept else b
+        return result._replace(params={"W": W, "b": b})
+    # One device: unpad and undo the centring on the host; eager JAX ops here would each
+    # compile a small program of their own in a fresh process.
+    W = np.asarray(result.params["W"])[:d]
+    b = np.asarray(result.params["b"])
+    if fit_intercept:
+        b = (b - np.asarray(mean).astype(dtype) @ W).astype(dtype)
+    return result._replace(params={"W": jnp.asarray(W), "b": jnp.asarray(b)})
+
+
+def solve_path(
+    X: ArrayLike,
+    y: ArrayLike,
+    Cs: tuple[float, ...] | list[float],
+    **options,
+) -> list[SolveResult]:
+    """:func:`solve` for every ``C`` in ``Cs``, each warm-started from the previous solution
+    (in increasing ``C``); one :class:`SolveResult` per ``C``, in the order of ``Cs``.
+
+    Every result carries its own certificate, so each meets ``tol`` (or says it did not)
+    exactly as an independent :func:`solve` would; the path only saves iterations. All
+    solves share one compiled program (same shapes).
+
+    Args:
+      X, y: as for :func:`solve`.
+      Cs: the values of ``C`` (each ``> 0``).
+      **options: any other keyword argument of :func:`solve` except ``C`` and ``init``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> X = jnp.array([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0], [0.5, 0.4]])
+      >>> path = solve_path(X, jnp.array([0, 1, 2, 0]), [1.0, 0.1, 10.0])
+      >>> len(path), all(bool(r.converged) for r in path)
+      (3, True)
+    """
+    if "C" in options or "init" in options:
+        raise ValueError("solve_path takes the Cs as its third argument and warm-starts itself")
+    Cs = [checks.scalar("C", C, positive=True) for C in Cs]
+    results: dict[int, SolveResult] = {}
+    init: dict[str, ArrayLike] | None = None
+    for i in sorted(range(len(Cs)), key=Cs.__getitem__):
+        results[i] = solve(X, y, C=Cs[i], init=init, **options)
+        init = dict(results[i].params)
+    return [results[i] for i in range(len(Cs))]

@@ -22,14 +22,56 @@ def load(name):
 def test_bench_train_smoke(tmp_path):
     bench = load("bench_train")
     config = bench.Config(
-        out=str(tmp_path), dataset="digits", epochs=1, repeats=1, grid_sizes=(1, 2), grid_epochs=1
+        out=str(tmp_path),
+        dataset="digits",
+        epochs=1,
+        repeats=1,
+        grid_sizes=(1, 2),
+        grid_epochs=1,
+        torch=False,
+        scaling_shapes=("300x20x3",),
+        scaling_sizes=(1, 4),
     )
     results = bench.main(config)
+    (scaling,) = results["grid_scaling"]
+    assert scaling["shape"] == "300x20x3" and scaling["ratio"] > 0
+    assert (
+        scaling["cost_model"]["4"]["flops_per_step"]
+        == 4 * scaling["cost_model"]["1"]["flops_per_step"]
+    )
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["per_step_us"].keys() == results["per_step_us"].keys()
     assert "python loop of jitted steps" in saved["per_step_us"]
     assert saved["fit_grid_cost_vs_one_config"]["1"] == 1.0
     assert (tmp_path / "results.md").read_text().startswith("# Training speed on digits")
+
+
+def test_bench_gradient_smoke(tmp_path):
+    bench = load("bench_gradient")
+    config = bench.Config(out=str(tmp_path), sizes=("tiny",), repeats=2, accuracy_steps=0)
+    results = bench.main(config)
+    (rule,) = results["block_rule"]
+    assert rule["rule_picks"] == "two_pass" and rule["default_vs_fastest"] > 0
+    assert {"two_pass/analytic", "analytic/floor"} <= set(results["timings"][0]["ratios"])
+    assert json.loads((tmp_path / "results.json").read_text())["machine"]["cpus"] >= 1
+
+
+def test_bench_sklearn_smoke(tmp_path):
+    bench = load("bench_sklearn")
+    config = bench.Config(out=str(tmp_path), tasks=("cv",), folds=2, n_samples=300, max_iter=20)
+    rows = bench.main(config)["rows"]
+    assert [r["variant"] for r in rows] == ["LinearSVC", "cold", "warm"]
+    assert all(r["task_s"] > 0 and r["score"] > 0.5 for r in rows)
+    assert not (tmp_path / "cache").exists()  # the benchmark's cache is removed
+
+
+def test_bench_path_smoke(tmp_path):
+    bench = load("bench_path")
+    config = bench.Config(out=str(tmp_path), data_dir=str(tmp_path / "none"), n=200, Cs=(0.01, 0.1))
+    results = bench.main(config)
+    assert results["data"].startswith("digits") and len(results["rows"]) == 2
+    assert all(abs(r["path_vs_liblinear"]) < 0.05 for r in results["rows"])
+    assert "solve_path" in (tmp_path / "results.md").read_text()
 
 
 def test_gradient_agreement_smoke(tmp_path):

@@ -114,6 +114,8 @@ def test_a_second_run_compiles_nothing(monkeypatch):
     traces = []
     objective = linear.objective
     monkeypatch.setattr(linear, "objective", lambda *a, **k: traces.append(1) or objective(*a, **k))
+    group = grid.group_epoch_fn  # fit_grid's shared epoch computes its loss without objective
+    monkeypatch.setattr(grid, "group_epoch_fn", lambda *a, **k: traces.append(1) or group(*a, **k))
     X, y = _blobs(n=33, d=7)
     X2, y2 = _blobs(n=33, d=7, seed=5)
     fit = dict(epochs=2, batch_size=8)

@@ -29,6 +29,7 @@ API_MODULES = [
     "estimator",
     "conventions",
     "sharding",
+    "cache",
     "data",
     "plots",
 ]

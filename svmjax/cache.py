@@ -1,0 +1,76 @@
+"""Opt-in persistent compilation cache: compile a program once per machine, not per process.
+
+A fresh Python process pays for XLA compilation again (the exact solver's program takes a
+couple of seconds to compile on CPU, more than solving a small problem). JAX can keep
+compiled programs on disk; :func:`enable` turns that on for svmjax's programs (and every
+other JAX program of the process), with thresholds low enough that small programs are
+kept too. Nothing is changed on import: call it yourself, or use the command line's
+``--cache DIR`` flag (or the ``SVMJAX_CACHE`` environment variable).
+
+Example:
+  >>> import svmjax.cache
+  >>> path = svmjax.cache.enable("/tmp/svmjax-cache-doctest")
+  >>> path.name
+  'svmjax-cache-doctest'
+  >>> svmjax.cache.disable()
+
+The cache key covers the program, the JAX and XLA versions, the device and the compile
+options, so a stale entry is never used; delete the folder to reclaim space.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+
+__all__ = ["enable", "disable", "default_path", "ENV_VAR"]
+
+ENV_VAR = "SVMJAX_CACHE"
+_SETTINGS = {  # keep every program, however small or quick to compile
+    "jax_persistent_cache_min_compile_time_secs": 0.0,
+    "jax_persistent_cache_min_entry_size_bytes": -1,
+}
+
+
+def default_path() -> Path:
+    """``$SVMJAX_CACHE`` if set, else ``$XDG_CACHE_HOME/svmjax/jax`` (``~/.cache/...``)."""
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "svmjax" / "jax"
+
+
+def _reset() -> None:
+    # JAX opens its cache once, at the first compilation; reset it so that a folder set
+    # after that is used. Private API, hence the guard.
+    try:
+        from jax._src import compilation_cache
+
+        compilation_cache.reset_cache()
+    except (ImportError, AttributeError):  # pragma: no cover - other JAX versions
+        pass
+
+
+def enable(path: str | os.PathLike | None = None) -> Path:
+    """Keep compiled programs in ``path`` (created; default :func:`default_path`) and
+    reuse them in later processes. Returns the folder.
+
+    Sets ``jax_compilation_cache_dir`` and lowers the thresholds
+    ``jax_persistent_cache_min_compile_time_secs`` (to 0) and
+    ``jax_persistent_cache_min_entry_size_bytes`` (to -1, no minimum) for this process.
+    """
+    folder = Path(path).expanduser() if path is not None else default_path()
+    folder.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    for name, value in _SETTINGS.items():
+        jax.config.update(name, value)
+    _reset()
+    return folder
+
+
+def disable() -> None:
+    """Stop using a persistent cache in this process (what is on disk stays)."""
+    jax.config.update("jax_compilation_cache_dir", None)
+    _reset()

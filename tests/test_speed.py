@@ -1,0 +1,160 @@
+"""Compile once, share work: the persistent cache, one solver program per CV, shared grids."""
+
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from svmjax import cache, cli, grid, solve
+from svmjax.gradcheck import x64
+
+CACHE_TEST = """
+import sys, jax, svmjax.cache
+jax.jit(lambda x: x + 1)(1.0)  # a compilation before enable(): the cache must still work
+svmjax.cache.enable(sys.argv[1])
+jax.jit(lambda x: x * 3.0)(2.0)
+"""
+
+
+def test_cache_enable_keeps_programs_across_processes(tmp_path):
+    folder = tmp_path / "cache"
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, "-c", CACHE_TEST, str(folder)], capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+    entries = list(folder.iterdir())
+    assert len(entries) == 1  # the program compiled after enable(), stored once
+
+
+def test_cache_default_path_reads_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(cache.ENV_VAR, str(tmp_path / "here"))
+    assert cache.default_path() == tmp_path / "here"
+    monkeypatch.delenv(cache.ENV_VAR)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache.default_path() == tmp_path / "svmjax" / "jax"
+
+
+def test_cli_cache_flag(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "_gradcheck", lambda args: 0)  # only the flag is under test
+    try:
+        assert cli.main(["gradcheck", "--cache", str(tmp_path / "c")]) == 0
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "c")
+    finally:
+        cache.disable()
+    assert jax.config.jax_compilation_cache_dir is None
+
+
+def _digits(n=1437):
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = (X - X.mean(0)) / np.maximum(X.std(0), 1e-6)
+    return X[:n].astype(np.float32), y[:n].astype(np.int32)
+
+
+def test_cross_validation_folds_share_one_solver_program():
+    from sklearn.model_selection import KFold
+
+    X, y = _digits(1797)
+    sizes = {len(train) for train, _ in KFold(5).split(X)}
+    assert len({solve.bucket(n, 512, 8) for n in sizes}) == 1  # 1437 and 1438: one bucket
+    before = solve._solve._cache_size()
+    # every fold, with and without intercept, class weights or sample weights, any C, tol
+    cases = [
+        dict(fit_intercept=True),
+        dict(fit_intercept=False, C=0.3),
+        dict(class_weights=np.linspace(0.5, 2, 10), tol=1e-2),
+        dict(sample_weight=True, max_iter=7),
+    ]
+
+    def run(X, y, case):
+        case = dict(case) | {"max_iter": 5}
+        if case.pop("sample_weight", False):
+            case["sample_weight"] = np.linspace(0.5, 1.5, len(y))
+        solve.solve(X, y, loss="crammer_singer", **case)
+
+    for i, (train, _) in enumerate(KFold(5).split(X)):
+        run(X[train], y[train], cases[i % len(cases)])
+    for case in cases:
+        run(X[:1450], y[:1450], case)
+    assert solve._solve._cache_size() - before <= 1  # 1437, 1438 and 1450 rows: 1536
+
+
+def test_group_scores_gradient_matches_autodiff():
+    rng = np.random.default_rng(0)
+    W = jnp.asarray(rng.standard_normal((3, 5, 4)), jnp.float32)
+    b = jnp.asarray(rng.standard_normal((3, 4)), jnp.float32)
+    X = jnp.asarray(rng.standard_normal((7, 5)), jnp.float32)
+    T = jnp.asarray(rng.standard_normal((3, 7, 4)), jnp.float32)
+
+    def reference(W, b, X):
+        return jnp.einsum("nd,gdc->gnc", X, W) + b[:, None, :]
+
+    def loss(f):
+        return lambda W, b, X: jnp.sum(jnp.tanh(f(W, b, X)) * T)
+
+    np.testing.assert_allclose(grid._group_scores(W, b, X), reference(W, b, X), rtol=1e-5)
+    ours = jax.grad(loss(grid._group_scores), argnums=(0, 1, 2))(W, b, X)
+    theirs = jax.grad(loss(reference), argnums=(0, 1, 2))(W, b, X)
+    for a, e in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("seeds", [(0,), (0, 3, 3)])
+def test_fit_grid_groups_by_seed_and_keeps_config_order(seeds):
+    X, y = _digits(200)
+    params = {"W": jnp.zeros((64, 10)), "b": jnp.zeros(10)}
+    result = grid.fit_grid(
+        params,
+        X,
+        y,
+        key=jax.random.key(0),
+        learning_rates=(0.01, 0.1),
+        regs=(0.0, 1e-2),
+        seeds=seeds,
+        epochs=2,
+        batch_size=64,
+    )
+    k = 4 * len(seeds)
+    assert result.params["W"].shape == (k, 64, 10) and result.history["objective"].shape == (k, 2)
+    by_config = {config: result.params["W"][i] for i, config in enumerate(result.configs)}
+    # the same seed twice: identical runs; a different learning rate: a different run
+    if len(seeds) == 3:
+        for i, config in enumerate(result.configs):
+            if config[2] == 3:
+                twin = result.configs.index(config)  # the first with this (lr, reg, seed)
+                np.testing.assert_array_equal(result.params["W"][i], result.params["W"][twin])
+    assert not np.allclose(by_config[(0.01, 0.0, 0)], by_config[(0.1, 0.0, 0)])
+
+
+@pytest.mark.parametrize(
+    "loss, fit_intercept", [("crammer_singer", True), ("weston_watkins", False)]
+)
+def test_solve_path_matches_independent_solves(loss, fit_intercept):
+    X, y = _digits(300)
+    Cs, tol = [0.3, 0.01, 0.1, 1.0], 1e-5
+    options = dict(loss=loss, fit_intercept=fit_intercept, tol=tol)
+    with x64():  # float32 stalls near 1e-4 (see svmjax.solve); the test needs a tight tol
+        X = X.astype(np.float64)
+        path = solve.solve_path(X, y, Cs, **options)
+        assert len(path) == len(Cs)
+        for C, result in zip(Cs, path, strict=True):
+            alone = solve.solve(X, y, C=C, **options)
+            assert bool(result.converged) and bool(alone.converged)
+            # both certified within tol of the optimum: the objectives agree to 2 tol
+            gap = abs(float(result.objective) - float(alone.objective))
+            assert gap <= 2 * tol * float(alone.objective)
+            objective = solve.primal_objective(result.params, X, y, C=C, loss=loss)
+            np.testing.assert_allclose(objective, result.objective, rtol=1e-9)
+
+
+def test_solve_path_refuses_C_and_init():
+    X, y = _digits(50)
+    with pytest.raises(ValueError, match="third argument"):
+        solve.solve_path(X, y, [1.0], C=2.0)
+    with pytest.raises(ValueError, match="C must be"):
+        solve.solve_path(X, y, [1.0, -1.0])
