@@ -14,6 +14,7 @@ API_MODULES = [
     "losses",
     "analytic",
     "registry",
+    "family",
     "duals",
     "metrics",
     "linear",
@@ -31,6 +32,7 @@ API_MODULES = [
     "sharding",
     "cache",
     "data",
+    "formats",
     "plots",
 ]
 
