@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from svmjax import data, grid, linear, optim, sharding, solve, train
+from svmjax import batches, data, grid, linear, optim, sharding, solve, train
 
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 
@@ -138,19 +138,19 @@ def data_layout(mesh, X: np.ndarray) -> tuple[list[str], list[int]]:
 
 
 def fit_reference(params, X, y, options, devices: int):
-    """One device, fed the mesh's documented batch order (``train.device_minibatches``:
+    """One device, fed the mesh's documented batch order (``batches.device_minibatches``:
     device ``d``'s local row ``i`` is global row ``d * ceil(N / devices) + i``)."""
     n, m = len(y), -(-len(y) // devices)
     tx = options["optimizer"]
-    prepared = train.prepare_data(params, X, y, None)
-    consts = train.prepare_consts(params, 1.0, None)
+    prepared = batches.prepare_data(params, X, y, None)
+    consts = batches.prepare_consts(params, 1.0, None)
     static = train.Static(tx.update, "weston_watkins", "analytic", False, (), None)
-    words = train.key_words(options["key"])
+    words = batches.key_words(options["key"])
     state = (params, tx.init(params))
     for epoch in range(1, options["epochs"] + 1):
         local = np.stack(
             [
-                train.device_minibatches(words, epoch, n, devices, options["batch_size"], d)
+                batches.device_minibatches(words, epoch, n, devices, options["batch_size"], d)
                 for d in range(devices)
             ],
             axis=1,

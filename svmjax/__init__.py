@@ -9,8 +9,10 @@ Modules, one concern each:
 * :mod:`svmjax.fused` — the fast analytic objective (one pass over ``X``, bfloat16 ``X``);
 * :mod:`svmjax.optim` — optimizers by name, learning rate in the state;
 * :mod:`svmjax.train` — optax training: ``fit``;
+* :mod:`svmjax.batches` — the checked, placed training data and every epoch's batch order;
 * :mod:`svmjax.grid` — ``fit_grid``: many configurations in one vmapped run;
 * :mod:`svmjax.checkpoint` — atomic ``.npz`` checkpoints, no pickle;
+* :mod:`svmjax.cache` — an opt-in persistent compilation cache;
 * :mod:`svmjax.solve` — an exact full-batch primal solver with a duality-gap certificate,
   built on :mod:`svmjax.lbfgs` and the per-loss duals of :mod:`svmjax.duals`;
 * :class:`svmjax.SVMClassifier` — a scikit-learn estimator (needs the ``data`` extra);
@@ -27,6 +29,8 @@ from typing import TYPE_CHECKING
 
 from svmjax import (
     analytic,
+    batches,
+    cache,
     checkpoint,
     conventions,
     data,
@@ -55,6 +59,8 @@ __version__ = "0.1.0"
 __all__ = [
     "SVMClassifier",
     "analytic",
+    "batches",
+    "cache",
     "checkpoint",
     "conventions",
     "data",

@@ -32,17 +32,9 @@ from jax.typing import ArrayLike
 
 from svmjax import linear, registry, sharding
 from svmjax import validation as checks  # fit_grid's argument `validation` is the data
+from svmjax.batches import key_words, minibatches, prepare_consts, prepare_data
 from svmjax.optim import make_optimizer
-from svmjax.train import (
-    Static,
-    check_options,
-    constrain,
-    epoch_fn,
-    key_words,
-    minibatches,
-    prepare_consts,
-    prepare_data,
-)
+from svmjax.train import Static, check_options, constrain, epoch_fn
 
 __all__ = ["GridResult", "fit_grid"]
 

@@ -35,7 +35,19 @@ import pytest
 from conftest import F32_TOL, TRAIN_TOL, assert_close, rel_error
 from jax.sharding import NamedSharding, PartitionSpec
 
-from svmjax import analytic, checkpoint, data, grid, linear, optim, registry, sharding, solve, train
+from svmjax import (
+    analytic,
+    batches,
+    checkpoint,
+    data,
+    grid,
+    linear,
+    optim,
+    registry,
+    sharding,
+    solve,
+    train,
+)
 
 DEVICES = 8
 # Sharded vs one device, float32, max-norm relative error (max |a - b| / max |b|).
@@ -87,9 +99,12 @@ def _collectives(hlo: str) -> dict[str, int]:
 def _global_order(key, epoch, n, batch_size, devices):
     """The documented mesh order as global row indices ``[n_batches, devices * b]``: device
     ``d``'s local index ``i`` is row ``d * ceil(n / devices) + i``."""
-    words, m = train.key_words(key), -(-n // devices)
+    words, m = batches.key_words(key), -(-n // devices)
     local = np.stack(
-        [train.device_minibatches(words, epoch, n, devices, batch_size, d) for d in range(devices)],
+        [
+            batches.device_minibatches(words, epoch, n, devices, batch_size, d)
+            for d in range(devices)
+        ],
         axis=1,
     )
     rows = np.where(local >= 0, local + m * np.arange(devices)[None, :, None], -1)
@@ -100,8 +115,8 @@ def _emulate(params, X, y, case, devices, epochs=3, batch_size=30, validation=No
     """One device, fed the mesh's documented batch order: what ``fit(mesh=)`` must equal."""
     optimizer, loss, squared = case
     tx = optim.make_optimizer(optimizer, 0.05)
-    data = train.prepare_data(params, X, y, validation)
-    consts = train.prepare_consts(params, 1.0, None)
+    data = batches.prepare_data(params, X, y, validation)
+    consts = batches.prepare_consts(params, 1.0, None)
     static = train.Static(tx.update, loss, "analytic", squared, (), None)
     state, history = (params, tx.init(params)), []
     for epoch in range(1, epochs + 1):
@@ -187,7 +202,7 @@ def _check_layout(mesh, report):
     X, y = _problem()  # 203 rows: 26 per device, the last one 21 real + 5 padding
     X_val, y_val = _problem(n=50, seed=1)
     params = linear.init(jax.random.key(1), 12, 5)
-    data, n = train.shard_data(params, X, y, (X_val, y_val), mesh)
+    data, n = batches.shard_data(params, X, y, (X_val, y_val), mesh)
     shards = {
         name: sorted({shard.data.size for shard in getattr(data, name).addressable_shards})
         for name in ("X", "y", "X_val", "y_val")
@@ -324,9 +339,9 @@ def _grid_collectives(mesh, params, X, y):
 
     stacked = split(jax.tree.map(lambda p: np.broadcast_to(p, (k, *p.shape)), params))
     opt_state = split(jax.tree.map(lambda *s: np.stack(s), *[tx.init(params)] * k))
-    orders = split(np.stack([train.minibatches([i], 1, len(y), 32) for i in range(k)]))
-    data = train.prepare_data(params, X, y, None, mesh)
-    consts = sharding.put(train.prepare_consts(params, 1.0, None), mesh)
+    orders = split(np.stack([batches.minibatches([i], 1, len(y), 32) for i in range(k)]))
+    data = batches.prepare_data(params, X, y, None, mesh)
+    consts = sharding.put(batches.prepare_consts(params, 1.0, None), mesh)
     args = (stacked, opt_state, orders, split(np.zeros(k, np.float32)), split(np.ones(k, bool)))
     static = train.Static(tx.update, "weston_watkins", "analytic", False, (), None)
     lowered = grid.grid_epoch.lower(*args, data, consts, static=static, mesh=mesh)
@@ -380,10 +395,10 @@ def _check_divergence(mesh, report, tmp):
     before, _ = train.fit(params, X, y, epochs=2, **run)
     # A row that starts device 0's part of a batch (so the batch's first slot) in epoch 3
     # and in no earlier epoch: the poison strikes first in epoch 3.
-    words = train.key_words(run["key"])
+    words = batches.key_words(run["key"])
 
     def starts(epoch):
-        return set(train.device_minibatches(words, epoch, len(y), DEVICES, BATCH, 0)[:, 0])
+        return set(batches.device_minibatches(words, epoch, len(y), DEVICES, BATCH, 0)[:, 0])
 
     fresh = sorted(starts(3) - starts(1) - starts(2))
     marker = float(X[fresh[0], 0])
@@ -661,7 +676,7 @@ def test_estimator_passes_the_mesh_through():
 def test_device_minibatches_cover_each_row_once():
     n, devices, batch_size = 203, 8, 30  # 26 rows per device, the last with 21 real
     for d in range(devices):
-        order = train.device_minibatches([1, 2], 3, n, devices, batch_size, d)
+        order = batches.device_minibatches([1, 2], 3, n, devices, batch_size, d)
         assert order.shape == (7, 4)  # ceil(26 / 4) batches of ceil(30 / 8) slots
         real = order[order >= 0]
         assert sorted(real.tolist()) == list(range(26 if d < 7 else 21))

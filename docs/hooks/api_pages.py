@@ -23,6 +23,7 @@ API_MODULES = [
     "validation",
     "optim",
     "train",
+    "batches",
     "grid",
     "checkpoint",
     "lbfgs",
