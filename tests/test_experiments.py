@@ -53,7 +53,7 @@ def test_bench_gradient_smoke(tmp_path):
     (rule,) = results["block_rule"]
     assert rule["rule_picks"] == "two_pass" and rule["default_vs_fastest"] > 0
     assert {"two_pass/analytic", "analytic/floor"} <= set(results["timings"][0]["ratios"])
-    assert json.loads((tmp_path / "results.json").read_text())["machine"]["cpus"] >= 1
+    assert json.loads((tmp_path / "results.json").read_text())["environment"]["cores"] >= 1
 
 
 def test_bench_sklearn_smoke(tmp_path):
