@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from svmjax import batches, data, grid, linear, optim, sharding, solve, train
+from svmjax import batches, continuation, data, grid, linear, optim, sharding, solve, train
 
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 
@@ -224,7 +224,7 @@ def main(config: Config) -> dict:
     fit_collectives = collectives(fit_texts[0])
 
     solve_texts: list[str] = []
-    with compiled_text(solve, "_solve", solve_texts):
+    with compiled_text(continuation, "run", solve_texts):
         solved = solve.solve(X, y, C=config.solve_C, fit_intercept=True, mesh=mesh)
     single = solve.solve(X, y, C=config.solve_C, fit_intercept=True)
     solve_collectives = collectives(solve_texts[0])

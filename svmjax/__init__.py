@@ -14,7 +14,8 @@ Modules, one concern each:
 * :mod:`svmjax.checkpoint` — atomic ``.npz`` checkpoints, no pickle;
 * :mod:`svmjax.cache` — an opt-in persistent compilation cache;
 * :mod:`svmjax.solve` — an exact full-batch primal solver with a duality-gap certificate,
-  built on :mod:`svmjax.lbfgs` and the per-loss duals of :mod:`svmjax.duals`;
+  looping in :mod:`svmjax.continuation` on :mod:`svmjax.lbfgs` and the duals of
+  :mod:`svmjax.duals`;
 * :class:`svmjax.SVMClassifier` — a scikit-learn estimator (needs the ``data`` extra);
 * :mod:`svmjax.conventions` — conversions to torch, optax, Keras, liblinear, sklearn, cs231n;
 * :mod:`svmjax.metrics` — classification metrics (:func:`~svmjax.metrics.top_k_accuracy`);
@@ -32,6 +33,7 @@ from svmjax import (
     batches,
     cache,
     checkpoint,
+    continuation,
     conventions,
     data,
     duals,
@@ -62,6 +64,7 @@ __all__ = [
     "batches",
     "cache",
     "checkpoint",
+    "continuation",
     "conventions",
     "data",
     "duals",

@@ -27,6 +27,7 @@ API_MODULES = [
     "grid",
     "checkpoint",
     "lbfgs",
+    "continuation",
     "solve",
     "estimator",
     "conventions",
