@@ -25,8 +25,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/pyright
 
+# Two workers (CI has 2 cores); a test file stays on one worker, so a module's fixtures
+# (the 8-device child process, the CLI runs) are set up once. WORKERS=0 runs serially.
+WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile
 
 # The documentation site into site/ (git-ignored); any warning, e.g. a broken link, fails.
 docs: $(STAMP)
