@@ -404,10 +404,11 @@ def test_mnist_bad_files(tmp_path, name, content, message):
     "content",
     [
         b"this is not gzip data",
-        gzip.compress(_idx(2051, (6, 28, 28), _image_bytes(6)))[:-12],  # truncated stream
-        gzip.compress(b"x")[:5],  # truncated header
-        gzip.compress(b"x") + b"trailing garbage",
+        gzip.compress(_idx(2051, (6, 28, 28), _image_bytes(6)), mtime=0)[:-12],  # truncated
+        gzip.compress(b"x", mtime=0)[:5],  # truncated header
+        gzip.compress(b"x", mtime=0) + b"trailing garbage",
     ],
+    ids=["not-gzip", "truncated-stream", "truncated-header", "trailing-garbage"],
 )
 def test_mnist_bad_gzip(tmp_path, content):
     _write_mnist(tmp_path, gz=True)
