@@ -243,7 +243,7 @@ def scalar(name: str, value: Any, *, positive: bool) -> float:
     if np.ndim(value) != 0:
         raise ValueError(f"{name} must be a scalar, got shape {np.shape(value)}")
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a number, got {value!r}") from None
     if not np.isfinite(number) or (number <= 0 if positive else number < 0):
