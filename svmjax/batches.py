@@ -56,22 +56,21 @@ def key_words(key: jax.Array) -> list[int]:
     return np.asarray(jax.random.key_data(key)).ravel().tolist()
 
 
-def minibatches(
-    words: list[int], epoch: int, n: int, batch_size: int, width: int | None = None
-) -> np.ndarray:
-    """Row indices ``[ceil(n / batch_size), width]`` of one epoch, ``-1`` marking padding.
-
-    Row ``r`` holds the batch ``r`` of :func:`fit`'s documented order in its first
-    ``batch_size`` slots; the slots past ``n`` in the last batch, and the slots from
-    ``batch_size`` to ``width`` (default ``batch_size``) in every batch, are ``-1``.
-    """
-    width = batch_size if width is None else width
+def minibatches(words: list[int], epoch: int, n: int, batch_size: int) -> np.ndarray:
+    """Row indices ``[ceil(n / batch_size), batch_size]`` of one epoch: row ``r`` is batch
+    ``r`` of :func:`svmjax.train.fit`'s documented order; the slots past ``n`` in the last
+    batch are ``-1`` (padding)."""
     n_batches = -(-n // batch_size)
     order = np.full(n_batches * batch_size, -1, np.int32)
     order[:n] = np.random.default_rng([*words, epoch]).permutation(n)
-    padded = np.full((n_batches, width), -1, np.int32)
-    padded[:, :batch_size] = order.reshape(n_batches, batch_size)
-    return padded
+    return order.reshape(n_batches, batch_size)
+
+
+def _device_layout(n: int, devices: int, batch_size: int) -> tuple[int, int, int]:
+    """``(m, b, n_batches)``: rows per device, slots per device and batch, batches."""
+    m = -(-n // devices)
+    b = -(-batch_size // devices)
+    return m, b, -(-m // b)
 
 
 def device_minibatches(
@@ -86,9 +85,7 @@ def device_minibatches(
     ``n_batches = ceil(m / b)`` batches of ``b = ceil(batch_size / devices)`` slots; the slots
     past ``n_d`` are ``-1``. Every device has the same ``n_batches``.
     """
-    m = -(-n // devices)
-    b = -(-batch_size // devices)
-    n_batches = -(-m // b)
+    m, b, n_batches = _device_layout(n, devices, batch_size)
     mine = min(max(n - device * m, 0), m)
     order = np.full(n_batches * b, -1, np.int32)
     order[:mine] = np.random.default_rng([*words, epoch, device]).permutation(mine)
@@ -99,8 +96,8 @@ def mesh_order(words, epoch, n, batch_size, mesh: Mesh) -> jax.Array:
     """The epoch's ``[n_batches, devices, b]`` local indices, each device's column built
     (by :func:`device_minibatches`) only on the process that owns the device."""
     devices = mesh.size
-    first = device_minibatches(words, epoch, n, devices, batch_size, 0)
-    shape = (first.shape[0], devices, first.shape[1])
+    _, b, n_batches = _device_layout(n, devices, batch_size)
+    shape = (n_batches, devices, b)
     spec = NamedSharding(mesh, sharding.batch_spec(mesh, 3, 1))
 
     def piece(index) -> np.ndarray:

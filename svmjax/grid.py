@@ -34,7 +34,7 @@ from svmjax import linear, registry, sharding
 from svmjax import validation as checks  # fit_grid's argument `validation` is the data
 from svmjax.batches import key_words, minibatches, prepare_consts, prepare_data
 from svmjax.optim import make_optimizer
-from svmjax.train import Static, check_options, constrain, epoch_fn
+from svmjax.train import Static, all_finite, check_options, constrain, epoch_fn
 
 __all__ = ["GridResult", "fit_grid"]
 
@@ -119,15 +119,11 @@ def group_epoch_fn(params, opt_state, order, regs, data, consts, static: Static)
         params: Any = optax.apply_updates(params, updates)
         if entry.constraint == "sum_to_zero":
             params = jax.vmap(linear.project_sum_to_zero)(params)
-        finite = jnp.isfinite(values)
-        for leaf in jax.tree.leaves(g):
-            finite &= jnp.all(jnp.isfinite(leaf.reshape(leaf.shape[0], -1)), axis=1)
+        finite = jnp.isfinite(values) & jax.vmap(all_finite)(g)
         return (params, opt_state), (values * jnp.sum(weight), finite)
 
     (params, opt_state), (values, finite) = jax.lax.scan(step, (params, opt_state), order)
-    finite = jnp.all(finite, axis=0)
-    for leaf in jax.tree.leaves(params):
-        finite &= jnp.all(jnp.isfinite(leaf.reshape(leaf.shape[0], -1)), axis=1)
+    finite = jnp.all(finite, axis=0) & jax.vmap(all_finite)(params)
     metrics = {
         "objective": jnp.sum(values, axis=0) / X.shape[0],
         "train_accuracy": _group_accuracy(params, X, y),

@@ -99,24 +99,25 @@ def names(*, solver: bool = False) -> tuple[str, ...]:
 # ------------------------------------------------------------------------------ kinks
 
 
-def _relative_kinks(scores, labels, margin):
-    is_true = one_hot(labels, scores.shape[-1])
-    true_score = jnp.sum(jnp.where(is_true, scores, 0), axis=-1)
-    v = scores - true_score[..., None] + margin
-    return jnp.abs(v[~is_true])
+def _template_kinks(margins, classes, aggregate):
+    spec = family.Template(margins, classes, aggregate)
+
+    def kinks(scores, labels, margin, true_margin=None, **_):
+        margin = jnp.asarray(margin, scores.dtype)
+        true_margin = family.true_margin_or_default(spec, margin, true_margin)
+        return family.template_kinks(spec, scores, labels, margin, true_margin)
+
+    return kinks
 
 
 def _max_kinks(scores, labels, margin):
+    """Crammer–Singer: only the active (largest) hinge and the tie for it (the template's
+    max kinks would also count the inactive wrong classes' hinges)."""
     is_true = one_hot(labels, scores.shape[-1])
     true_score = jnp.sum(jnp.where(is_true, scores, 0), axis=-1)
     top2 = jax.lax.top_k(jnp.where(is_true, -jnp.inf, scores), 2)[0]
     hinge = jnp.abs(top2[..., 0] - true_score + margin)
     return jnp.concatenate([hinge.ravel(), (top2[..., 0] - top2[..., 1]).ravel()])
-
-
-def _absolute_kinks(scores, labels, margin):
-    is_true = one_hot(labels, scores.shape[-1])
-    return jnp.abs(margin - jnp.where(is_true, scores, -scores)).ravel()
 
 
 register(
@@ -125,7 +126,7 @@ register(
         losses.weston_watkins,
         analytic.weston_watkins,
         dual=duals.WESTON_WATKINS,
-        kinks=_relative_kinks,
+        kinks=_template_kinks("relative", "wrong", "sum"),
         paper="Weston & Watkins, ESANN 1999",
     )
 )
@@ -145,7 +146,7 @@ register(
         losses.one_vs_rest,
         analytic.one_vs_rest,
         dual=duals.ONE_VS_REST,
-        kinks=_absolute_kinks,
+        kinks=_template_kinks("absolute", "all", "sum"),
         paper="Rifkin & Klautau, JMLR 2004",
     )
 )
@@ -174,17 +175,6 @@ def loss_options(name: str, options: Mapping[str, Any] | None) -> tuple[tuple[st
 
 
 # ------------------------------------------------------- the family of Doğan et al. and top-k
-
-
-def _template_kinks(margins, classes, aggregate):
-    spec = family.Template(margins, classes, aggregate)
-
-    def kinks(scores, labels, margin, true_margin=None, **_):
-        margin = jnp.asarray(margin, scores.dtype)
-        true_margin = family.true_margin_or_default(spec, margin, true_margin)
-        return family.template_kinks(spec, scores, labels, margin, true_margin)
-
-    return kinks
 
 
 def _unified_kinks(scores, labels, margin, *, margins="relative", classes="wrong",
@@ -238,7 +228,7 @@ register(  # ATS: the one-vs-rest loss, trained jointly under the sum-to-zero co
         losses.one_vs_rest,
         analytic.one_vs_rest,
         constraint="sum_to_zero",
-        kinks=_absolute_kinks,
+        kinks=_template_kinks("absolute", "all", "sum"),
         paper="Doğan, Glasmachers & Igel, JMLR 2016 (ATS)",
     )
 )

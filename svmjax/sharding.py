@@ -34,6 +34,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 
+from svmjax.validation import dtype_of
+
 __all__ = [
     "data_mesh",
     "auto_axes",
@@ -181,8 +183,8 @@ def shard_rows(x, mesh: Mesh, *, n: int | None = None, fill: Any = None) -> jax.
       >>> y.shape[0] % jax.device_count(), y.sharding.spec == batch_spec(data_mesh(), 1)
       (0, True)
     """
-    dtype = np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype
-    fill = (-1 if np.issubdtype(dtype, np.integer) else 0) if fill is None else fill
+    integer = np.issubdtype(dtype_of(x), np.integer)
+    fill = (-1 if integer else 0) if fill is None else fill
     if n is None:
         n = int(np.shape(x)[0])
     m = rows_per_device(n, mesh)

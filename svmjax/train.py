@@ -113,7 +113,8 @@ class Static(NamedTuple):
 # ---------------------------------------------------------------------------------- epochs
 
 
-def _all_finite(tree) -> jax.Array:
+def all_finite(tree) -> jax.Array:
+    """True when every entry of every leaf of ``tree`` is finite (a scalar)."""
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
@@ -179,14 +180,14 @@ def epoch_fn(params, opt_state, order, reg, data: Data, consts: Consts, static: 
         if projected:
             params = linear.project_sum_to_zero(params)
         params, opt_state = constrain((params, opt_state), static.mesh, None)
-        return (params, opt_state), (value * jnp.sum(weight), jnp.isfinite(value) & _all_finite(g))
+        return (params, opt_state), (value * jnp.sum(weight), jnp.isfinite(value) & all_finite(g))
 
     (params, opt_state), (values, finite) = jax.lax.scan(step, (params, opt_state), order)
     n = X.shape[0] if mesh is None else jnp.sum(y >= 0)
     metrics = {
         "objective": jnp.sum(values) / n,
         "train_accuracy": _accuracy(params, X, y, static.mesh),
-        "finite": jnp.all(finite) & _all_finite(params),
+        "finite": jnp.all(finite) & all_finite(params),
     }
     if data.X_val is not None and data.y_val is not None:
         metrics["val_accuracy"] = _accuracy(params, data.X_val, data.y_val, static.mesh)
@@ -357,16 +358,15 @@ def fit(
     if frozen:  # stored only when set, so older checkpoints still match
         options["loss_options"] = [list(item) for item in frozen]
     state = _start(params, optimizer, key, options, resume_from, epochs)
+    reg_array = jnp.asarray(reg_value, params["W"].dtype)
     if mesh is not None:  # replicate everything but the data
-        consts, params, opt_state = sharding.put((consts, state.params, state.opt_state), mesh)
+        placed = sharding.put((consts, reg_array, state.params, state.opt_state), mesh)
+        consts, reg_array, params, opt_state = placed
         state = state._replace(params=params, opt_state=opt_state)
     static = Static(optimizer.update, loss, grad, bool(squared), frozen, mesh)
-    reg_array = jnp.asarray(reg_value, params["W"].dtype)
-    if mesh is not None:
-        reg_array = sharding.put(reg_array, mesh)
     run = functools.partial(run_epoch, reg=reg_array, data=data, consts=consts, static=static)
     words = key_words(key)
-    writer = checkpoint is not None and jax.process_index() == 0  # one writer per run
+    writer = jax.process_index() == 0  # one checkpoint writer per run
     bar = _progress_bar(epochs, state.epoch) if progress else None
     try:
         for epoch in range(state.epoch + 1, epochs + 1):

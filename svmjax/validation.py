@@ -176,13 +176,10 @@ def one_hot(labels: jax.Array, n_classes: int) -> jax.Array:
 # ------------------------------------------------------------------------ shared pieces
 
 
-def _dtype(x: object) -> np.dtype:
-    dtype = getattr(x, "dtype", None)  # not np.asarray(x): no copy of a device array
+def dtype_of(x: object) -> np.dtype:
+    """The dtype of ``x`` as given (not after JAX's conversion); no copy of a device array."""
+    dtype = getattr(x, "dtype", None)
     return np.asarray(x).dtype if dtype is None else np.dtype(dtype)
-
-
-def _dtype_name(x: object) -> str:
-    return str(_dtype(x))
 
 
 def check_dtypes(scores_or_X: object, labels: object, name: str = "scores") -> None:
@@ -191,14 +188,13 @@ def check_dtypes(scores_or_X: object, labels: object, name: str = "scores") -> N
     The dtypes named are the caller's own (an ``int64`` NumPy array is reported as
     ``int64``, not as the ``int32`` JAX would convert it to).
     """
-    x_dtype, y_dtype = _dtype(scores_or_X), _dtype(labels)
+    x_dtype, y_dtype = dtype_of(scores_or_X), dtype_of(labels)
     if not jnp.issubdtype(x_dtype, jnp.floating):
-        raise TypeError(f"{name} must be floating point, got dtype {_dtype_name(scores_or_X)}")
+        raise TypeError(f"{name} must be floating point, got dtype {x_dtype}")
     if not jnp.issubdtype(y_dtype, jnp.integer):
         hint = " (convert with labels.astype(int))" if jnp.issubdtype(y_dtype, jnp.floating) else ""
         raise TypeError(
-            f"labels must be integer class indices in [0, C), got dtype {_dtype_name(labels)}"
-            + hint
+            f"labels must be integer class indices in [0, C), got dtype {y_dtype}" + hint
         )
 
 
