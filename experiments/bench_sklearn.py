@@ -5,14 +5,18 @@ Tasks, on digits (1797 x 64, 10 classes) with ``StandardScaler``:
 
 * ``cv``: 5-fold ``cross_val_score`` of ``SVMClassifier(loss="crammer_singer", C=0.1)`` vs
   ``LinearSVC(multi_class="crammer_singer", C=0.1)``;
-* ``grid``: ``GridSearchCV`` over 3 values of ``C`` x 3 folds (and the refit).
+* ``grid``: ``GridSearchCV`` over 3 values of ``C`` x 3 folds (and the refit);
+* ``fits``: three fits on new row counts (1797, 1437 and 1000 rows, in that order), each
+  of which may need a program of its own.
 
 Every measurement runs in a new Python process, as a user's script would: ``cold`` starts
 with an empty persistent compilation cache (:func:`svmjax.cache.enable` on a new folder,
 so it pays for compilation and fills the cache), ``warm`` is the next process on the same
-folder. The times are the task alone (``task_s``) and the imports (``import_s``: svmjax
-and JAX, or scikit-learn's estimator). One repeat per variant on a shared machine: compare
-ratios, and expect noise. Writes ``results.json`` and ``results.md``.
+folder. The times are the task alone (``task_s``), the part of it JAX spent building
+programs (``compile_s``: tracing, lowering and XLA compilation or loading them from the
+cache, from JAX's monitoring events) and the rest (``run_s``), and the imports
+(``import_s``: svmjax and JAX, or scikit-learn's estimator). One repeat per variant on
+a shared machine: compare ratios, and expect noise. Writes ``results.json`` and ``results.md``.
 
     python experiments/bench_sklearn.py [--out results/bench_sklearn]
 """
@@ -28,19 +32,20 @@ import sys
 import time
 from pathlib import Path
 
-from common import header, markdown_table, write
+from common import compile_seconds, compile_since, header, markdown_table, write
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     out: str = "results/bench_sklearn"
-    tasks: tuple[str, ...] = ("cv", "grid")
+    tasks: tuple[str, ...] = ("cv", "grid", "fits")
     C: float = 0.1
     folds: int = 5
     grid_Cs: tuple[float, ...] = (0.01, 0.1, 1.0)
     grid_folds: int = 3
     n_samples: int | None = None  # None: all of digits
     max_iter: int | None = None  # None: the estimators' defaults
+    fit_rows: tuple[int, ...] = (1797, 1437, 1000)
 
 
 def _child(kind: str, task: str, config: Config, cache_dir: str | None) -> dict:
@@ -74,14 +79,35 @@ def _child(kind: str, task: str, config: Config, cache_dir: str | None) -> dict:
     X, y = load_digits(return_X_y=True)
     X, y = X[: config.n_samples], y[: config.n_samples]
     pipeline = make_pipeline(StandardScaler(), estimator)
-    start = time.perf_counter()
+    compiled = compile_seconds()
+    start, fits = time.perf_counter(), []
     if task == "cv":
         score = float(cross_val_score(pipeline, X, y, cv=config.folds).mean())
-    else:
+    elif task == "grid":
         name = pipeline.steps[-1][0]
         search = GridSearchCV(pipeline, {f"{name}__C": list(config.grid_Cs)}, cv=config.grid_folds)
         score = float(search.fit(X, y).best_score_)
-    return {"import_s": import_s, "task_s": time.perf_counter() - start, "score": score}
+    else:  # one fit per row count, each timed
+        for n in config.fit_rows:
+            before, fit_start = compile_seconds(), time.perf_counter()
+            pipeline.fit(X[:n], y[:n])
+            fits.append(
+                {
+                    "rows": n,
+                    "s": time.perf_counter() - fit_start,
+                    "compile_s": compile_since(before),
+                }
+            )
+        score = float(pipeline.score(X, y))
+    task_s, compile_s = time.perf_counter() - start, compile_since(compiled)
+    return {
+        "import_s": import_s,
+        "task_s": task_s,
+        "compile_s": compile_s,
+        "run_s": task_s - compile_s,
+        "score": score,
+        "fits": fits,
+    }
 
 
 def _spawn(kind: str, task: str, config: Config, cache_dir: Path | None) -> dict:
@@ -110,12 +136,23 @@ def main(config: Config) -> dict:
             rows[-1]["vs_LinearSVC"] = timing["task_s"] / liblinear["task_s"]
         print(json.dumps(rows[-3:]), flush=True)
     table = markdown_table(
-        ["task", "run", "task (s)", "imports (s)", "vs LinearSVC", "accuracy"],
+        [
+            "task",
+            "run",
+            "task (s)",
+            "compile (s)",
+            "rest (s)",
+            "imports (s)",
+            "vs LinearSVC",
+            "score",
+        ],
         [
             [
                 r["task"],
                 r["variant"],
                 f"{r['task_s']:.2f}",
+                f"{r['compile_s']:.2f}",
+                f"{r['run_s']:.2f}",
                 f"{r['import_s']:.2f}",
                 f"{r['vs_LinearSVC']:.1f}x",
                 f"{r['score']:.4f}",
@@ -123,9 +160,19 @@ def main(config: Config) -> dict:
             for r in rows
         ],
     )
+    fit_rows = [
+        [r["variant"], *(f"{f['s']:.2f} ({f['compile_s']:.2f})" for f in r["fits"])]
+        for r in rows
+        if r["fits"]
+    ]
+    fits = ""
+    if fit_rows:
+        fits = "\n\nOne fit per row count, seconds (of which building programs):\n\n" + (
+            markdown_table(["run", *(f"{n} rows" for n in config.fit_rows)], fit_rows)
+        )
     markdown = (
         f"# SVMClassifier vs LinearSVC (Crammer-Singer, C={config.C}) on digits, "
-        "fresh processes\n\n" + table
+        "fresh processes\n\n" + table + fits
     )
     results = {"config": dataclasses.asdict(config), "rows": rows}
     write(out, results, markdown)
@@ -143,6 +190,8 @@ if __name__ == "__main__":
         sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=Config.out)
-    parser.add_argument("--tasks", nargs="+", choices=("cv", "grid"), default=list(Config.tasks))
+    parser.add_argument(
+        "--tasks", nargs="+", choices=("cv", "grid", "fits"), default=list(Config.tasks)
+    )
     args = parser.parse_args()
     main(Config(out=args.out, tasks=tuple(args.tasks)))

@@ -84,3 +84,33 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+# JAX's monitoring events for the three stages of building a program (jax >= 0.4.3x).
+_COMPILE_EVENTS = {
+    "/jax/core/compile/jaxpr_trace_duration": "trace",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
+    "/jax/core/compile/backend_compile_duration": "compile",
+}
+_compile_totals: dict[str, float] = {}
+
+
+def compile_seconds() -> dict[str, float]:
+    """Seconds JAX has spent tracing, lowering and compiling (XLA, or loading from the
+    persistent cache) since the first call, which starts listening; take differences
+    around a task to split its time into building programs and running them."""
+    if not _compile_totals:
+        _compile_totals.update(dict.fromkeys(_COMPILE_EVENTS.values(), 0.0))
+
+        def listen(event: str, duration: float, **_) -> None:
+            if event in _COMPILE_EVENTS:
+                _compile_totals[_COMPILE_EVENTS[event]] += duration
+
+        jax.monitoring.register_event_duration_secs_listener(listen)
+    return dict(_compile_totals)
+
+
+def compile_since(before: dict[str, float]) -> float:
+    """Trace + lower + compile seconds since ``before`` (a :func:`compile_seconds`)."""
+    now = compile_seconds()
+    return sum(now[k] - before[k] for k in now)
