@@ -59,7 +59,8 @@ def validate(
       name: what to call the first argument in error messages.
 
     Returns:
-      ``(jnp.asarray(scores_or_X), jnp.asarray(labels))``.
+      ``(scores_or_X, labels)`` as JAX arrays (as given if they are already; otherwise on
+      the default device, in JAX's default dtypes, as ``jnp.asarray`` would give them).
 
     Raises:
       TypeError: ``labels`` are not integers, or ``scores_or_X`` is not floating point.
@@ -97,7 +98,15 @@ def validate(
         index = _first_index(~finite)
         raise ValueError(f"{name} is not finite: {name}[{_position(index)}] = {x[index]}")
     check_labels(y, classes)
-    return jnp.asarray(x), jnp.asarray(y)
+    # A transfer, not jnp.asarray: in a fresh process jnp.asarray of a NumPy array compiles
+    # a small copy program for every new shape (each fold of a cross-validation).
+    return _to_jax(scores_or_X, x), _to_jax(labels, y)
+
+
+def _to_jax(original, value: np.ndarray) -> jax.Array:
+    """``original`` if it is a JAX array already, else ``value`` on the default device (in
+    JAX's canonical dtype: float64 becomes float32 unless ``jax_enable_x64``)."""
+    return original if isinstance(original, jax.Array) else jax.device_put(value)
 
 
 def check_loss_inputs(
