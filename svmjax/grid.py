@@ -236,12 +236,13 @@ def fit_grid(
     padded = configs + [configs[-1]] * (0 if mesh is None else -k % mesh.size)
     batch_size = min(batch_size, n)
     decay_steps = epochs * -(-n // batch_size) if schedule == "cosine" else None
-    txs = [make_optimizer(optimizer, lr, schedule, decay_steps=decay_steps) for lr, _, _ in padded]
+    tx = make_optimizer(optimizer, configs[0][0], schedule, decay_steps=decay_steps)
     stacked = jax.tree.map(lambda p: jnp.broadcast_to(p, (len(padded), *p.shape)), params)
-    opt_state = jax.tree.map(lambda *s: jnp.stack(s), *[tx.init(params) for tx in txs])
+    opt_state = _init_states(optimizer, schedule, decay_steps, [lr for lr, _, _ in padded], params)
     regs_k = jnp.array([reg for _, reg, _ in padded], params["W"].dtype)
-    words = [key_words(jax.random.fold_in(key, seed)) for _, _, seed in padded]
-    static = Static(txs[0].update, loss, grad, bool(squared), frozen, None)
+    seed_words = {seed: key_words(jax.random.fold_in(key, seed)) for seed in seeds}
+    words = [seed_words[seed] for _, _, seed in padded]
+    static = Static(tx.update, loss, grad, bool(squared), frozen, None)
     alive, rows = jnp.ones(len(padded), bool), []
 
     def split(tree, mesh: Mesh):  # configurations over the devices
@@ -272,6 +273,18 @@ def fit_grid(
     else:
         stacked, rows, alive = jax.tree.map(_by_config, (stacked, rows, alive))
     return _result(stacked, rows, alive, configs, epochs, validation is not None)
+
+
+def _init_states(optimizer, schedule, decay_steps, learning_rates, params):
+    """The optimizer states of every learning rate, stacked ``[K, ...]``: one vmapped
+    ``init`` (the rate lives in the state), not ``K`` eager ones (host work that grew
+    with ``K`` and cost more than a short grid's training)."""
+
+    def init(lr):
+        return make_optimizer(optimizer, lr, schedule, decay_steps=decay_steps).init(params)
+
+    dtype = jnp.asarray(learning_rates[0]).dtype
+    return jax.vmap(init)(jnp.asarray(learning_rates, dtype))
 
 
 def _by_seed(x: jax.Array, n_seeds: int) -> jax.Array:
