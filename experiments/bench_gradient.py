@@ -75,6 +75,8 @@ SIZES = {
     "4000x40x10": (4000, 40, 10),  # mnist1d
     "500x3073x10": (500, 3073, 10),  # a cs231n development subset
     "10000x784x10": (10000, 784, 10),  # MNIST-like
+    "5000x3073x10": (5000, 3073, 10),  # 59 MiB
+    "60000x784x10": (60000, 784, 10),  # MNIST's training set (179 MiB)
     "10000x3073x10": (10000, 3073, 10),
     "20000x3073x10": (20000, 3073, 10),  # the target size (245 MB)
     "49000x3073x10": (49000, 3073, 10),  # cs231n's CIFAR-10 training split (600 MB)
