@@ -21,8 +21,10 @@ a traced argument, so a run compiles once and a second run with the same shapes 
 options compiles nothing. The loop over epochs stays on the host because there is work
 between epochs: the divergence check (an epoch with a non-finite objective, gradient or
 parameter raises :class:`TrainingDiverged` *before* it is recorded or checkpointed), the
-checkpoint (:mod:`svmjax.checkpoint`) and the progress bar. The same compiled epoch runs
-whether those are on or off, so checkpointing and resuming never change the numbers.
+checkpoint (:mod:`svmjax.checkpoint`) and the progress bar. That host work overlaps the
+device: epoch ``e + 1`` is dispatched (asynchronously) before epoch ``e`` is checked and
+recorded, and is thrown away if ``e`` diverged. The same compiled epoch runs whether
+those are on or off, so checkpointing and resuming never change the numbers.
 :func:`svmjax.grid.fit_grid` vmaps the same epoch function over configurations.
 
 Constraints. A loss registered with ``constraint="sum_to_zero"`` (:mod:`svmjax.registry`)
