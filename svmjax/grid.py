@@ -147,8 +147,11 @@ def grid_epoch(params, opt_state, orders, regs, alive, data, consts, *, static, 
     the devices; :func:`svmjax.train.epoch_fn` vmapped, each device trains its
     configurations alone.
     """
-    fn = epoch_fn if mesh is not None else group_epoch_fn
-    run = jax.vmap(functools.partial(fn, static=static), in_axes=(0, 0, 0, 0, None, None))
+    if mesh is None:
+        fn = functools.partial(group_epoch_fn, static=static)
+    else:  # vmapped over configurations: no per-configuration copy of X
+        fn = functools.partial(epoch_fn, static=static, gather_once=False)
+    run = jax.vmap(fn, in_axes=(0, 0, 0, 0, None, None))
     new_params, new_opt_state, metrics = run(params, opt_state, orders, regs, data, consts)
     alive = alive & metrics.pop("finite")
 

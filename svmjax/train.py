@@ -101,6 +101,9 @@ class TrainingDiverged(FloatingPointError):
         self.epoch, self.params, self.history = epoch, params, history
 
 
+_GATHER_ONCE_BYTES = 64 * 2**20  # epoch_fn copies a smaller X in batch order once per epoch
+
+
 class Static(NamedTuple):
     """The compile-time options of an epoch (hashable)."""
 
@@ -165,11 +168,24 @@ def gather_batches(X: jax.Array, y: jax.Array, order: jax.Array):
     return X[index], y[index], weight, jnp.sum(weight, axis=1)
 
 
-def epoch_fn(params, opt_state, order, reg, data: Data, consts: Consts, static: Static):
+def epoch_fn(
+    params,
+    opt_state,
+    order,
+    reg,
+    data: Data,
+    consts: Consts,
+    static: Static,
+    gather_once: bool = True,
+):
     """One epoch: a scan of optimizer steps over the minibatch indices ``order``.
 
     Without a mesh ``order`` is ``[n_batches, width]`` row indices (:func:`minibatches`),
-    gathered once for the whole epoch (:func:`gather_batches`). With ``static.mesh`` the
+    gathered once for the whole epoch (:func:`gather_batches`) when ``gather_once`` and
+    ``X`` holds at most 64 MiB (the epoch's copy of ``X`` then costs little memory; for a
+    larger ``X`` the per-step overhead it saves is negligible anyway), else step by step
+    (:func:`svmjax.grid.fit_grid` vmaps this function over configurations under a mesh and
+    passes ``False``: one copy of ``X`` per configuration would not do). With ``static.mesh`` the
     data is laid out by rows (:func:`svmjax.sharding.shard_rows`, label ``-1`` on padding
     rows) and ``order`` is ``[n_batches, devices, b]``, each device's indices into its own
     rows (:func:`svmjax.batches.device_minibatches`): every device gathers its part of the
@@ -187,22 +203,23 @@ def epoch_fn(params, opt_state, order, reg, data: Data, consts: Consts, static: 
     options |= dict(grad=static.grad, class_weights=consts.class_weights)
     options |= dict(loss_options=dict(static.options))
 
-    if mesh is None:
-        batches = gather_batches(X, y, order)
-    else:  # [devices, m, ...]: device d's rows, indexed locally
+    once = mesh is None and gather_once and X.size * X.dtype.itemsize <= _GATHER_ONCE_BYTES
+    batches = gather_batches(X, y, order) if once else order
+    if mesh is not None:  # [devices, m, ...]: device d's rows, indexed locally
         X_local = constrain(X.reshape(mesh.size, -1, X.shape[1]), mesh, 0)
         y_local = constrain(y.reshape(mesh.size, -1), mesh, 0)
-        batches = order
 
     def batch(xs):
         # The barrier materialises this step's slices of the epoch arrays: fused into the
         # loss, they would count the whole [n_batches, ...] arrays as bytes read, and
         # XLA:CPU would then split those small fusions over threads (a loss at 2-core scale).
         xs = jax.lax.optimization_barrier(xs)
-        if mesh is None:
+        if once:
             return xs
         weight = (xs >= 0).astype(X.dtype)  # padding slots (-1) get weight 0
         index = jnp.maximum(xs, 0)
+        if mesh is None:
+            return X[index], y[index], weight, jnp.sum(weight)
         X_b = jax.vmap(lambda X, i: X[i])(X_local, index)  # [devices, b, D], no communication
         y_b = jax.vmap(lambda y, i: y[i])(y_local, index)
         flat = (X_b.reshape(-1, X.shape[1]), y_b.reshape(-1), weight.reshape(-1))
@@ -236,7 +253,7 @@ def epoch_fn(params, opt_state, order, reg, data: Data, consts: Consts, static: 
     return params, opt_state, metrics
 
 
-run_epoch = jax.jit(epoch_fn, static_argnames=("static",))
+run_epoch = jax.jit(epoch_fn, static_argnames=("static", "gather_once"))
 
 
 # ---------------------------------------------------------------------------------- checks
