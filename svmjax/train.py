@@ -199,7 +199,7 @@ def epoch_fn(
     """
     X, y, mesh = data.X, data.y, static.mesh
     projected = registry.get(static.loss).constraint == "sum_to_zero"
-    options = dict(loss=static.loss, margin=consts.margin, squared=static.squared)
+    options: dict[str, Any] = dict(loss=static.loss, margin=consts.margin, squared=static.squared)
     options |= dict(grad=static.grad, class_weights=consts.class_weights)
     options |= dict(loss_options=dict(static.options))
 
