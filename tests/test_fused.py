@@ -217,6 +217,7 @@ def test_bench_script_smoke(tmp_path, monkeypatch):
         repeats=2,
         accuracy_datasets=("digits",),
         accuracy_steps=3,
+        isas=("default",),  # the capped rerun is test_experiments.py's smoke test
     )
     results = bench.main(config)
     saved = json.loads((tmp_path / "results.json").read_text())
