@@ -210,10 +210,6 @@ def epoch_fn(
         y_local = constrain(y.reshape(mesh.size, -1), mesh, 0)
 
     def batch(xs):
-        # The barrier materialises this step's slices of the epoch arrays: fused into the
-        # loss, they would count the whole [n_batches, ...] arrays as bytes read, and
-        # XLA:CPU would then split those small fusions over threads (a loss at 2-core scale).
-        xs = jax.lax.optimization_barrier(xs)
         if once:
             return xs
         weight = (xs >= 0).astype(X.dtype)  # padding slots (-1) get weight 0
