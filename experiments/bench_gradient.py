@@ -9,13 +9,16 @@ Methods, all computing the loss *and* the gradient on the same float32 problem (
 * ``analytic_bf16``: the same with ``X`` stored in ``bfloat16`` (float32 products);
 * ``two_pass``: the same ``custom_vjp`` forced to one block (``svmjax.fused.mean_loss``
   with ``block=N``): two passes over ``X``, weight gradient in the fast layout;
+* ``blocked``: the same forced to the CPU block size (``min(1024, 16 MiB // row_bytes)``
+  rows): one sweep over ``X`` in row blocks;
 * ``scores_vjp``: the previous analytic path, ``svmjax.analytic``'s ``custom_vjp`` on the
   scores only, the weight gradient left to autodiff;
 * ``autodiff``: ``objective(..., grad="autodiff")`` (``jax.grad`` of the pure loss);
 * ``closed_form``: ``svmjax.linear.weston_watkins_closed_form``, jitted (no bias);
 * ``numpy``: cs231n's vectorised ``svm_loss_vectorized`` in NumPy (no bias);
 * ``torch``: ``C * multi_margin_loss`` and autograd (when torch is importable);
-* ``floor``: one streaming read of ``X``, ``jnp.sum(X, 0)``, jitted.
+* ``floor``: one streaming read of ``X``, ``jnp.sum(X, 0)``, jitted; ``floor_total``:
+  ``jnp.sum(X)``, another read of ``X`` (XLA:CPU runs it faster than the column sums).
 
 Everything runs in one process, interleaved (one call of each method per round, the order
 rotated from round to round), after two warm-up calls; min and median over the rounds.
@@ -28,7 +31,8 @@ Instruction sets: ``--isas default AVX2`` repeats the timings in a fresh process
 instruction set, capped with ``XLA_FLAGS=--xla_cpu_max_isa=<ISA>`` (so a machine with
 AVX-512 also shows what an AVX2-only CPU would get), and reports, per size and ISA, which
 of the project's three gradient paths (one-pass blocked sweep, two passes in one block,
-autodiff) is fastest and whether :func:`svmjax.fused.block_rows` picked it.
+autodiff) is fastest and whether :func:`svmjax.fused.block_rows` picked it. The default
+run does both (``--isas default AVX2``) and includes the issue's 20000 x 3073 x 10.
 
 Writes ``results.json`` and ``timings.png`` into the output folder.
 
@@ -71,21 +75,26 @@ SIZES = {
     "4000x40x10": (4000, 40, 10),  # mnist1d
     "500x3073x10": (500, 3073, 10),  # a cs231n development subset
     "10000x784x10": (10000, 784, 10),  # MNIST-like
+    "5000x3073x10": (5000, 3073, 10),  # 59 MiB
+    "60000x784x10": (60000, 784, 10),  # MNIST's training set (179 MiB)
     "10000x3073x10": (10000, 3073, 10),
     "20000x3073x10": (20000, 3073, 10),  # the issue's target size (245 MB)
     "49000x3073x10": (49000, 3073, 10),  # cs231n's CIFAR-10 training split (600 MB)
 }
 PATHS = ("blocked", "two_pass", "autodiff")  # the project's gradient paths
 METHODS = (
-    "analytic", "analytic_bf16", "two_pass", "scores_vjp", "autodiff", "closed_form", "numpy",
-    "torch", "floor",
+    "analytic", "analytic_bf16", "two_pass", "blocked", "scores_vjp", "autodiff", "closed_form",
+    "numpy", "torch", "floor", "floor_total",
 )  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     out: str = "results/bench_gradient"
-    sizes: tuple[str, ...] = ("4000x40x10", "500x3073x10", "10000x784x10", "10000x3073x10")
+    sizes: tuple[str, ...] = (
+        "4000x40x10", "500x3073x10", "10000x784x10", "5000x3073x10", "10000x3073x10",
+        "60000x784x10", "20000x3073x10",
+    )  # fmt: skip
     repeats: int = 15
     reg: float = 1e-3
     seed: int = 0
@@ -93,7 +102,7 @@ class Config:
     accuracy_steps: int = 500
     learning_rate: float = 0.01
     accuracy_reg: float = 1e-3
-    isas: tuple[str, ...] = ("default",)  # "default" or an --xla_cpu_max_isa value
+    isas: tuple[str, ...] = ("default", "AVX2")  # "default" or an --xla_cpu_max_isa value
 
 
 # ------------------------------------------------------------------------------- methods
@@ -134,18 +143,27 @@ def _methods(n: int, d: int, c: int, reg: float, seed: int) -> dict[str, Callabl
         mean = jnp.mean(svmjax.analytic.weston_watkins(linear.scores(p, X), y))
         return mean + reg * jnp.sum(p["W"] ** 2)
 
-    two_pass, scores_vjp = (jax.jit(jax.value_and_grad(f)) for f in (two_pass, scores_vjp))
+    def blocked(p, X, y):  # the same custom_vjp, forced to the CPU block size
+        rows = _cpu_block(d)
+        return fused.mean_loss(p, X, y, block=rows) + reg * jnp.sum(p["W"] ** 2)
+
+    two_pass, blocked, scores_vjp = (
+        jax.jit(jax.value_and_grad(f)) for f in (two_pass, blocked, scores_vjp)
+    )
     closed = jax.jit(lambda W, X, y: linear.weston_watkins_closed_form(W, X, y, reg=reg))
     floor = jax.jit(lambda X: jnp.sum(X, 0))
+    floor_total = jax.jit(lambda X: jnp.sum(X))
     methods = {
         "analytic": lambda: jax.block_until_ready(analytic(params, X, y)),
         "analytic_bf16": lambda: jax.block_until_ready(analytic(params, X_bf16, y)),
         "two_pass": lambda: jax.block_until_ready(two_pass(params, X, y)),
+        "blocked": lambda: jax.block_until_ready(blocked(params, X, y)),
         "scores_vjp": lambda: jax.block_until_ready(scores_vjp(params, X, y)),
         "autodiff": lambda: jax.block_until_ready(autodiff(params, X, y)),
         "closed_form": lambda: jax.block_until_ready(closed(params["W"], X, y)),
         "numpy": lambda: _numpy_svm(W_np, X_np, y_np, reg),
         "floor": lambda: jax.block_until_ready(floor(X)),
+        "floor_total": lambda: jax.block_until_ready(floor_total(X)),
     }
     if torch is not None:
         X_t, y_t = torch.from_numpy(X_np), torch.from_numpy(y_np)
@@ -272,20 +290,27 @@ def _plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _cpu_block(d: int) -> int:
+    """The CPU block size of :func:`svmjax.fused.block_rows` for float32 rows of ``d``."""
+    return fused.block_rows(2**31 - 1, d, platform="cpu")
+
+
 def _rule_row(size: str, lo: dict, isa: str) -> dict:
-    """Which gradient path was fastest here, and which one the block rule picks (the
-    ``analytic`` method runs the rule's pick; ``two_pass`` is always one block)."""
+    """Which of the three gradient paths was fastest here (each timed explicitly: the
+    sweep forced to the CPU block size, one block, autodiff), which one the block rule
+    picks, and how much slower the pick is than the fastest (1.0: the rule's pick won)."""
     n, d, _ = SIZES[size]
-    picked = "two_pass" if fused.block_rows(n, d) >= n else "blocked"
-    timed = {"default": lo["analytic"], "two_pass": lo["two_pass"], "autodiff": lo["autodiff"]}
+    picked = "two_pass" if fused.block_rows(n, d, platform="cpu") >= n else "blocked"
+    timed = {name: lo[name] for name in PATHS}
     fastest = min(timed, key=timed.__getitem__)
     return {
         "size": size,
         "isa": isa,
+        "x_mib": n * d * 4 / 2**20,
         **{f"{name}_ms": value for name, value in timed.items()},
         "rule_picks": picked,
-        "fastest": picked if fastest == "default" else fastest,
-        "default_vs_fastest": timed["default"] / timed[fastest],  # 1.0: the rule's pick won
+        "fastest": fastest,
+        "default_vs_fastest": timed[picked] / timed[fastest],
     }
 
 
@@ -317,19 +342,22 @@ def main(config: Config) -> dict:
             "two_pass/analytic": lo["two_pass"] / lo["analytic"],
             "torch/analytic": lo["torch"] / lo["analytic"] if "torch" in lo else None,
             "analytic/floor": lo["analytic"] / lo["floor"],
+            "analytic/floor_total": lo["analytic"] / lo["floor_total"],
         }
         rows.append({"size": size, "min_ms": lo, "median_ms": med, "ratios": ratios})
         print(_table(rows[-1:]), flush=True)
     isa_name = os.environ.get("XLA_FLAGS", "").rpartition("--xla_cpu_max_isa=")[2].split(" ")[0]
-    rules = [_rule_row(r["size"], r["min_ms"], isa_name or "default") for r in rows]
+    by_isa = {isa_name or "default": rows}
     for isa in config.isas:
         if isa != "default":
-            rules += [_rule_row(r["size"], r["min_ms"], isa) for r in _other_isa(config, isa)]
+            by_isa[isa] = _other_isa(config, isa)
+    rules = [_rule_row(r["size"], r["min_ms"], isa) for isa, rs in by_isa.items() for r in rs]
     accuracy = _accuracy_rows(config) if config.accuracy_steps > 0 else []  # 0: timings only
     results = {
         "config": dataclasses.asdict(config),
         "timings": rows,
         "block_rule": rules,
+        "ratios_by_isa": {isa: {r["size"]: r["ratios"] for r in rs} for isa, rs in by_isa.items()},
         "bf16_accuracy": accuracy,
         "environment": environment() | {"torch": None if torch is None else torch.__version__},
     }
@@ -340,10 +368,20 @@ def main(config: Config) -> dict:
     print("\nblock rule: the default path vs the fastest of", ", ".join(PATHS), "(min ms)")
     for r in rules:
         print(
-            f"  {r['size']:>14s} {r['isa']:>8s}: default {r['default_ms']:.2f}  two-pass "
-            f"{r['two_pass_ms']:.2f}  autodiff {r['autodiff_ms']:.2f}  rule picks "
-            f"{r['rule_picks']}, fastest {r['fastest']} ({r['default_vs_fastest']:.2f}x)"
+            f"  {r['size']:>14s} ({r['x_mib']:5.0f} MiB) {r['isa']:>8s}: blocked "
+            f"{r['blocked_ms']:.2f}  two-pass {r['two_pass_ms']:.2f}  autodiff "
+            f"{r['autodiff_ms']:.2f}  rule picks {r['rule_picks']}, fastest {r['fastest']} "
+            f"(pick / fastest {r['default_vs_fastest']:.2f}x)"
         )
+    print("\nthe default path (analytic) per instruction set (min over rounds):")
+    for isa, rs in by_isa.items():
+        for r in rs:
+            q = r["ratios"]
+            print(
+                f"  {r['size']:>14s} {isa:>8s}: autodiff / analytic {q['autodiff/analytic']:.2f}"
+                f"  analytic / read of X {q['analytic/floor']:.2f} (sum(X, 0)), "
+                f"{q['analytic/floor_total']:.2f} (sum(X))"
+            )
     if accuracy:
         print("\nbfloat16 data (float32 parameters and products):")
     for r in accuracy:

@@ -104,21 +104,53 @@ def _torch_loop(X, y, n_classes: int, config: Config, steps_per_epoch: int):
 
 
 def _cost_model(n: int, d: int, c: int, batch: int, k: int) -> dict:
-    """Per step, for ``k`` configurations sharing the batches: flops of the two products,
-    and bytes of ``X`` read (gather + two products) shared vs one configuration at a time."""
+    """Per epoch, for ``k`` configurations sharing the batches: flops of the two products
+    per step (scores ``X_b W``, gradient ``M^T X_b``, each ``2 B D k C``) and of the
+    epoch-end training accuracy (``2 N D k C``), bytes of ``X`` read per step (gather +
+    two products) shared vs one configuration at a time, and the per-configuration
+    elementwise work per step (score elements of the loss, parameters of the update)."""
+    steps = -(-n // batch)
     flops = 2 * 2 * batch * d * c * k  # scores X_b W and gradient M^T X_b
     x_bytes = 3 * batch * d * 4  # gather (read and write) the batch, read it in each product
     return {
         "flops_per_step": flops,
+        "accuracy_flops": 2 * n * d * c * k,
+        "flops_per_epoch": flops * steps + 2 * n * d * c * k,
         "x_bytes_per_step_shared": x_bytes,
         "x_bytes_per_step_separate": k * x_bytes,
         "loss_elements_per_step": batch * c * k,
-        "steps": -(-n // batch),
+        "update_elements_per_step": (d * c + c) * k,
+        "steps": steps,
     }
 
 
+def _product_rate(n: int, d: int, c: int, batch: int, k: int) -> float:
+    """Measured FLOP/s of the step's two products for ``k`` configurations (``X_b W``
+    ``[B, D] x [D, k C]`` and ``M^T X_b``), jitted, best of a few: the cost model's price
+    of a flop at this shape."""
+    rng = np.random.default_rng(0)
+    X_b = jnp.asarray(rng.standard_normal((batch, d), dtype=np.float32))
+    W = jnp.asarray(rng.standard_normal((d, k * c), dtype=np.float32))
+
+    @jax.jit
+    def products(X_b, W):
+        S = X_b @ W
+        return jax.lax.optimization_barrier(S.T @ X_b)
+
+    jax.block_until_ready(products(X_b, W))
+    best = min(_once(lambda: jax.block_until_ready(products(X_b, W))) for _ in range(20))
+    return 2 * 2 * batch * d * c * k / best
+
+
+def _once(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def _scaling(config: Config) -> list[dict]:
-    """``fit_grid`` time for each of ``scaling_sizes`` configurations, 1 epoch, interleaved."""
+    """``fit_grid`` time for each of ``scaling_sizes`` configurations, 1 epoch, interleaved,
+    with the cost model: the products' share of the time at their measured rate."""
     rows = []
     for shape in config.scaling_shapes:
         n, d, c = (int(v) for v in shape.split("x"))
@@ -140,15 +172,20 @@ def _scaling(config: Config) -> list[dict]:
             run(k)  # compile
         for _ in range(max(1, config.repeats // 2)):
             for k in config.scaling_sizes:
-                start = time.perf_counter()
-                run(k)
-                times[k].append(time.perf_counter() - start)
+                times[k].append(_once(lambda k=k: run(k)))
         one, many = config.scaling_sizes
         row = {"shape": shape, "seconds": {str(k): min(t) for k, t in times.items()}}
         row["seconds_median"] = {str(k): statistics.median(t) for k, t in times.items()}
         row["ratio"] = min(times[many]) / min(times[one])
         row["ratio_median"] = statistics.median(times[many]) / statistics.median(times[one])
         row["cost_model"] = {str(k): _cost_model(n, d, c, config.batch_size, k) for k in times}
+        for k in times:
+            model = row["cost_model"][str(k)]
+            rate = _product_rate(n, d, c, config.batch_size, k)
+            model["product_gflops_per_s"] = rate / 1e9
+            model["product_seconds"] = model["flops_per_epoch"] / rate
+            model["product_share"] = model["product_seconds"] / min(times[k])
+            model["other_seconds"] = min(times[k]) - model["product_seconds"]
         steps = row["cost_model"][str(one)]["steps"]
         row["gflops_per_s"] = {
             str(k): row["cost_model"][str(k)]["flops_per_step"] * steps / min(t) / 1e9
@@ -284,21 +321,25 @@ def main(config: Config) -> dict:
     one, many = config.scaling_sizes
     lines += [
         "",
-        f"fit_grid, {many} configurations (one seed) vs {one}, 1 epoch, random data; cost "
-        "model per step (X read = gather + 2 products):",
+        f"fit_grid, {many} configurations (one seed) vs {one}, 1 epoch, random data. Cost "
+        "model: the epoch's product flops (2 products per step + the epoch-end accuracy) at "
+        "the products' measured rate, and the rest (per-call and per-step overhead, the "
+        "per-configuration loss and update):",
         "",
         f"| N x D x C | {one} config (s) | {many} configs (s) | ratio (min / median) | "
-        f"X bytes/step shared vs separate | GFLOP/s {one} / {many} |",
-        "|---|---|---|---|---|---|",
+        f"GFLOP/epoch {one} / {many} | product GFLOP/s {one} / {many} | "
+        f"products' share {one} / {many} | rest (s) {one} / {many} |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in scaling:
-        cost = r["cost_model"][str(many)]
+        a, b = r["cost_model"][str(one)], r["cost_model"][str(many)]
         lines.append(
             f"| {r['shape']} | {r['seconds'][str(one)]:.3f} | {r['seconds'][str(many)]:.3f} | "
             f"{r['ratio']:.1f}x / {r['ratio_median']:.1f}x | "
-            f"{cost['x_bytes_per_step_shared'] / 1e6:.2f} MB vs "
-            f"{cost['x_bytes_per_step_separate'] / 1e6:.1f} MB | "
-            f"{r['gflops_per_s'][str(one)]:.1f} / {r['gflops_per_s'][str(many)]:.1f} |"
+            f"{a['flops_per_epoch'] / 1e9:.2f} / {b['flops_per_epoch'] / 1e9:.1f} | "
+            f"{a['product_gflops_per_s']:.0f} / {b['product_gflops_per_s']:.0f} | "
+            f"{a['product_share']:.0%} / {b['product_share']:.0%} | "
+            f"{a['other_seconds']:.3f} / {b['other_seconds']:.3f} |"
         )
     write(config.out, results, "\n".join(lines))
     return results

@@ -40,17 +40,17 @@ the speed of the forward product, but XLA folds a plain ``.T`` back into the slo
    ``class_weights`` and ``sample_weight`` cotangents on request. Without
    differentiation the primal runs the same sweep, losses only.
 
-Block-size rule (:func:`block_rows`): ``min(1024, 16 MiB // row_bytes)`` rows, so the
-products run on enough rows and the loop is short while a block stays in cache; one
-block (the two-pass form with the layout fix) when a float ``X`` holds at most
-``32 MiB`` or on GPU/TPU, where a sequential loop of small products would idle the device.
-Why: while ``X`` fits in the last-level cache the second pass is a cache read, and two
-whole-matrix products beat a loop of block products; beyond that the sweep saves a read
-from memory. The rule was measured the same way under AVX-512 and with code generation
-capped at AVX2 (``XLA_FLAGS=--xla_cpu_max_isa=AVX2``);
-``experiments/bench_gradient.py --isas default AVX2`` prints, per size and instruction
-set, the fastest of the three paths (blocked, two-pass, autodiff) and the rule's pick,
-and ``docs/performance.md`` reports the numbers.
+Block-size rule (:func:`block_rows`): one block (the two-pass form with the layout fix)
+when a float ``X`` holds at most ``128 MiB``, or on GPU/TPU, where a sequential loop of
+small products would idle the device; beyond, blocks of ``min(1024, 16 MiB // row_bytes)``
+rows, so the products run on enough rows and the loop is short while a block stays in
+cache. Why: XLA:CPU copies each block out of ``X`` before its products, so the sweep
+reads ``X`` from memory once but pays a copy per block, while the two passes read it
+twice; the second read is cheap while ``X`` sits in the last-level cache, and the sweep
+only wins well beyond it. Measured under AVX-512 and with code generation capped at AVX2
+(``XLA_FLAGS=--xla_cpu_max_isa=AVX2``), the two agree: ``experiments/bench_gradient.py``
+prints, per size and instruction set, the three paths (blocked, two-pass, autodiff), the
+fastest and the rule's pick, and ``docs/performance.md`` reports the numbers.
 
 Reduced-precision data: pass ``X`` in ``bfloat16`` (``X.astype(jnp.bfloat16)``) with
 float32 parameters. It is an explicit choice of the caller, never automatic. Blocks are
@@ -83,7 +83,9 @@ __all__ = ["mean_loss", "block_rows"]
 
 _BLOCK_ROWS = 1024  # enough rows for the products to run at speed, few loop steps...
 _MAX_BLOCK_BYTES = 16 * 2**20  # ...while a block stays in cache between its two products
-_ONE_BLOCK_BYTES = 32 * 2**20  # up to this, two whole passes (from cache) beat the loop
+_ONE_BLOCK_BYTES = 128 * 2**20  # up to this, two whole passes beat the loop (measured)
+_CLASS_TILE = 16  # the forward product pads the classes to a multiple of this (CPU)...
+_PAD_MIN_FEATURES = 256  # ...when rows are this long: below, the product is cheap anyway
 
 
 def block_rows(
@@ -94,15 +96,15 @@ def block_rows(
 
     With ``row_bytes`` the size of a row in the dtype of the products (float32 for
     bfloat16 data): ``min(1024, 16 MiB // row_bytes)`` rows (at least 8, a multiple of
-    8). One block when ``n`` is at most that, when a float ``X`` holds at most ``32 MiB``,
+    8). One block when ``n`` is at most that, when a float ``X`` holds at most ``128 MiB``,
     or when ``platform`` (default: ``jax.default_backend()``) is not ``"cpu"``. bfloat16
     data is always swept in blocks, so it is widened block by block, never as a whole.
 
     Example:
       >>> block_rows(49000, 3073, platform="cpu"), block_rows(60000, 784, platform="cpu")
       (1024, 1024)
-      >>> block_rows(10000, 784, platform="cpu")  # 30 MiB: one block
-      10000
+      >>> block_rows(10000, 784, platform="cpu"), block_rows(10000, 3073, platform="cpu")
+      (10000, 10000)
       >>> block_rows(4000, 40, platform="cpu"), block_rows(49000, 3073, platform="gpu")
       (4000, 49000)
     """
@@ -134,10 +136,30 @@ class _Want(NamedTuple):
     class_weights: bool
 
 
+def _on_cpu() -> bool:
+    return jax.default_backend() == "cpu"
+
+
+def _scores(Xb: jax.Array, W: jax.Array, b: jax.Array) -> jax.Array:
+    """``Xb @ W + b`` ``[B, C]``.
+
+    On CPU, with ``D >= 256`` features and ``C`` less than 8 short of a multiple of 16
+    (e.g. 10 classes), the product is taken on ``W`` padded with zero columns to that
+    multiple, then sliced back: XLA:CPU's matrix kernel runs such a product faster than
+    the unpadded one (AVX-512 and AVX2 alike), while padding further (3 classes to 16)
+    costs more than it saves. The zero columns change no bit of the real scores.
+    """
+    n_features, n_classes = W.shape
+    pad = -n_classes % _CLASS_TILE
+    if 0 < pad < _CLASS_TILE // 2 and n_features >= _PAD_MIN_FEATURES and _on_cpu():
+        return (Xb @ jnp.pad(W, ((0, 0), (0, pad))))[:, :n_classes] + b[None, :]
+    return Xb @ W + b[None, :]
+
+
 def _block(spec, W, b, Xb, yb, margin, class_weights, ct, want):
     """One row block: per-example losses and (as wanted) its gradient contributions."""
     Xb = Xb.astype(W.dtype)  # bfloat16 storage: widened in cache, products in W's dtype
-    S = Xb @ W + b[None, :]
+    S = _scores(Xb, W, b)
     loss_fn = functools.partial(
         registry.get(spec.loss).analytic, labels=yb, squared=spec.squared, **dict(spec.options)
     )

@@ -119,11 +119,14 @@ def group_epoch_fn(params, opt_state, order, regs, data, consts, static: Static)
         params: Any = optax.apply_updates(params, updates)
         if entry.constraint == "sum_to_zero":
             params = jax.vmap(linear.project_sum_to_zero)(params)
-        finite = jnp.isfinite(values) & jax.vmap(all_finite)(g)
-        return (params, opt_state), (values * jnp.sum(weight), finite)
+        return (params, opt_state), values * jnp.sum(weight)
 
-    (params, opt_state), (values, finite) = jax.lax.scan(step, (params, opt_state), order)
-    finite = jnp.all(finite, axis=0) & jax.vmap(all_finite)(params)
+    (params, opt_state), values = jax.lax.scan(step, (params, opt_state), order)
+    # No per-step check of the gradients: with the optimizers of make_optimizer (sgd,
+    # momentum, adam, any schedule) a non-finite gradient makes the parameters non-finite
+    # for good (inf - inf, 0 * inf and NaN are NaN), so the parameters at the end of the
+    # epoch and the objectives cover it, for a pass over [G, D, C] less per step.
+    finite = jnp.all(jnp.isfinite(values), axis=0) & jax.vmap(all_finite)(params)
     metrics = {
         "objective": jnp.sum(values, axis=0) / X.shape[0],
         "train_accuracy": _group_accuracy(params, X, y),
@@ -144,8 +147,11 @@ def grid_epoch(params, opt_state, orders, regs, alive, data, consts, *, static, 
     the devices; :func:`svmjax.train.epoch_fn` vmapped, each device trains its
     configurations alone.
     """
-    fn = epoch_fn if mesh is not None else group_epoch_fn
-    run = jax.vmap(functools.partial(fn, static=static), in_axes=(0, 0, 0, 0, None, None))
+    if mesh is None:
+        fn = functools.partial(group_epoch_fn, static=static)
+    else:  # vmapped over configurations: no per-configuration copy of X
+        fn = functools.partial(epoch_fn, static=static, gather_once=False)
+    run = jax.vmap(fn, in_axes=(0, 0, 0, 0, None, None))
     new_params, new_opt_state, metrics = run(params, opt_state, orders, regs, data, consts)
     alive = alive & metrics.pop("finite")
 
@@ -236,12 +242,13 @@ def fit_grid(
     padded = configs + [configs[-1]] * (0 if mesh is None else -k % mesh.size)
     batch_size = min(batch_size, n)
     decay_steps = epochs * -(-n // batch_size) if schedule == "cosine" else None
-    txs = [make_optimizer(optimizer, lr, schedule, decay_steps=decay_steps) for lr, _, _ in padded]
+    tx = make_optimizer(optimizer, configs[0][0], schedule, decay_steps=decay_steps)
     stacked = jax.tree.map(lambda p: jnp.broadcast_to(p, (len(padded), *p.shape)), params)
-    opt_state = jax.tree.map(lambda *s: jnp.stack(s), *[tx.init(params) for tx in txs])
+    opt_state = _init_states(optimizer, schedule, decay_steps, [lr for lr, _, _ in padded], params)
     regs_k = jnp.array([reg for _, reg, _ in padded], params["W"].dtype)
-    words = [key_words(jax.random.fold_in(key, seed)) for _, _, seed in padded]
-    static = Static(txs[0].update, loss, grad, bool(squared), frozen, None)
+    seed_words = {seed: key_words(jax.random.fold_in(key, seed)) for seed in seeds}
+    words = [seed_words[seed] for _, _, seed in padded]
+    static = Static(tx.update, loss, grad, bool(squared), frozen, None)
     alive, rows = jnp.ones(len(padded), bool), []
 
     def split(tree, mesh: Mesh):  # configurations over the devices
@@ -272,6 +279,18 @@ def fit_grid(
     else:
         stacked, rows, alive = jax.tree.map(_by_config, (stacked, rows, alive))
     return _result(stacked, rows, alive, configs, epochs, validation is not None)
+
+
+def _init_states(optimizer, schedule, decay_steps, learning_rates, params):
+    """The optimizer states of every learning rate, stacked ``[K, ...]``: one vmapped
+    ``init`` (the rate lives in the state), not ``K`` eager ones (host work that grew
+    with ``K`` and cost more than a short grid's training)."""
+
+    def init(lr):
+        return make_optimizer(optimizer, lr, schedule, decay_steps=decay_steps).init(params)
+
+    dtype = jnp.asarray(learning_rates[0]).dtype
+    return jax.vmap(init)(jnp.asarray(learning_rates, dtype))
 
 
 def _by_seed(x: jax.Array, n_seeds: int) -> jax.Array:

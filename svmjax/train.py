@@ -21,8 +21,10 @@ a traced argument, so a run compiles once and a second run with the same shapes 
 options compiles nothing. The loop over epochs stays on the host because there is work
 between epochs: the divergence check (an epoch with a non-finite objective, gradient or
 parameter raises :class:`TrainingDiverged` *before* it is recorded or checkpointed), the
-checkpoint (:mod:`svmjax.checkpoint`) and the progress bar. The same compiled epoch runs
-whether those are on or off, so checkpointing and resuming never change the numbers.
+checkpoint (:mod:`svmjax.checkpoint`) and the progress bar. That host work overlaps the
+device: epoch ``e + 1`` is dispatched (asynchronously) before epoch ``e`` is checked and
+recorded, and is thrown away if ``e`` diverged. The same compiled epoch runs whether
+those are on or off, so checkpointing and resuming never change the numbers.
 :func:`svmjax.grid.fit_grid` vmaps the same epoch function over configurations.
 
 Constraints. A loss registered with ``constraint="sum_to_zero"`` (:mod:`svmjax.registry`)
@@ -99,6 +101,9 @@ class TrainingDiverged(FloatingPointError):
         self.epoch, self.params, self.history = epoch, params, history
 
 
+_GATHER_ONCE_BYTES = 64 * 2**20  # epoch_fn copies a smaller X in batch order once per epoch
+
+
 class Static(NamedTuple):
     """The compile-time options of an epoch (hashable)."""
 
@@ -116,6 +121,17 @@ class Static(NamedTuple):
 def all_finite(tree) -> jax.Array:
     """True when every entry of every leaf of ``tree`` is finite (a scalar)."""
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def poison(check, tree):
+    """``check + 0 * tree``, leaf by leaf: stays 0 while every entry ever added is finite and
+    becomes NaN for good after an infinite or NaN one.
+
+    Elementwise, so inside the scan it fuses with the parameter update that reads the same
+    gradient; the one reduction (:func:`all_finite` of ``check``) runs once per epoch,
+    not once per step (a reduction costs a few microseconds per step on XLA:CPU).
+    """
+    return jax.tree.map(lambda c, x: c + 0 * x, check, tree)
 
 
 def constrain(tree, mesh: Mesh | None, dim: int | None):
@@ -139,62 +155,101 @@ def _accuracy(params: Any, X: jax.Array, y: jax.Array, mesh: Mesh | None = None)
     return hits / jnp.sum(y >= 0)
 
 
-def epoch_fn(params, opt_state, order, reg, data: Data, consts: Consts, static: Static):
+def gather_batches(X: jax.Array, y: jax.Array, order: jax.Array):
+    """The epoch's batches ``X[order]`` ``[n_batches, width, D]``, ``y[order]``, their
+    weights (0 on padding slots, ``order == -1``) and real examples per batch
+    ``[n_batches]``, all at once.
+
+    One gather per epoch instead of one per step: the scan then slices contiguous batches,
+    and the weights and counts cost no work inside the loop.
+    """
+    weight = (order >= 0).astype(X.dtype)
+    index = jnp.maximum(order, 0)
+    return X[index], y[index], weight, jnp.sum(weight, axis=1)
+
+
+def epoch_fn(
+    params,
+    opt_state,
+    order,
+    reg,
+    data: Data,
+    consts: Consts,
+    static: Static,
+    gather_once: bool = True,
+):
     """One epoch: a scan of optimizer steps over the minibatch indices ``order``.
 
-    Without a mesh ``order`` is ``[n_batches, width]`` row indices (:func:`minibatches`).
-    With ``static.mesh`` the data is laid out by rows (:func:`svmjax.sharding.shard_rows`,
-    label ``-1`` on padding rows) and ``order`` is ``[n_batches, devices, b]``, each device's
-    indices into its own rows (:func:`svmjax.batches.device_minibatches`): every device
-    gathers its part of the batch from its own rows, the parameters and optimizer state are
-    replicated, and XLA all-reduces the gradient.
+    Without a mesh ``order`` is ``[n_batches, width]`` row indices (:func:`minibatches`),
+    gathered once for the whole epoch (:func:`gather_batches`) when ``gather_once`` and
+    ``X`` holds at most 64 MiB (the epoch's copy of ``X`` then costs little memory; for a
+    larger ``X`` the per-step overhead it saves is negligible anyway), else step by step
+    (:func:`svmjax.grid.fit_grid` vmaps this function over configurations under a mesh and
+    passes ``False``: one copy of ``X`` per configuration would not do). With ``static.mesh`` the
+    data is laid out by rows (:func:`svmjax.sharding.shard_rows`, label ``-1`` on padding
+    rows) and ``order`` is ``[n_batches, devices, b]``, each device's indices into its own
+    rows (:func:`svmjax.batches.device_minibatches`): every device gathers its part of the
+    batch from its own rows, the parameters and optimizer state are replicated, and XLA
+    all-reduces the gradient.
+
+    Each step differentiates ``linear.objective(params, X_b, y_b, reg=0, ...) + reg
+    ||W||^2`` (the same objective, the penalty added here, so its value and its gradient
+    ``2 reg W`` join the update's elementwise work). Finiteness of the values, gradients
+    and parameters is checked once per epoch (:func:`poison`), not per step.
     """
     X, y, mesh = data.X, data.y, static.mesh
     projected = registry.get(static.loss).constraint == "sum_to_zero"
-    options = dict(loss=static.loss, reg=reg, margin=consts.margin, squared=static.squared)
+    options: dict[str, Any] = dict(loss=static.loss, margin=consts.margin, squared=static.squared)
     options |= dict(grad=static.grad, class_weights=consts.class_weights)
     options |= dict(loss_options=dict(static.options))
 
+    once = mesh is None and gather_once and X.size * X.dtype.itemsize <= _GATHER_ONCE_BYTES
+    batches = gather_batches(X, y, order) if once else order
     if mesh is not None:  # [devices, m, ...]: device d's rows, indexed locally
         X_local = constrain(X.reshape(mesh.size, -1, X.shape[1]), mesh, 0)
         y_local = constrain(y.reshape(mesh.size, -1), mesh, 0)
 
-    def batch(order_row):
-        weight = (order_row >= 0).astype(X.dtype)  # padding slots (-1) get weight 0
-        index = jnp.maximum(order_row, 0)
+    def batch(xs):
+        if once:
+            return xs
+        weight = (xs >= 0).astype(X.dtype)  # padding slots (-1) get weight 0
+        index = jnp.maximum(xs, 0)
         if mesh is None:
-            return X[index], y[index], weight
+            return X[index], y[index], weight, jnp.sum(weight)
         X_b = jax.vmap(lambda X, i: X[i])(X_local, index)  # [devices, b, D], no communication
         y_b = jax.vmap(lambda y, i: y[i])(y_local, index)
         flat = (X_b.reshape(-1, X.shape[1]), y_b.reshape(-1), weight.reshape(-1))
-        return constrain(flat, mesh, 0)
+        return (*constrain(flat, mesh, 0), jnp.sum(weight))
 
-    def step(carry, order_row):
-        params, opt_state = carry
-        X_b, y_b, weight = batch(order_row)
-        value, g = jax.value_and_grad(linear.objective)(
-            params, X_b, y_b, sample_weight=weight, **options
-        )
+    def loss(params, X_b, y_b, weight):
+        data_term = linear.objective(params, X_b, y_b, sample_weight=weight, reg=0.0, **options)
+        return data_term + reg * jnp.sum(params["W"] ** 2)
+
+    def step(carry, xs):
+        params, opt_state, check = carry
+        X_b, y_b, weight, count = batch(xs)
+        value, g = jax.value_and_grad(loss)(params, X_b, y_b, weight)
         updates, opt_state = static.update(g, opt_state, params)
         params: Any = optax.apply_updates(params, updates)
         if projected:
             params = linear.project_sum_to_zero(params)
-        params, opt_state = constrain((params, opt_state), static.mesh, None)
-        return (params, opt_state), (value * jnp.sum(weight), jnp.isfinite(value) & all_finite(g))
+        carry = constrain((params, opt_state, poison(check, g)), static.mesh, None)
+        return carry, value * count
 
-    (params, opt_state), (values, finite) = jax.lax.scan(step, (params, opt_state), order)
+    check = jax.tree.map(jnp.zeros_like, params)
+    (params, opt_state, check), values = jax.lax.scan(step, (params, opt_state, check), batches)
     n = X.shape[0] if mesh is None else jnp.sum(y >= 0)
     metrics = {
         "objective": jnp.sum(values) / n,
         "train_accuracy": _accuracy(params, X, y, static.mesh),
-        "finite": jnp.all(finite) & all_finite(params),
+        "finite": jnp.all(jnp.isfinite(values)) & all_finite((check, params)),
     }
     if data.X_val is not None and data.y_val is not None:
         metrics["val_accuracy"] = _accuracy(params, data.X_val, data.y_val, static.mesh)
     return params, opt_state, metrics
 
 
-run_epoch = jax.jit(epoch_fn, static_argnames=("static",))
+run_epoch = jax.jit(epoch_fn, static_argnames=("static", "gather_once"))
 
 
 # ---------------------------------------------------------------------------------- checks
@@ -366,15 +421,28 @@ def fit(
     static = Static(optimizer.update, loss, grad, bool(squared), frozen, mesh)
     run = functools.partial(run_epoch, reg=reg_array, data=data, consts=consts, static=static)
     words = key_words(key)
+
+    def dispatch(epoch: int, params, opt_state):
+        """Start ``epoch`` on the device (asynchronously): ``(epoch, params, opt_state,
+        metrics)``, or ``None`` past the last epoch."""
+        if epoch > epochs:
+            return None
+        if mesh is None:
+            order = minibatches(words, epoch, n, batch_size)
+        else:
+            order = mesh_order(words, epoch, n, batch_size, mesh)
+        return (epoch, *run(params, opt_state, order))
+
     writer = jax.process_index() == 0  # one checkpoint writer per run
     bar = _progress_bar(epochs, state.epoch) if progress else None
     try:
-        for epoch in range(state.epoch + 1, epochs + 1):
-            if mesh is None:
-                order = minibatches(words, epoch, n, batch_size)
-            else:
-                order = mesh_order(words, epoch, n, batch_size, mesh)
-            params, opt_state, metrics = run(state.params, state.opt_state, order)
+        pending = dispatch(state.epoch + 1, state.params, state.opt_state)
+        while pending is not None:
+            epoch, params, opt_state, metrics = pending
+            # The next epoch runs on the device while this one is checked and recorded
+            # (its batch order, the checkpoint and the progress bar are host work); it is
+            # discarded if this one diverged.
+            pending = dispatch(epoch + 1, params, opt_state)
             metrics = jax.device_get(metrics)
             if not metrics.pop("finite"):
                 raise TrainingDiverged(epoch, state.params, state.history)

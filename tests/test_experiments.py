@@ -48,11 +48,15 @@ def test_bench_train_smoke(tmp_path):
 
 def test_bench_gradient_smoke(tmp_path):
     bench = load("bench_gradient")
-    config = bench.Config(out=str(tmp_path), sizes=("tiny",), repeats=2, accuracy_steps=0)
+    config = bench.Config(
+        out=str(tmp_path), sizes=("tiny",), repeats=2, accuracy_steps=0, isas=("default", "AVX2")
+    )
     results = bench.main(config)
-    (rule,) = results["block_rule"]
-    assert rule["rule_picks"] == "two_pass" and rule["default_vs_fastest"] > 0
+    rules = results["block_rule"]
+    assert [r["isa"] for r in rules] == ["default", "AVX2"]  # AVX2: a capped subprocess
+    assert all(r["rule_picks"] == "two_pass" and r["default_vs_fastest"] >= 1 for r in rules)
     assert {"two_pass/analytic", "analytic/floor"} <= set(results["timings"][0]["ratios"])
+    assert set(results["ratios_by_isa"]) == {"default", "AVX2"}
     assert json.loads((tmp_path / "results.json").read_text())["environment"]["cores"] >= 1
 
 

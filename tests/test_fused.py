@@ -105,6 +105,8 @@ def test_block_rule():
     assert fused.block_rows(49000, 3073, jnp.float64, platform="cpu") == 680  # <= 16 MiB
     assert fused.block_rows(100, 10**7, platform="cpu") == 8  # at least 8 rows
     assert fused.block_rows(2000, 784, platform="cpu") == 2000  # 6 MiB: one block
+    assert fused.block_rows(10000, 3073, platform="cpu") == 10000  # 117 MiB: one block
+    assert fused.block_rows(60000, 784, platform="cpu") == 1024  # 179 MiB: blocks
     assert fused.block_rows(2000, 784, jnp.bfloat16, platform="cpu") == 1024  # bf16: blocks
     assert fused.block_rows(4000, 40, platform="cpu") == 4000  # mnist1d: one block
     assert fused.block_rows(49000, 3073, platform="gpu") == 49000  # never a loop on GPU
@@ -215,6 +217,7 @@ def test_bench_script_smoke(tmp_path, monkeypatch):
         repeats=2,
         accuracy_datasets=("digits",),
         accuracy_steps=3,
+        isas=("default",),  # the capped rerun is test_experiments.py's smoke test
     )
     results = bench.main(config)
     saved = json.loads((tmp_path / "results.json").read_text())
