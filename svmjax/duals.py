@@ -53,7 +53,9 @@ class Dual(NamedTuple):
     dual-feasible); ``dual_map(a, is_true, c)`` is ``u`` ``[C, N]``; ``repair(a, is_true,
     c)`` rescales ``a`` so that ``sum_i u_i = 0`` (the intercept's constraint) and returns
     ``(a, ok)``; ``value(a, uX, c, margin, squared)`` is the best dual value along the ray
-    ``t * a``; ``smoothed(squared)`` says whether the loss needs smoothing at all.
+    ``t * a``; ``smoothed(squared)`` says whether the loss needs smoothing at all;
+    ``scale(a, c)`` is the largest ``t`` with ``t * a`` feasible for the hinge (so every
+    ``s * scale(a, c) * a`` with ``0 <= s <= 1`` is, too).
     """
 
     smooth: Callable
@@ -61,6 +63,7 @@ class Dual(NamedTuple):
     repair: Callable
     value: Callable
     smoothed: Callable[[bool], bool]
+    scale: Callable
 
 
 def _relative_margins(z, is_true, margin):
@@ -150,9 +153,23 @@ def _ray_value(a, uX, c, margin, squared, *, biggest, extra):
     if squared:
         t = lin / jnp.maximum(quad + extra(a) / 2, tiny)
         return t * lin - 0.5 * t * t * (quad + extra(a) / 2)
-    t_max = 1 / jnp.maximum(jnp.max(jnp.where(c > 0, biggest(a), 0)), tiny)
-    t = jnp.clip(lin / jnp.maximum(quad, tiny), 0, t_max)
+    t = jnp.clip(lin / jnp.maximum(quad, tiny), 0, _largest_scale(a, c, biggest))
     return t * lin - 0.5 * t * t * quad
+
+
+def _largest_scale(a, c, biggest):
+    """The largest ``t`` with ``t * a`` feasible for the hinge: ``biggest(a)`` ``[N]`` (the
+    constrained quantity of each example) must stay at most 1."""
+    tiny = jnp.finfo(a.dtype).tiny
+    return 1 / jnp.maximum(jnp.max(jnp.where(c > 0, biggest(a), 0)), tiny)
+
+
+def _sum_scale(a, c):
+    return _largest_scale(a, c, lambda a: jnp.max(a, axis=0))
+
+
+def _max_scale(a, c):
+    return _largest_scale(a, c, lambda a: jnp.sum(a, axis=0))
 
 
 def _sum_value(a, uX, c, margin, squared):
@@ -180,11 +197,26 @@ def _max_value(a, uX, c, margin, squared):
 
 
 WESTON_WATKINS = Dual(
-    _smooth_weston_watkins, _relative_map, _repair_relative, _sum_value, lambda sq: not sq
+    _smooth_weston_watkins,
+    _relative_map,
+    _repair_relative,
+    _sum_value,
+    lambda sq: not sq,
+    _sum_scale,
 )
 CRAMMER_SINGER = Dual(
-    _smooth_crammer_singer, _relative_map, _repair_relative, _max_value, lambda sq: True
+    _smooth_crammer_singer,
+    _relative_map,
+    _repair_relative,
+    _max_value,
+    lambda sq: True,
+    _max_scale,
 )
 ONE_VS_REST = Dual(
-    _smooth_one_vs_rest, _absolute_map, _repair_absolute, _sum_value, lambda sq: not sq
+    _smooth_one_vs_rest,
+    _absolute_map,
+    _repair_absolute,
+    _sum_value,
+    lambda sq: not sq,
+    _sum_scale,
 )

@@ -291,12 +291,13 @@ def solve(
         Xc, n_pad, d_pad = X - jnp.asarray(mean, dtype)[None, :], 0, 0
     else:
         mean = np.average(X, axis=0, weights=c) if fit_intercept else np.zeros(d)
-        Xc = (X - mean[None, :]).astype(dtype)
+        Xc = (X - mean[None, :]).astype(dtype) if fit_intercept else X  # no copy when not
         # Pad to a bucketed shape (rows of weight 0, columns of zeros: the solution is the
         # same) so that problems of similar size share one compiled program; under a mesh,
         # to a multiple of the devices too.
         devices = 1 if mesh is None else mesh.size
-        n_pad, d_pad = -(-bucket(n, 512, 8) // devices) * devices - n, bucket(d, 16, 4) - d
+        # Columns are padded more finely than rows (every pass over X pays for them).
+        n_pad, d_pad = -(-bucket(n, 512, 8) // devices) * devices - n, bucket(d, 16, 16) - d
     b0 = b0 + (mean @ W0).astype(dtype) if fit_intercept else b0
 
     def rows(x):  # split by rows over the mesh (on one device: as is)
@@ -309,7 +310,9 @@ def solve(
 
     # Host arrays of the final dtypes: jnp.asarray(value, dtype) would compile a small
     # conversion program per argument in a fresh process.
-    pad = (lambda x, widths: x) if on_devices else np.pad
+    def pad(x, widths):  # np.pad copies even when there is nothing to pad
+        return x if on_devices or not np.any(widths) else np.pad(x, widths)
+
     result = continuation.run(
         rows(pad(Xc, ((0, n_pad), (0, d_pad)))),
         rows(pad(y, (0, n_pad))),
