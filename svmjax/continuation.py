@@ -23,8 +23,9 @@ from svmjax.validation import one_hot
 __all__ = ["SolveResult", "dual_of", "run", "solve_fn"]
 
 _MU_FACTOR = 0.1  # continuation: mu shrinks by this factor per stage
-_STAGE = 0.1  # next stage once |grad|^2 <= _STAGE * smoothing bias
-_GAP_STAGE = 3.0  # or once the certified gap is <= _GAP_STAGE * smoothing bias
+_STAGE = 0.1  # squared hinges: next stage once |grad|^2 <= _STAGE * smoothing bias
+_ENOUGH = 1.0  # hinges: no next stage once the smoothing's share of the gap is below
+# _ENOUGH * tol * P (the smoothing is then fine enough for the tolerance)
 _MEMORY = 30  # L-BFGS memory
 _PATIENCE = 20  # iterations without a visible decrease before the next stage
 _MU_MIN = 1e-7  # relative to the margin; below this float rounding dominates
@@ -91,6 +92,7 @@ class _Pool(NamedTuple):
 class _State(NamedTuple):
     x: jax.Array  # the variables, flat
     z: jax.Array  # the scores V @ X.T + b at x [C, N] (updated along the steps)
+    z_error: jax.Array  # the rounding error of z's updates, compensated (Kahan) [C, N]
     value: jax.Array  # smoothed objective at x
     per: jax.Array  # its per-example terms c_i L_mu(z_i) [N]
     grad: jax.Array  # its gradient
@@ -217,8 +219,10 @@ def _step(p: _Problem, spec: _Spec, state: _State):
     Two passes over ``X`` per step, however many trials: the scores of the direction,
     ``dz = dV @ X.T + db``, are computed once, every trial scores ``z + t dz`` (the loss
     is a function of the scores), and only the accepted point's gradient needs
-    ``u @ X``. (``z`` accumulates rounding along the steps; it is recomputed exactly at
-    every new smoothing, and the final objective is recomputed from ``X``.)
+    ``u @ X``. The updates of ``z`` are summed with Kahan's compensation: a plain ``z + t
+    dz`` rounds at the scale of ``z`` every step, and that drift, divided by a small
+    ``mu``, would make the gradients inconsistent with the objective. (``z`` is also
+    recomputed at every new smoothing, and the final objective from ``X``.)
 
     The decrease is summed from per-example differences (and the penalty's exact change),
     not taken as a difference of two totals: near the optimum the totals agree to a few
@@ -237,12 +241,14 @@ def _step(p: _Problem, spec: _Spec, state: _State):
     dz = _scores(p, jnp.where(state.pending, state.x, d))
 
     def trial(t):
-        z = jnp.where(state.pending, dz, state.z + t * dz)
+        increment = t * dz + state.z_error
+        z = jnp.where(state.pending, dz, state.z + increment)
+        z_error = jnp.where(state.pending, 0, increment - (z - state.z))
         per, a = _smoothed(p, spec, z, state.mu)
         change = jnp.sum(per - state.per) + t * cross + 0.5 * t * t * square
-        return jnp.where(state.pending, -jnp.inf, change), (z, per, a)
+        return jnp.where(state.pending, -jnp.inf, change), (z, z_error, per, a)
 
-    t, change, (z, per, a) = lbfgs.backtracking(trial, slope)
+    t, change, (z, z_error, per, a) = lbfgs.backtracking(trial, slope)
     moved = change <= 1e-4 * t * slope
     x = jnp.where(moved, state.x + t * d, state.x)
     grad, uX = _gradient(p, spec, x, a)
@@ -253,6 +259,7 @@ def _step(p: _Problem, spec: _Spec, state: _State):
     state = state._replace(
         x=x,
         z=jnp.where(moved, z, state.z),
+        z_error=jnp.where(moved, z_error, state.z_error),
         value=jnp.where(moved, value, state.value),
         per=jnp.where(moved, per, state.per),
         grad=grad,
@@ -264,25 +271,53 @@ def _step(p: _Problem, spec: _Spec, state: _State):
     return state, moved, a, uX
 
 
+def _smoothing_share(p: _Problem, state: _State, primal, a, uX) -> jax.Array:
+    r"""The smoothing's share of the gap of the current point's own dual point ``a``.
+
+    With :math:`D(a) = \Delta \sum_i c_i \textstyle\sum_j a_{ij} - \tfrac12 \lVert u
+    X\rVert^2` (hinge), Fenchel–Young for the smoothed loss gives
+
+    .. math::
+
+        P(x) - D(a) = \tfrac12 \lVert g_V \rVert^2 + \langle b, g_b \rangle
+            + \big(\mu \textstyle\sum_i c_i H(a_i) - (P_\mu(x) - P(x))\big),
+
+    the first terms vanish as the smooth problem is solved, the last (the entropy of the
+    dual variables less the smoothing bias, >= 0) only as ``mu`` shrinks: it is returned,
+    computed as the difference, with no loss-specific entropy.
+    """
+    n = p.is_true.size // p.is_true.shape[1] * p.X.shape[1]
+    V, b = _unpack(p, state.x)
+    dual = p.margin * jnp.sum(p.c[None, :] * a) - 0.5 * jnp.sum(uX * uX)
+    g_V, g_b = state.grad[:n], state.grad[n:]
+    return primal - dual - 0.5 * jnp.vdot(g_V, g_V) - jnp.vdot(b, g_b)
+
+
 def _iteration(p: _Problem, spec: _Spec, state: _State, tol: jax.Array) -> _State:
     """Take one step (or, if the smoothing changed, re-evaluate), certify, and decide the
     stage.
 
     A failed line search first drops the L-BFGS memory (next step: steepest descent); if
     steepest descent fails too, or nothing visible was gained for ``_PATIENCE``
-    iterations, the smooth problem is solved to float precision. The next stage (``mu``
-    shrinks) starts once the smoothing bias dominates what is left to gain on the smooth
+    iterations, the smooth problem is solved to float precision. Hinge losses: the next
+    stage (``mu`` shrinks) starts once the smoothing's share of the current point's gap
+    (:func:`_smoothing_share`) exceeds the share that solving the smooth problem further
+    can remove (``|g|^2 / 2``), unless that share is already small against the tolerance.
+    Squared hinges: once the smoothing bias dominates what is left to gain on the smooth
     problem (``|grad|^2 / 2`` bounds that gain: the objective is 1-strongly convex in V).
     """
     state, moved, a, uX = _step(p, spec, state)
     primal = _primal(p, spec, state.x, state.z)
     better = primal < state.best_primal
     hopeless = (~moved & (state.memory.size == 0)) | (state.weak >= _PATIENCE)
-    bias = state.value - primal
     can_shrink = dual_of(spec.loss).smoothed(spec.squared) & (state.mu > _MU_MIN * p.margin)
-    smooth_enough = jnp.vdot(state.grad, state.grad) <= _STAGE * bias
-    floor = state.best_primal - state.best_dual <= _GAP_STAGE * bias
-    next_stage = can_shrink & (smooth_enough | floor | hopeless)
+    g2 = jnp.vdot(state.grad, state.grad)
+    if spec.squared:
+        ready = g2 <= _STAGE * (state.value - primal)
+    else:
+        share = _smoothing_share(p, state, primal, a, uX)
+        ready = moved & (share > _ENOUGH * tol * jnp.abs(primal)) & (g2 / 2 <= share)
+    next_stage = can_shrink & (ready | hopeless)
     # The dual with an intercept (its repair, another product with X) costs more than a
     # step: it is certified every _CERTIFY_EVERY iterations, and at every iteration that
     # could end the solve or a stage (near the tolerance, at the last smoothing,
@@ -321,6 +356,7 @@ def solve_fn(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, *, loss, 
     state = _State(
         x=x0,
         z=jnp.zeros((p.is_true.shape[0], X.shape[0]), dtype),
+        z_error=jnp.zeros((p.is_true.shape[0], X.shape[0]), dtype),
         value=jnp.zeros((), dtype),
         per=jnp.zeros_like(c),
         grad=jnp.zeros_like(x0),
