@@ -26,7 +26,9 @@ _MU_FACTOR = 0.1  # continuation: mu shrinks by this factor per stage
 _STAGE = 0.1  # squared hinges: next stage once |grad|^2 <= _STAGE * smoothing bias
 _ENOUGH = 1.0  # hinges: no next stage once the smoothing's share of the gap is below
 # _ENOUGH * tol * P (the smoothing is then fine enough for the tolerance)
-_MEMORY = 30  # L-BFGS memory
+_MEMORY = 30  # L-BFGS memory on small problems
+_LARGE_MEMORY = 100  # ... and once X has at least _LARGE elements
+_LARGE = 1 << 22
 _PATIENCE = 20  # iterations without a visible decrease before the next stage
 _MU_MIN = 1e-7  # relative to the margin; below this float rounding dominates
 _CERTIFY_EVERY = 4  # iterations between two dual certificates
@@ -347,6 +349,18 @@ def _done(state: _State, tol: jax.Array) -> jax.Array:
     return jnp.isfinite(gap) & (gap <= tol * jnp.abs(state.best_primal))
 
 
+def memory_size(n: int, d: int) -> int:
+    """The L-BFGS memory for ``X`` of shape ``[n, d]``.
+
+    A longer memory means fewer iterations on the ill-conditioned problems of large data
+    (see ``experiments/bench_solver_scale.py``), but its two-loop recursion, ``4 m``
+    dependent vector operations, costs overhead that a small problem's passes over ``X``
+    do not hide; so the memory grows with the size of ``X`` (a static shape: no extra
+    compilation).
+    """
+    return _LARGE_MEMORY if n * d >= _LARGE else _MEMORY
+
+
 def solve_fn(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, *, loss, squared):
     """The whole solve, one ``while_loop`` of :func:`_iteration` from ``init``."""
     spec = _Spec(loss, squared)
@@ -361,7 +375,7 @@ def solve_fn(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, *, loss, 
         per=jnp.zeros_like(c),
         grad=jnp.zeros_like(x0),
         pending=jnp.array(True),
-        memory=lbfgs.init_memory(_MEMORY, x0.size, dtype),
+        memory=lbfgs.init_memory(memory_size(*X.shape), x0.size, dtype),
         mu=mu0,
         n_iter=zero,
         stalled=jnp.array(False),
