@@ -17,14 +17,20 @@ Method: smoothing continuation with L-BFGS. The hinge is replaced by its entropy
 (:math:`\mu\,\mathrm{softplus}(v/\mu)` per hinge term; :math:`\mu \log(1 + \sum_{j \ne y}
 e^{v_j/\mu})` for Crammer–Singer), which overestimates the loss by at most
 :math:`\mu \log 2` per term (:math:`\mu \log C` for Crammer–Singer). L-BFGS (memory 30,
-Armijo backtracking from step 1, analytic gradient) minimises the smooth objective; once the
-squared gradient norm is below a tenth of the smoothing bias (or progress stalls at float
-precision), :math:`\mu` shrinks tenfold and L-BFGS restarts from the current point. Squared
-Weston–Watkins and one-vs-rest are differentiable already and are solved without smoothing.
-The whole loop is one ``jax.lax.while_loop`` inside one ``jit``; shapes are padded to
-buckets (rows of weight 0, zero columns: the same problem), so data of similar size share
-one compiled program, and a second call with new data, ``C``, weights, ``tol`` or
-``max_iter`` compiles nothing.
+100 once ``X`` has 2**22 elements; Armijo backtracking from step 1, analytic gradient)
+minimises the smooth objective with two passes over ``X`` per iteration: the scores of the
+search direction are computed once and every backtracking trial is evaluated from scores
+alone; the gradient's ``u @ X`` is the other pass. For the hinge losses :math:`\mu`
+shrinks tenfold (and L-BFGS restarts from the current point) once the smoothing's share
+of the current point's duality gap exceeds what solving the smooth problem further could
+remove, :math:`\tfrac12 \lVert\nabla\rVert^2`, unless that share is already below
+``tol`` times the objective; for squared Crammer–Singer once the squared gradient norm is
+below a tenth of the smoothing bias; and whenever progress stalls at float precision.
+Squared Weston–Watkins and one-vs-rest are differentiable already and are solved without
+smoothing. The whole loop is one ``jax.lax.while_loop`` inside one ``jit``; shapes are
+padded to buckets (rows of weight 0, zero columns: the same problem), so data of similar
+size share one compiled program, and a second call with new data, ``C``, weights, ``tol``
+or ``max_iter`` compiles nothing.
 
 Why this method: liblinear's own algorithm, dual block coordinate ascent, is sequential
 over examples, which in JAX becomes a slow ``lax.scan``; full-batch L-BFGS runs on
@@ -34,8 +40,12 @@ iteration here and compiles more slowly, so the pieces are our own
 reach the solver through the loss registry (:mod:`svmjax.registry`); a loss without a
 derived dual is refused, never given a fake certificate. With an intercept, the dual's
 sum constraint is restored exactly by rescaling whole classes; if that fails (a class
-with no active dual variable) ``gap`` is ``inf`` for that iterate. The best primal and
-the best dual seen are kept, so ``gap`` never increases.
+with no active dual variable) that iterate certifies nothing. For the hinge losses the
+dual point is not the newest gradient's alone but the best convex combination of it
+(scaled up as far as stays feasible) with the combination kept so far: successive
+iterates' dual points carry their oscillating gradients as errors, which combining
+partly cancels (:func:`svmjax.continuation._combine`). The best primal and the best dual
+seen are kept, so ``gap`` never increases.
 
 Precision: in float32 (JAX's default) the certificate reliably reaches a relative gap of
 1e-3 (the default ``tol``) and often 1e-4; below that the smoothed problems cannot be
