@@ -151,7 +151,8 @@ def main(config: Config) -> dict:
     markdown = (
         f"# svmjax.solve vs LinearSVC, Crammer–Singer, no intercept, on {name}\n\n"
         f"{header()}\n\nsvmjax to a certified relative gap {config.tol:g} (time without "
-        f"compilation; compile in parentheses); LinearSVC with its defaults; both "
+        f"compilation; in parentheses the first, one-iteration call, which compiles when "
+        f"the shape is new); LinearSVC with its defaults; both "
         f"objectives by svmjax.solve.primal_objective; accuracy on the {len(y_test)} test "
         f"images. Best of {config.repeats} run(s) each.\n\n" + table
     )
