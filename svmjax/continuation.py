@@ -2,9 +2,10 @@ r"""The exact solver's loop: smoothing continuation with L-BFGS and a duality-ga
 certificate, one ``jax.lax.while_loop`` inside one ``jit``.
 
 :func:`svmjax.solve.solve` checks and pads the data and calls :data:`run`; the method is
-described there. The loop is a few small functions over NamedTuple state: :func:`_evaluate`
-(the smoothed objective, its analytic gradient and the pieces the certificate reuses),
-:func:`_step` (one L-BFGS step, :mod:`svmjax.lbfgs`), :func:`_certificate` (the dual
+described there. The loop is a few small functions over NamedTuple state: :func:`_scores`
+(the one product ``V @ X.T``), :func:`_smoothed` (the smoothed loss and its dual variables,
+from the scores), :func:`_gradient` (the other product, ``u @ X``), :func:`_step` (one
+L-BFGS step, :mod:`svmjax.lbfgs`), :func:`_certificate` and :func:`_combine` (the dual
 value, :mod:`svmjax.duals`) and :func:`_iteration` (the stage logic). The per-loss pieces
 come from the loss's registry entry (:func:`dual_of`).
 """
@@ -22,8 +23,12 @@ from svmjax.validation import one_hot
 __all__ = ["SolveResult", "dual_of", "run", "solve_fn"]
 
 _MU_FACTOR = 0.1  # continuation: mu shrinks by this factor per stage
-_STAGE = 0.1  # next stage once |grad|^2 <= _STAGE * smoothing bias
-_MEMORY = 30  # L-BFGS memory
+_STAGE = 0.1  # squared hinges: next stage once |grad|^2 <= _STAGE * smoothing bias
+_ENOUGH = 1.0  # hinges: no next stage once the smoothing's share of the gap is below
+# _ENOUGH * tol * P (the smoothing is then fine enough for the tolerance)
+_MEMORY = 30  # L-BFGS memory on small problems
+_LARGE_MEMORY = 100  # ... and once X has at least _LARGE elements
+_LARGE = 1 << 22
 _PATIENCE = 20  # iterations without a visible decrease before the next stage
 _MU_MIN = 1e-7  # relative to the margin; below this float rounding dominates
 _CERTIFY_EVERY = 4  # iterations between two dual certificates
@@ -77,12 +82,23 @@ class _Spec(NamedTuple):
     squared: bool
 
 
+class _Pool(NamedTuple):
+    """A dual-feasible point kept across iterations by its two summaries: ``lin``, the
+    linear part of the dual value (``margin * sum(c * a)``), and ``uX`` (``u @ X``), so
+    that its value is ``lin - |uX|^2 / 2`` (hinge losses)."""
+
+    lin: jax.Array
+    uX: jax.Array
+
+
 class _State(NamedTuple):
     x: jax.Array  # the variables, flat
+    z: jax.Array  # the scores V @ X.T + b at x [C, N] (updated along the steps)
+    z_error: jax.Array  # the rounding error of z's updates, compensated (Kahan) [C, N]
     value: jax.Array  # smoothed objective at x
     per: jax.Array  # its per-example terms c_i L_mu(z_i) [N]
     grad: jax.Array  # its gradient
-    pending: jax.Array  # value, per and grad are stale (new smoothing): re-evaluate
+    pending: jax.Array  # z, value, per and grad are stale (new smoothing): re-evaluate
     memory: lbfgs.Memory
     mu: jax.Array  # the smoothing
     n_iter: jax.Array
@@ -91,6 +107,7 @@ class _State(NamedTuple):
     best_x: jax.Array
     best_primal: jax.Array
     best_dual: jax.Array
+    pool: _Pool  # the best combination of the dual points certified so far
 
 
 def _unpack(p: _Problem, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -99,35 +116,88 @@ def _unpack(p: _Problem, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return V, jnp.where(p.fit_intercept, x[n_classes * n_features :], 0)
 
 
-def _evaluate(p: _Problem, spec: _Spec, x: jax.Array, mu: jax.Array):
-    """Smoothed objective, its gradient (analytic: ``V + u @ X``, the sum of ``u``), the
-    pieces the certificate reuses (scores, dual variables, ``u @ X``) and the per-example
-    terms."""
-    dual = dual_of(spec.loss)
+def _scores(p: _Problem, x: jax.Array) -> jax.Array:
+    """``V @ X.T + b`` ``[C, N]`` for the variables (or a direction) ``x``: one pass over
+    ``X``."""
     V, b = _unpack(p, x)
-    z = V @ p.X.T + b[:, None]
-    values, a = dual.smooth(z, p.is_true, p.margin, mu, spec.squared)
-    u = dual.dual_map(a, p.is_true, p.c)
+    return V @ p.X.T + b[:, None]
+
+
+def _smoothed(p: _Problem, spec: _Spec, z: jax.Array, mu: jax.Array):
+    """The smoothed per-example terms ``c_i L_mu(z_i)`` ``[N]`` and their dual variables
+    ``a`` ``[C, N]`` at the scores ``z`` (no pass over ``X``)."""
+    values, a = dual_of(spec.loss).smooth(z, p.is_true, p.margin, mu, spec.squared)
+    return p.c * values, a
+
+
+def _gradient(p: _Problem, spec: _Spec, x: jax.Array, a: jax.Array):
+    """The smoothed objective's gradient (analytic: ``V + u @ X`` and the sum of ``u``)
+    and ``u @ X``, which the certificate reuses: one pass over ``X``."""
+    V, _ = _unpack(p, x)
+    u = dual_of(spec.loss).dual_map(a, p.is_true, p.c)
     uX = u @ p.X
     gb = jnp.where(p.fit_intercept, jnp.sum(u, axis=1), 0)
-    per = p.c * values
-    value = 0.5 * jnp.sum(V * V) + jnp.sum(per)
-    return value, jnp.concatenate([(V + uX).ravel(), gb]), (z, a, uX), per
+    return jnp.concatenate([(V + uX).ravel(), gb]), uX
 
 
-def _primal(p: _Problem, spec: _Spec, x: jax.Array, pieces) -> jax.Array:
-    """The primal objective at ``x``, from the pure loss on the scores in ``pieces``."""
+def _primal(p: _Problem, spec: _Spec, x: jax.Array, z: jax.Array) -> jax.Array:
+    """The primal objective at ``x`` with scores ``z``, from the pure loss."""
     V, _ = _unpack(p, x)
-    z = pieces[0]
     per_example = registry.get(spec.loss).pure(z.T, p.y, margin=p.margin, squared=spec.squared)
     return 0.5 * jnp.sum(V * V) + jnp.sum(p.c * per_example)
 
 
-def _certificate(p: _Problem, spec: _Spec, pieces) -> jax.Array:
-    """The dual value of the smoothed gradient's dual variables in ``pieces`` (repaired for
-    the intercept, best-scaled); ``-inf`` if the repair fails."""
+def _combine(pool: _Pool, new: _Pool) -> _Pool:
+    r"""The best point :math:`\alpha A + \beta N` over :math:`\alpha, \beta \ge 0,\
+    \alpha + \beta \le 1` (feasible: a convex combination of ``pool``, ``new`` and the
+    zero point, all feasible).
+
+    The dual value :math:`f(\alpha, \beta) = \alpha l_A + \beta l_N - \tfrac12 \lVert
+    \alpha U_A + \beta U_N \rVert^2` is a concave quadratic; its maximum over the
+    triangle is at the interior stationary point or on one of the three edges, each in
+    closed form. Why: the dual points of successive L-BFGS iterates carry the iterates'
+    gradient as an error (the smoothed gap of a gradient's dual point is
+    :math:`\tfrac12\lVert g\rVert^2`), and those gradients oscillate; combining points
+    cancels much of that error, where the newest point alone stays as good as its
+    gradient.
+    """
+    tiny = jnp.finfo(pool.lin.dtype).tiny
+    aa, nn, an = jnp.vdot(pool.uX, pool.uX), jnp.vdot(new.uX, new.uX), jnp.vdot(pool.uX, new.uX)
+
+    def clip(num, den):
+        return jnp.clip(num / jnp.maximum(den, tiny), 0, 1)
+
+    det = aa * nn - an * an
+    inner = jnp.stack([pool.lin * nn - new.lin * an, new.lin * aa - pool.lin * an]) / jnp.maximum(
+        det, tiny
+    )
+    edge = clip(new.lin - pool.lin + aa - an, aa - 2 * an + nn)
+    zero = jnp.zeros_like(edge)
+    alpha = jnp.stack([clip(pool.lin, aa), zero, 1 - edge, inner[0]])
+    beta = jnp.stack([zero, clip(new.lin, nn), edge, inner[1]])
+    ok = (alpha >= 0) & (beta >= 0) & (alpha + beta <= 1) & (det > 0)
+    value = (
+        alpha * pool.lin
+        + beta * new.lin
+        - 0.5 * (alpha * alpha * aa + 2 * alpha * beta * an + beta * beta * nn)
+    )
+    best = jnp.argmax(jnp.where(ok.at[:3].set(True), value, -jnp.inf))
+    return _Pool(
+        alpha[best] * pool.lin + beta[best] * new.lin, alpha[best] * pool.uX + beta[best] * new.uX
+    )
+
+
+def _certificate(p: _Problem, spec: _Spec, a: jax.Array, uX: jax.Array, pool: _Pool):
+    """The dual value certified with the smoothed gradient's dual variables ``a`` (``uX``
+    is their ``u @ X``), repaired for the intercept, and the new ``pool``.
+
+    Hinge losses: the best combination of ``a`` (scaled up to its largest feasible
+    multiple) with ``pool`` (:func:`_combine`); its value is recomputed from the combined
+    summaries. Squared hinges: the best multiple of ``a`` alone (their conjugate has a
+    quadratic term that the summaries do not carry). ``-inf`` and ``pool`` unchanged if
+    the repair fails.
+    """
     dual = dual_of(spec.loss)
-    _, a, uX = pieces
 
     def repaired(a):
         a, ok = dual.repair(a, p.is_true, p.c)
@@ -135,40 +205,63 @@ def _certificate(p: _Problem, spec: _Spec, pieces) -> jax.Array:
 
     unchanged = (a, uX, jnp.array(True))
     a, uX, ok = jax.lax.cond(p.fit_intercept, repaired, lambda a: unchanged, a)
-    value = dual.value(a, uX, p.c, p.margin, spec.squared)
-    return jnp.where(ok, value, -jnp.inf)
+    if spec.squared:
+        return jnp.where(ok, dual.value(a, uX, p.c, p.margin, spec.squared), -jnp.inf), pool
+    t = dual.scale(a, p.c)
+    new = _Pool(t * p.margin * jnp.sum(p.c[None, :] * a), t * uX.ravel())
+    combined = _combine(pool, new)
+    pool = jax.tree.map(lambda x, y: jnp.where(ok, x, y), combined, pool)
+    return pool.lin - 0.5 * jnp.vdot(pool.uX, pool.uX), pool
 
 
 def _step(p: _Problem, spec: _Spec, state: _State):
-    """One L-BFGS step with Armijo backtracking; returns ``(state, moved, pieces)``.
+    """One L-BFGS step with Armijo backtracking; returns ``(state, moved, a, uX)``, the
+    dual variables of the last trial point and their ``u @ X``.
+
+    Two passes over ``X`` per step, however many trials: the scores of the direction,
+    ``dz = dV @ X.T + db``, are computed once, every trial scores ``z + t dz`` (the loss
+    is a function of the scores), and only the accepted point's gradient needs
+    ``u @ X``. The updates of ``z`` are summed with Kahan's compensation: a plain ``z + t
+    dz`` rounds at the scale of ``z`` every step, and that drift, divided by a small
+    ``mu``, would make the gradients inconsistent with the objective. (``z`` is also
+    recomputed at every new smoothing, and the final objective from ``X``.)
 
     The decrease is summed from per-example differences (and the penalty's exact change),
     not taken as a difference of two totals: near the optimum the totals agree to a few
     float32 ulps, their per-example differences do not cancel like that. The objective is
     convex, so every accepted step has ``<s, y> >= 0``.
 
-    When ``state.pending`` (the smoothing just changed) the "step" is zero and its one
-    trial re-evaluates the objective at ``x``: the loop body holds a single copy of
-    :func:`_evaluate` (inside the line search), which keeps the program small to compile.
+    When ``state.pending`` (the smoothing just changed) the "step" is zero, the product
+    computes the scores of ``x`` itself, and the one trial re-evaluates the objective
+    there: the loop body holds a single copy of each product, which keeps the program
+    small to compile.
     """
     d = jnp.where(state.pending, 0, lbfgs.direction(state.grad, state.memory))
     slope = jnp.vdot(state.grad, d)
     (V, _), (dV, _) = _unpack(p, state.x), _unpack(p, d)
     cross, square = jnp.vdot(V, dV), jnp.vdot(dV, dV)
+    dz = _scores(p, jnp.where(state.pending, state.x, d))
 
     def trial(t):
-        value, grad, pieces, per = _evaluate(p, spec, state.x + t * d, state.mu)
+        increment = t * dz + state.z_error
+        z = jnp.where(state.pending, dz, state.z + increment)
+        z_error = jnp.where(state.pending, 0, increment - (z - state.z))
+        per, a = _smoothed(p, spec, z, state.mu)
         change = jnp.sum(per - state.per) + t * cross + 0.5 * t * t * square
-        return jnp.where(state.pending, -jnp.inf, change), (value, grad, pieces, per)
+        return jnp.where(state.pending, -jnp.inf, change), (z, z_error, per, a)
 
-    t, change, (value, grad, pieces, per) = lbfgs.backtracking(trial, slope)
+    t, change, (z, z_error, per, a) = lbfgs.backtracking(trial, slope)
     moved = change <= 1e-4 * t * slope
-    # A decrease below an ulp of the objective is rounding noise, not progress.
-    visible = -change > jnp.finfo(state.x.dtype).eps * jnp.abs(state.value)
     x = jnp.where(moved, state.x + t * d, state.x)
+    grad, uX = _gradient(p, spec, x, a)
+    # A decrease below an ulp of the objective is rounding noise, not progress.
+    value = 0.5 * jnp.sum(_unpack(p, x)[0] ** 2) + jnp.sum(per)
+    visible = -change > jnp.finfo(state.x.dtype).eps * jnp.abs(state.value)
     grad = jnp.where(moved, grad, state.grad)
     state = state._replace(
         x=x,
+        z=jnp.where(moved, z, state.z),
+        z_error=jnp.where(moved, z_error, state.z_error),
         value=jnp.where(moved, value, state.value),
         per=jnp.where(moved, per, state.per),
         grad=grad,
@@ -177,7 +270,29 @@ def _step(p: _Problem, spec: _Spec, state: _State):
         ),
         weak=jnp.where(moved & visible, 0, state.weak + 1),
     )
-    return state, moved, pieces
+    return state, moved, a, uX
+
+
+def _smoothing_share(p: _Problem, state: _State, primal, a, uX) -> jax.Array:
+    r"""The smoothing's share of the gap of the current point's own dual point ``a``.
+
+    With :math:`D(a) = \Delta \sum_i c_i \textstyle\sum_j a_{ij} - \tfrac12 \lVert u
+    X\rVert^2` (hinge), Fenchel–Young for the smoothed loss gives
+
+    .. math::
+
+        P(x) - D(a) = \tfrac12 \lVert g_V \rVert^2 + \langle b, g_b \rangle
+            + \big(\mu \textstyle\sum_i c_i H(a_i) - (P_\mu(x) - P(x))\big),
+
+    the first terms vanish as the smooth problem is solved, the last (the entropy of the
+    dual variables less the smoothing bias, >= 0) only as ``mu`` shrinks: it is returned,
+    computed as the difference, with no loss-specific entropy.
+    """
+    n = p.is_true.size // p.is_true.shape[1] * p.X.shape[1]
+    V, b = _unpack(p, state.x)
+    dual = p.margin * jnp.sum(p.c[None, :] * a) - 0.5 * jnp.sum(uX * uX)
+    g_V, g_b = state.grad[:n], state.grad[n:]
+    return primal - dual - 0.5 * jnp.vdot(g_V, g_V) - jnp.vdot(b, g_b)
 
 
 def _iteration(p: _Problem, spec: _Spec, state: _State, tol: jax.Array) -> _State:
@@ -186,25 +301,35 @@ def _iteration(p: _Problem, spec: _Spec, state: _State, tol: jax.Array) -> _Stat
 
     A failed line search first drops the L-BFGS memory (next step: steepest descent); if
     steepest descent fails too, or nothing visible was gained for ``_PATIENCE``
-    iterations, the smooth problem is solved to float precision. The next stage (``mu``
-    shrinks) starts once the smoothing bias dominates what is left to gain on the smooth
+    iterations, the smooth problem is solved to float precision. Hinge losses: the next
+    stage (``mu`` shrinks) starts once the smoothing's share of the current point's gap
+    (:func:`_smoothing_share`) exceeds the share that solving the smooth problem further
+    can remove (``|g|^2 / 2``), unless that share is already small against the tolerance.
+    Squared hinges: once the smoothing bias dominates what is left to gain on the smooth
     problem (``|grad|^2 / 2`` bounds that gain: the objective is 1-strongly convex in V).
     """
-    state, moved, pieces = _step(p, spec, state)
-    primal = _primal(p, spec, state.x, pieces)
+    state, moved, a, uX = _step(p, spec, state)
+    primal = _primal(p, spec, state.x, state.z)
     better = primal < state.best_primal
     hopeless = (~moved & (state.memory.size == 0)) | (state.weak >= _PATIENCE)
-    bias = state.value - primal
     can_shrink = dual_of(spec.loss).smoothed(spec.squared) & (state.mu > _MU_MIN * p.margin)
-    next_stage = can_shrink & ((jnp.vdot(state.grad, state.grad) <= _STAGE * bias) | hopeless)
-    # The dual (an intercept repair, another product with X) costs more than a step: it is
-    # certified every _CERTIFY_EVERY iterations, and at every iteration that could end the
-    # solve or a stage (near the tolerance, at the last smoothing, stalling); the best
-    # dual seen is kept.
+    g2 = jnp.vdot(state.grad, state.grad)
+    if spec.squared:
+        ready = g2 <= _STAGE * (state.value - primal)
+    else:
+        share = _smoothing_share(p, state, primal, a, uX)
+        ready = moved & (share > _ENOUGH * tol * jnp.abs(primal)) & (g2 / 2 <= share)
+    next_stage = can_shrink & (ready | hopeless)
+    # The dual with an intercept (its repair, another product with X) costs more than a
+    # step: it is certified every _CERTIFY_EVERY iterations, and at every iteration that
+    # could end the solve or a stage (near the tolerance, at the last smoothing,
+    # stalling); the best dual seen is kept.
     near = primal - state.best_dual <= 10 * tol * jnp.abs(primal)
     check = (state.n_iter % _CERTIFY_EVERY == 0) | next_stage | hopeless | ~can_shrink | near
     no_value = jnp.asarray(-jnp.inf, primal.dtype)
-    dual = jax.lax.cond(check, lambda: _certificate(p, spec, pieces), lambda: no_value)
+    dual, pool = jax.lax.cond(
+        check, lambda: _certificate(p, spec, a, uX, state.pool), lambda: (no_value, state.pool)
+    )
     return state._replace(
         pending=next_stage,
         memory=lbfgs.forget(state.memory, next_stage | ~moved),
@@ -215,12 +340,25 @@ def _iteration(p: _Problem, spec: _Spec, state: _State, tol: jax.Array) -> _Stat
         best_x=jnp.where(better, state.x, state.best_x),
         best_primal=jnp.minimum(primal, state.best_primal),
         best_dual=jnp.maximum(dual, state.best_dual),
+        pool=pool,
     )
 
 
 def _done(state: _State, tol: jax.Array) -> jax.Array:
     gap = state.best_primal - state.best_dual
     return jnp.isfinite(gap) & (gap <= tol * jnp.abs(state.best_primal))
+
+
+def memory_size(n: int, d: int) -> int:
+    """The L-BFGS memory for ``X`` of shape ``[n, d]``.
+
+    A longer memory means fewer iterations on the ill-conditioned problems of large data
+    (see ``experiments/bench_solver_scale.py``), but its two-loop recursion, ``4 m``
+    dependent vector operations, costs overhead that a small problem's passes over ``X``
+    do not hide; so the memory grows with the size of ``X`` (a static shape: no extra
+    compilation).
+    """
+    return _LARGE_MEMORY if n * d >= _LARGE else _MEMORY
 
 
 def solve_fn(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, *, loss, squared):
@@ -231,11 +369,13 @@ def solve_fn(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, *, loss, 
     zero, dtype = jnp.zeros((), jnp.int32), X.dtype
     state = _State(
         x=x0,
+        z=jnp.zeros((p.is_true.shape[0], X.shape[0]), dtype),
+        z_error=jnp.zeros((p.is_true.shape[0], X.shape[0]), dtype),
         value=jnp.zeros((), dtype),
         per=jnp.zeros_like(c),
         grad=jnp.zeros_like(x0),
         pending=jnp.array(True),
-        memory=lbfgs.init_memory(_MEMORY, x0.size, dtype),
+        memory=lbfgs.init_memory(memory_size(*X.shape), x0.size, dtype),
         mu=mu0,
         n_iter=zero,
         stalled=jnp.array(False),
@@ -243,12 +383,15 @@ def solve_fn(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, *, loss, 
         best_x=x0,
         best_primal=jnp.asarray(jnp.inf, dtype),
         best_dual=jnp.asarray(-jnp.inf, dtype),
+        pool=_Pool(jnp.zeros((), dtype), jnp.zeros(x0.size - init["b"].size, dtype)),
     )
     state = jax.lax.while_loop(
         lambda s: (s.n_iter < max_iter) & ~_done(s, tol) & ~s.stalled,
         lambda s: _iteration(p, spec, s, tol),
         state,
     )
+    # The scores were updated along the steps: the objective reported is recomputed.
+    state = state._replace(best_primal=_primal(p, spec, state.best_x, _scores(p, state.best_x)))
     V, b = _unpack(p, state.best_x)
     return SolveResult(
         params={"W": V.T, "b": b},

@@ -36,6 +36,7 @@ Squared Weston–Watkins and one-vs-rest are differentiable already and are not 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -53,7 +54,9 @@ class Dual(NamedTuple):
     dual-feasible); ``dual_map(a, is_true, c)`` is ``u`` ``[C, N]``; ``repair(a, is_true,
     c)`` rescales ``a`` so that ``sum_i u_i = 0`` (the intercept's constraint) and returns
     ``(a, ok)``; ``value(a, uX, c, margin, squared)`` is the best dual value along the ray
-    ``t * a``; ``smoothed(squared)`` says whether the loss needs smoothing at all.
+    ``t * a``; ``smoothed(squared)`` says whether the loss needs smoothing at all;
+    ``scale(a, c)`` is the largest ``t`` with ``t * a`` feasible for the hinge (so every
+    ``s * scale(a, c) * a`` with ``0 <= s <= 1`` is, too).
     """
 
     smooth: Callable
@@ -61,11 +64,36 @@ class Dual(NamedTuple):
     repair: Callable
     value: Callable
     smoothed: Callable[[bool], bool]
+    scale: Callable
+
+
+_UNROLL = 64  # up to this many classes, a maximum over classes compares rows one by one
+
+
+def class_sum(v: jax.Array) -> jax.Array:
+    """The sum over the leading (class) axis of ``v`` ``[C, N]``: ``[N]``.
+
+    XLA:CPU reduces a short leading axis without vectorising along ``N`` (about 50x slower
+    than a product at 10 x 60000); a product with a row of ones vectorises, and is one
+    operation in the program (at full float32 precision, also where matrix units would
+    round it).
+    """
+    ones = jnp.ones((1, v.shape[0]), v.dtype)
+    return jnp.matmul(ones, v, precision=jax.lax.Precision.HIGHEST)[0]
+
+
+def class_max(v: jax.Array) -> jax.Array:
+    """The maximum over the leading (class) axis of ``v`` ``[C, N]``; up to ``_UNROLL``
+    classes the rows are compared one by one, which vectorises along ``N`` where XLA:CPU's
+    reduction does not (see :func:`class_sum`)."""
+    if v.shape[0] > _UNROLL:
+        return jnp.max(v, axis=0)
+    return functools.reduce(jnp.maximum, [v[k] for k in range(v.shape[0])])
 
 
 def _relative_margins(z, is_true, margin):
     """``v = z - z_y + margin`` ``[C, N]``, ``-inf`` on the true class (no term there)."""
-    true_score = jnp.sum(jnp.where(is_true, z, 0), axis=0)
+    true_score = class_sum(jnp.where(is_true, z, 0))
     return jnp.where(is_true, -jnp.inf, z - true_score[None, :] + margin)
 
 
@@ -73,9 +101,9 @@ def _smooth_sum(v, mu, squared):
     """Summed hinges of the margins ``v`` ``[C, N]``: softplus-smoothed, or squared."""
     if squared:
         h = jnp.maximum(v, 0)
-        return jnp.sum(h * h, axis=0), 2 * h
+        return class_sum(h * h), 2 * h
     values = jnp.where(v > -jnp.inf, mu * jax.nn.softplus(v / mu), 0)
-    return jnp.sum(values, axis=0), jax.nn.sigmoid(v / mu)
+    return class_sum(values), jax.nn.sigmoid(v / mu)
 
 
 def _smooth_weston_watkins(z, is_true, margin, mu, squared):
@@ -88,9 +116,9 @@ def _smooth_one_vs_rest(z, is_true, margin, mu, squared):
 
 def _smooth_crammer_singer(z, is_true, margin, mu, squared):
     r = _relative_margins(z, is_true, margin) / mu
-    top = jnp.maximum(jnp.max(r, axis=0), 0)
+    top = jnp.maximum(class_max(r), 0)
     expo = jnp.exp(r - top[None, :])
-    total = jnp.exp(-top) + jnp.sum(expo, axis=0)
+    total = jnp.exp(-top) + class_sum(expo)
     m = mu * (top + jnp.log(total))  # mu * log(1 + sum_j exp(v_j / mu)) >= the hinge
     p = expo / total[None, :]
     if squared:
@@ -100,7 +128,7 @@ def _smooth_crammer_singer(z, is_true, margin, mu, squared):
 
 def _relative_map(a, is_true, c):
     """``u_i = c_i G(a_i)`` for relative margins."""
-    return c[None, :] * jnp.where(is_true, -jnp.sum(a, axis=0, keepdims=True), a)
+    return c[None, :] * jnp.where(is_true, -class_sum(a)[None, :], a)
 
 
 def _absolute_map(a, is_true, c):
@@ -127,7 +155,7 @@ def _repair_relative(a, is_true, c):
     lam = lam / jnp.maximum(jnp.max(lam), jnp.finfo(a.dtype).tiny)
     residual = jnp.max(jnp.abs(flow.T @ lam - out * lam))
     ok = jnp.isfinite(residual) & (residual <= 1e-3 * jnp.max(out * lam))
-    return a * jnp.sum(jnp.where(is_true, lam[:, None], 0), axis=0, keepdims=True), ok
+    return a * class_sum(jnp.where(is_true, lam[:, None], 0))[None, :], ok
 
 
 def _repair_absolute(a, is_true, c):
@@ -150,9 +178,23 @@ def _ray_value(a, uX, c, margin, squared, *, biggest, extra):
     if squared:
         t = lin / jnp.maximum(quad + extra(a) / 2, tiny)
         return t * lin - 0.5 * t * t * (quad + extra(a) / 2)
-    t_max = 1 / jnp.maximum(jnp.max(jnp.where(c > 0, biggest(a), 0)), tiny)
-    t = jnp.clip(lin / jnp.maximum(quad, tiny), 0, t_max)
+    t = jnp.clip(lin / jnp.maximum(quad, tiny), 0, _largest_scale(a, c, biggest))
     return t * lin - 0.5 * t * t * quad
+
+
+def _largest_scale(a, c, biggest):
+    """The largest ``t`` with ``t * a`` feasible for the hinge: ``biggest(a)`` ``[N]`` (the
+    constrained quantity of each example) must stay at most 1."""
+    tiny = jnp.finfo(a.dtype).tiny
+    return 1 / jnp.maximum(jnp.max(jnp.where(c > 0, biggest(a), 0)), tiny)
+
+
+def _sum_scale(a, c):
+    return _largest_scale(a, c, class_max)
+
+
+def _max_scale(a, c):
+    return _largest_scale(a, c, class_sum)
 
 
 def _sum_value(a, uX, c, margin, squared):
@@ -162,7 +204,7 @@ def _sum_value(a, uX, c, margin, squared):
         c,
         margin,
         squared,
-        biggest=lambda a: jnp.max(a, axis=0),
+        biggest=class_max,
         extra=lambda a: jnp.sum(c[None, :] * a * a),
     )
 
@@ -174,17 +216,32 @@ def _max_value(a, uX, c, margin, squared):
         c,
         margin,
         squared,
-        biggest=lambda a: jnp.sum(a, axis=0),
-        extra=lambda a: jnp.sum(c * jnp.sum(a, axis=0) ** 2),
+        biggest=class_sum,
+        extra=lambda a: jnp.sum(c * class_sum(a) ** 2),
     )
 
 
 WESTON_WATKINS = Dual(
-    _smooth_weston_watkins, _relative_map, _repair_relative, _sum_value, lambda sq: not sq
+    _smooth_weston_watkins,
+    _relative_map,
+    _repair_relative,
+    _sum_value,
+    lambda sq: not sq,
+    _sum_scale,
 )
 CRAMMER_SINGER = Dual(
-    _smooth_crammer_singer, _relative_map, _repair_relative, _max_value, lambda sq: True
+    _smooth_crammer_singer,
+    _relative_map,
+    _repair_relative,
+    _max_value,
+    lambda sq: True,
+    _max_scale,
 )
 ONE_VS_REST = Dual(
-    _smooth_one_vs_rest, _absolute_map, _repair_absolute, _sum_value, lambda sq: not sq
+    _smooth_one_vs_rest,
+    _absolute_map,
+    _repair_absolute,
+    _sum_value,
+    lambda sq: not sq,
+    _sum_scale,
 )

@@ -17,14 +17,20 @@ Method: smoothing continuation with L-BFGS. The hinge is replaced by its entropy
 (:math:`\mu\,\mathrm{softplus}(v/\mu)` per hinge term; :math:`\mu \log(1 + \sum_{j \ne y}
 e^{v_j/\mu})` for Crammer–Singer), which overestimates the loss by at most
 :math:`\mu \log 2` per term (:math:`\mu \log C` for Crammer–Singer). L-BFGS (memory 30,
-Armijo backtracking from step 1, analytic gradient) minimises the smooth objective; once the
-squared gradient norm is below a tenth of the smoothing bias (or progress stalls at float
-precision), :math:`\mu` shrinks tenfold and L-BFGS restarts from the current point. Squared
-Weston–Watkins and one-vs-rest are differentiable already and are solved without smoothing.
-The whole loop is one ``jax.lax.while_loop`` inside one ``jit``; shapes are padded to
-buckets (rows of weight 0, zero columns: the same problem), so data of similar size share
-one compiled program, and a second call with new data, ``C``, weights, ``tol`` or
-``max_iter`` compiles nothing.
+100 once ``X`` has 2**22 elements; Armijo backtracking from step 1, analytic gradient)
+minimises the smooth objective with two passes over ``X`` per iteration: the scores of the
+search direction are computed once and every backtracking trial is evaluated from scores
+alone; the gradient's ``u @ X`` is the other pass. For the hinge losses :math:`\mu`
+shrinks tenfold (and L-BFGS restarts from the current point) once the smoothing's share
+of the current point's duality gap exceeds what solving the smooth problem further could
+remove, :math:`\tfrac12 \lVert\nabla\rVert^2`, unless that share is already below
+``tol`` times the objective; for squared Crammer–Singer once the squared gradient norm is
+below a tenth of the smoothing bias; and whenever progress stalls at float precision.
+Squared Weston–Watkins and one-vs-rest are differentiable already and are solved without
+smoothing. The whole loop is one ``jax.lax.while_loop`` inside one ``jit``; shapes are
+padded to buckets (rows of weight 0, zero columns: the same problem), so data of similar
+size share one compiled program, and a second call with new data, ``C``, weights, ``tol``
+or ``max_iter`` compiles nothing.
 
 Why this method: liblinear's own algorithm, dual block coordinate ascent, is sequential
 over examples, which in JAX becomes a slow ``lax.scan``; full-batch L-BFGS runs on
@@ -34,8 +40,12 @@ iteration here and compiles more slowly, so the pieces are our own
 reach the solver through the loss registry (:mod:`svmjax.registry`); a loss without a
 derived dual is refused, never given a fake certificate. With an intercept, the dual's
 sum constraint is restored exactly by rescaling whole classes; if that fails (a class
-with no active dual variable) ``gap`` is ``inf`` for that iterate. The best primal and
-the best dual seen are kept, so ``gap`` never increases.
+with no active dual variable) that iterate certifies nothing. For the hinge losses the
+dual point is not the newest gradient's alone but the best convex combination of it
+(scaled up as far as stays feasible) with the combination kept so far: successive
+iterates' dual points carry their oscillating gradients as errors, which combining
+partly cancels (:func:`svmjax.continuation._combine`). The best primal and the best dual
+seen are kept, so ``gap`` never increases.
 
 Precision: in float32 (JAX's default) the certificate reliably reaches a relative gap of
 1e-3 (the default ``tol``) and often 1e-4; below that the smoothed problems cannot be
@@ -291,12 +301,13 @@ def solve(
         Xc, n_pad, d_pad = X - jnp.asarray(mean, dtype)[None, :], 0, 0
     else:
         mean = np.average(X, axis=0, weights=c) if fit_intercept else np.zeros(d)
-        Xc = (X - mean[None, :]).astype(dtype)
+        Xc = (X - mean[None, :]).astype(dtype) if fit_intercept else X  # no copy when not
         # Pad to a bucketed shape (rows of weight 0, columns of zeros: the solution is the
         # same) so that problems of similar size share one compiled program; under a mesh,
         # to a multiple of the devices too.
         devices = 1 if mesh is None else mesh.size
-        n_pad, d_pad = -(-bucket(n, 512, 8) // devices) * devices - n, bucket(d, 16, 4) - d
+        # Columns are padded more finely than rows (every pass over X pays for them).
+        n_pad, d_pad = -(-bucket(n, 512, 8) // devices) * devices - n, bucket(d, 16, 16) - d
     b0 = b0 + (mean @ W0).astype(dtype) if fit_intercept else b0
 
     def rows(x):  # split by rows over the mesh (on one device: as is)
@@ -309,7 +320,9 @@ def solve(
 
     # Host arrays of the final dtypes: jnp.asarray(value, dtype) would compile a small
     # conversion program per argument in a fresh process.
-    pad = (lambda x, widths: x) if on_devices else np.pad
+    def pad(x, widths):  # np.pad copies even when there is nothing to pad
+        return x if on_devices or not np.any(widths) else np.pad(x, widths)
+
     result = continuation.run(
         rows(pad(Xc, ((0, n_pad), (0, d_pad)))),
         rows(pad(y, (0, n_pad))),

@@ -78,6 +78,19 @@ def test_bench_path_smoke(tmp_path):
     assert "solve_path" in (tmp_path / "results.md").read_text()
 
 
+def test_bench_solver_scale_smoke(tmp_path):
+    bench = load("bench_solver_scale")
+    config = bench.Config(
+        out=str(tmp_path), data_dir=str(tmp_path / "none"), runs=((0.1, 300),), tol=1e-2
+    )
+    results = bench.main(config)
+    (row,) = results["rows"]
+    assert results["data"].startswith("digits") and row["rows"] == 300
+    assert row["converged"] and row["certified_gap"] <= 1e-2
+    assert row["rel_diff"] <= 1e-2 and row["ratio"] > 0  # certified: at most tol above P*
+    assert "LinearSVC" in (tmp_path / "results.md").read_text()
+
+
 def test_gradient_agreement_smoke(tmp_path):
     experiment = load("gradient_agreement")
     config = experiment.Config(

@@ -11,8 +11,9 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import F64_TOL, assert_close
 
-from svmjax import losses, registry
+from svmjax import continuation, duals, losses, registry
 from svmjax.gradcheck import x64
 from svmjax.solve import primal_objective, solve
 
@@ -248,6 +249,38 @@ def test_primal_objective_is_liblinears_formula():
     per_example = losses.one_vs_rest(X @ W + b[None, :].astype(np.float32), y)
     expected = 0.5 * np.sum(W * W) + 0.7 * np.sum(s * np.asarray(per_example))
     np.testing.assert_allclose(float(value), expected, rtol=1e-5)
+
+
+def test_combine_is_the_best_point_of_the_triangle():
+    # The pooled dual point is max over alpha, beta >= 0, alpha + beta <= 1 of
+    # alpha l_A + beta l_N - |alpha U_A + beta U_N|^2 / 2: compare with a fine grid.
+    rng = np.random.default_rng(0)
+    grid = np.linspace(0, 1, 401)
+    alpha, beta = (g.ravel() for g in np.meshgrid(grid, grid))
+    alpha, beta = alpha[alpha + beta <= 1], beta[alpha + beta <= 1]
+    with x64():
+        for _ in range(20):
+            U_A, U_N = rng.standard_normal((2, 6)) * rng.uniform(0.1, 3, 2)[:, None]
+            l_A, l_N = rng.uniform(-1, 4, 2)
+            U = alpha[:, None] * U_A + beta[:, None] * U_N
+            brute = np.max(alpha * l_A + beta * l_N - 0.5 * np.sum(U * U, axis=1))
+            pool = continuation._combine(
+                continuation._Pool(jnp.asarray(l_A), jnp.asarray(U_A)),
+                continuation._Pool(jnp.asarray(l_N), jnp.asarray(U_N)),
+            )
+            value = float(pool.lin - 0.5 * jnp.vdot(pool.uX, pool.uX))
+            # the combination's coefficients, recovered: feasible, and consistent with lin
+            coef, *_ = np.linalg.lstsq(np.stack([U_A, U_N], 1), np.asarray(pool.uX), rcond=None)
+            assert np.all(coef >= -1e-9) and coef.sum() <= 1 + 1e-9
+            assert_close(float(pool.lin), coef @ [l_A, l_N], 1e-9)
+            assert brute - 1e-4 <= value <= brute + 1e-4 * max(1.0, abs(brute))
+
+
+def test_reductions_over_classes():
+    v = np.random.default_rng(1).standard_normal((7, 33))
+    with x64():
+        assert_close(duals.class_sum(jnp.asarray(v)), v.sum(0), F64_TOL)
+        assert_close(duals.class_max(jnp.asarray(v)), v.max(0), 0.0)
 
 
 def test_solver_vs_liblinear_smoke(tmp_path, monkeypatch):
