@@ -341,13 +341,14 @@ def solve(
         b = result.params["b"]
         b = b - jnp.asarray(mean, dtype) @ W if fit_intercept else b
         return result._replace(params={"W": W, "b": b})
-    # One device: unpad and undo the centring on the host; eager JAX ops here would each
-    # compile a small program of their own in a fresh process.
+    # One device: unpad and undo the centring on the host, and hand back by a transfer;
+    # eager JAX ops here (jnp.asarray too) would each compile a small program of their own
+    # in a fresh process.
     W = np.asarray(result.params["W"])[:d]
     b = np.asarray(result.params["b"])
     if fit_intercept:
         b = (b - np.asarray(mean).astype(dtype) @ W).astype(dtype)
-    return result._replace(params={"W": jnp.asarray(W), "b": jnp.asarray(b)})
+    return result._replace(params={"W": jax.device_put(W), "b": jax.device_put(b)})
 
 
 def solve_path(
