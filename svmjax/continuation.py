@@ -194,8 +194,8 @@ def _certificate(p: _Problem, spec: _Spec, a: jax.Array, uX: jax.Array, pool: _P
     Hinge losses: the best combination of ``a`` (scaled up to its largest feasible
     multiple) with ``pool`` (:func:`_combine`); its value is recomputed from the combined
     summaries. Squared hinges: the best multiple of ``a`` alone (their conjugate has a
-    quadratic term that the summaries do not carry). ``-inf`` and ``pool`` unchanged if
-    the repair fails.
+    quadratic term that the summaries do not carry). If the repair fails: hinge losses
+    keep ``pool`` and return its (still valid) value, squared hinges return ``-inf``.
     """
     dual = dual_of(spec.loss)
 
@@ -349,16 +349,18 @@ def _done(state: _State, tol: jax.Array) -> jax.Array:
     return jnp.isfinite(gap) & (gap <= tol * jnp.abs(state.best_primal))
 
 
-def memory_size(n: int, d: int) -> int:
-    """The L-BFGS memory for ``X`` of shape ``[n, d]``.
+def memory_size(n: int, d: int, c: int) -> int:
+    """The L-BFGS memory for ``X`` of shape ``[n, d]`` and ``c`` classes.
 
     A longer memory means fewer iterations on the ill-conditioned problems of large data
     (see ``experiments/bench_solver_scale.py``), but its two-loop recursion, ``4 m``
     dependent vector operations, costs overhead that a small problem's passes over ``X``
     do not hide; so the memory grows with the size of ``X`` (a static shape: no extra
-    compilation).
+    compilation), and only while its ``2 m`` vectors of ``c·d`` variables take at most an
+    eighth of ``X``'s memory (``n >= 16 m c``), so many classes never make it dominate.
     """
-    return _LARGE_MEMORY if n * d >= _LARGE else _MEMORY
+    large = n * d >= _LARGE and n >= 16 * _LARGE_MEMORY * c
+    return _LARGE_MEMORY if large else _MEMORY
 
 
 def solve_fn(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, *, loss, squared):
@@ -367,6 +369,7 @@ def solve_fn(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, *, loss, 
     p = _Problem(X, y, one_hot(y, init["W"].shape[1]).T, c, margin, fit_intercept)
     x0 = jnp.concatenate([init["W"].T.ravel(), jnp.where(fit_intercept, init["b"], 0)])
     zero, dtype = jnp.zeros((), jnp.int32), X.dtype
+    n, d = X.shape
     state = _State(
         x=x0,
         z=jnp.zeros((p.is_true.shape[0], X.shape[0]), dtype),
@@ -375,7 +378,7 @@ def solve_fn(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, *, loss, 
         per=jnp.zeros_like(c),
         grad=jnp.zeros_like(x0),
         pending=jnp.array(True),
-        memory=lbfgs.init_memory(memory_size(*X.shape), x0.size, dtype),
+        memory=lbfgs.init_memory(memory_size(n, d, init["W"].shape[1]), x0.size, dtype),
         mu=mu0,
         n_iter=zero,
         stalled=jnp.array(False),

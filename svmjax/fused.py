@@ -50,7 +50,10 @@ twice; the second read is cheap while ``X`` sits in the last-level cache, and th
 only wins well beyond it. Measured under AVX-512 and with code generation capped at AVX2
 (``XLA_FLAGS=--xla_cpu_max_isa=AVX2``), the two agree: ``experiments/bench_gradient.py``
 prints, per size and instruction set, the three paths (blocked, two-pass, autodiff), the
-fastest and the rule's pick, and ``docs/performance.md`` reports the numbers.
+fastest and the rule's pick, and ``docs/performance.md`` reports the numbers. The
+crossover was measured on one CPU with a large (260 MiB) last-level cache; an AMD EPYC
+with far smaller caches also ran two passes faster at 117 MiB, but a CPU elsewhere may
+prefer another threshold: rerun the benchmark there.
 
 Reduced-precision data: pass ``X`` in ``bfloat16`` (``X.astype(jnp.bfloat16)``) with
 float32 parameters. It is an explicit choice of the caller, never automatic. Blocks are
@@ -147,7 +150,8 @@ def _scores(Xb: jax.Array, W: jax.Array, b: jax.Array) -> jax.Array:
     (e.g. 10 classes), the product is taken on ``W`` padded with zero columns to that
     multiple, then sliced back: XLA:CPU's matrix kernel runs such a product faster than
     the unpadded one (AVX-512 and AVX2 alike), while padding further (3 classes to 16)
-    costs more than it saves. The zero columns change no bit of the real scores.
+    costs more than it saves. The real scores are the same up to float rounding (the
+    kernel may split the sums differently for 16 columns; bit-identical at some shapes).
     """
     n_features, n_classes = W.shape
     pad = -n_classes % _CLASS_TILE

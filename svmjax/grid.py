@@ -289,8 +289,7 @@ def _init_states(optimizer, schedule, decay_steps, learning_rates, params):
     def init(lr):
         return make_optimizer(optimizer, lr, schedule, decay_steps=decay_steps).init(params)
 
-    dtype = jnp.asarray(learning_rates[0]).dtype
-    return jax.vmap(init)(jnp.asarray(learning_rates, dtype))
+    return jax.vmap(init)(jnp.asarray(learning_rates, params["W"].dtype))
 
 
 def _by_seed(x: jax.Array, n_seeds: int) -> jax.Array:

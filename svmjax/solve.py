@@ -15,22 +15,22 @@ certified upper bound on :math:`P(W, b) - P^\star` (up to floating-point roundin
 
 Method: smoothing continuation with L-BFGS. The hinge is replaced by its entropy smoothing
 (:math:`\mu\,\mathrm{softplus}(v/\mu)` per hinge term; :math:`\mu \log(1 + \sum_{j \ne y}
-e^{v_j/\mu})` for Crammer–Singer), which overestimates the loss by at most
-:math:`\mu \log 2` per term (:math:`\mu \log C` for Crammer–Singer). L-BFGS (memory 30,
-100 once ``X`` has 2**22 elements; Armijo backtracking from step 1, analytic gradient)
-minimises the smooth objective with two passes over ``X`` per iteration: the scores of the
-search direction are computed once and every backtracking trial is evaluated from scores
-alone; the gradient's ``u @ X`` is the other pass. For the hinge losses :math:`\mu`
-shrinks tenfold (and L-BFGS restarts from the current point) once the smoothing's share
-of the current point's duality gap exceeds what solving the smooth problem further could
-remove, :math:`\tfrac12 \lVert\nabla\rVert^2`, unless that share is already below
-``tol`` times the objective; for squared Crammer–Singer once the squared gradient norm is
-below a tenth of the smoothing bias; and whenever progress stalls at float precision.
+e^{v_j/\mu})` for Crammer–Singer), which overestimates the loss by at most :math:`\mu \log 2`
+per term (:math:`\mu \log C` for Crammer–Singer). L-BFGS (memory 30, 100 once ``X`` has
+2**22 elements and at least 1600 rows per class; Armijo backtracking from step 1, analytic
+gradient) minimises the smooth objective with two passes over ``X`` per iteration: the
+scores of the search direction are computed once and every backtracking trial is evaluated
+from scores alone; the gradient's ``u @ X`` is the other pass. For the hinge losses
+:math:`\mu` shrinks tenfold (and L-BFGS restarts from the current point) once the
+smoothing's share of the current point's duality gap exceeds what solving the smooth problem
+further could remove, :math:`\tfrac12 \lVert\nabla\rVert^2`, unless that share is already
+below ``tol`` times the objective; for squared Crammer–Singer once the squared gradient norm
+is below a tenth of the smoothing bias; and whenever progress stalls at float precision.
 Squared Weston–Watkins and one-vs-rest are differentiable already and are solved without
 smoothing. The whole loop is one ``jax.lax.while_loop`` inside one ``jit``; shapes are
 padded to buckets (rows of weight 0, zero columns: the same problem), so data of similar
-size share one compiled program, and a second call with new data, ``C``, weights, ``tol``
-or ``max_iter`` compiles nothing.
+size share one compiled program, and a second call with new data, ``C``, weights, ``tol`` or
+``max_iter`` compiles nothing.
 
 Why this method: liblinear's own algorithm, dual block coordinate ascent, is sequential
 over examples, which in JAX becomes a slow ``lax.scan``; full-batch L-BFGS runs on

