@@ -50,7 +50,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from svmjax import family
-from svmjax.losses import _check_gamma, prepare, true_score, weigh
+from svmjax.losses import prepare, true_score, weigh
 from svmjax.validation import one_hot
 
 __all__ = [
@@ -417,9 +417,7 @@ def lee_lin_wahba(
     return unified_hinge(
         scores,
         labels,
-        margins="absolute",
-        classes="wrong",
-        aggregate="sum",
+        **family.MACHINES["lee_lin_wahba"],
         margin=margin,
         squared=squared,
         class_weights=class_weights,
@@ -450,9 +448,7 @@ def absolute_max_hinge(
     return unified_hinge(
         scores,
         labels,
-        margins="absolute",
-        classes="all",
-        aggregate="max",
+        **family.MACHINES["absolute_max_hinge"],
         margin=margin,
         squared=squared,
         class_weights=class_weights,
@@ -484,9 +480,7 @@ def absolute_wrong_max_hinge(
     return unified_hinge(
         scores,
         labels,
-        margins="absolute",
-        classes="wrong",
-        aggregate="max",
+        **family.MACHINES["absolute_wrong_max_hinge"],
         margin=margin,
         squared=squared,
         class_weights=class_weights,
@@ -517,9 +511,7 @@ def true_class_hinge(
     return unified_hinge(
         scores,
         labels,
-        margins="absolute",
-        classes="true",
-        aggregate="sum",
+        **family.MACHINES["true_class_hinge"],
         margin=margin,
         squared=squared,
         class_weights=class_weights,
@@ -550,20 +542,13 @@ def reinforced_hinge(
 
     Reference: Liu and Yuan, J. Comput. Graph. Statist. 2011.
     """
-    gamma = _check_gamma(gamma)
-    n_classes = jnp.shape(scores)[-1] if jnp.ndim(scores) else 0
     return unified_hinge(
         scores,
         labels,
-        margins="absolute",
-        classes="all",
-        aggregate="sum",
         margin=margin,
-        true_margin=(n_classes - 1) * jnp.asarray(margin, jnp.result_type(scores)),
-        wrong_weight=1.0 - gamma,
-        true_weight=gamma,
         squared=squared,
         class_weights=class_weights,
+        **family.reinforced(scores, margin, gamma),
     )
 
 

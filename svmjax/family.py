@@ -30,7 +30,7 @@ Two pieces live here:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -102,6 +102,33 @@ def true_margin_or_default(spec: Template, margin: jax.Array, true_margin) -> ja
     if true_margin.ndim != 0:
         raise ValueError(f"true_margin must be a scalar, got shape {true_margin.shape}")
     return true_margin
+
+
+# The named machines as settings of the template: the one definition that both the pure
+# (svmjax.losses) and the analytic (svmjax.analytic) wrappers pass to unified_hinge.
+MACHINES: dict[str, dict[str, Any]] = {
+    "lee_lin_wahba": dict(margins="absolute", classes="wrong", aggregate="sum"),
+    "absolute_max_hinge": dict(margins="absolute", classes="all", aggregate="max"),
+    "absolute_wrong_max_hinge": dict(margins="absolute", classes="wrong", aggregate="max"),
+    "true_class_hinge": dict(margins="absolute", classes="true", aggregate="sum"),
+    "reinforced_hinge": dict(margins="absolute", classes="all", aggregate="sum"),
+}
+
+
+def reinforced(scores, margin, gamma: float) -> dict[str, Any]:
+    r"""The template's keywords for the reinforced hinge: true-class margin
+    :math:`(C-1)\Delta`, weight ``gamma`` on the true-class term and ``1 - gamma`` on the
+    others; ``ValueError`` unless ``gamma`` is a float in ``[0, 1]``."""
+    gamma = float(gamma)
+    if not 0 <= gamma <= 1:
+        raise ValueError(f"gamma must be a Python float in [0, 1], got {gamma}")
+    n_classes = jnp.shape(scores)[-1] if jnp.ndim(scores) else 0
+    return dict(
+        MACHINES["reinforced_hinge"],
+        true_margin=(n_classes - 1) * jnp.asarray(margin, jnp.result_type(scores)),
+        wrong_weight=1.0 - gamma,
+        true_weight=gamma,
+    )
 
 
 def check_k(k: int, n_classes: int, upper: int) -> int:

@@ -334,9 +334,7 @@ def lee_lin_wahba(
     return unified_hinge(
         scores,
         labels,
-        margins="absolute",
-        classes="wrong",
-        aggregate="sum",
+        **family.MACHINES["lee_lin_wahba"],
         margin=margin,
         squared=squared,
         class_weights=class_weights,
@@ -368,9 +366,7 @@ def absolute_max_hinge(
     return unified_hinge(
         scores,
         labels,
-        margins="absolute",
-        classes="all",
-        aggregate="max",
+        **family.MACHINES["absolute_max_hinge"],
         margin=margin,
         squared=squared,
         class_weights=class_weights,
@@ -403,9 +399,7 @@ def absolute_wrong_max_hinge(
     return unified_hinge(
         scores,
         labels,
-        margins="absolute",
-        classes="wrong",
-        aggregate="max",
+        **family.MACHINES["absolute_wrong_max_hinge"],
         margin=margin,
         squared=squared,
         class_weights=class_weights,
@@ -439,9 +433,7 @@ def true_class_hinge(
     return unified_hinge(
         scores,
         labels,
-        margins="absolute",
-        classes="true",
-        aggregate="sum",
+        **family.MACHINES["true_class_hinge"],
         margin=margin,
         squared=squared,
         class_weights=class_weights,
@@ -477,28 +469,14 @@ def reinforced_hinge(
     Reference: Y. Liu and M. Yuan, "Reinforced multicategory support vector machines",
     J. Comput. Graph. Statist. 20, 2011.
     """
-    gamma = _check_gamma(gamma)
-    n_classes = jnp.shape(scores)[-1] if jnp.ndim(scores) else 0
     return unified_hinge(
         scores,
         labels,
-        margins="absolute",
-        classes="all",
-        aggregate="sum",
         margin=margin,
-        true_margin=(n_classes - 1) * jnp.asarray(margin, jnp.result_type(scores)),
-        wrong_weight=1.0 - gamma,
-        true_weight=gamma,
         squared=squared,
         class_weights=class_weights,
+        **family.reinforced(scores, margin, gamma),
     )
-
-
-def _check_gamma(gamma: float) -> float:
-    gamma = float(gamma)
-    if not 0 <= gamma <= 1:
-        raise ValueError(f"gamma must be a Python float in [0, 1], got {gamma}")
-    return gamma
 
 
 # ------------------------------------------------------------------------------ top-k
