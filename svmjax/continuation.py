@@ -206,7 +206,7 @@ def _certificate(p: _Problem, spec: _Spec, a: jax.Array, uX: jax.Array, pool: _P
     unchanged = (a, uX, jnp.array(True))
     a, uX, ok = jax.lax.cond(p.fit_intercept, repaired, lambda a: unchanged, a)
     if spec.squared:
-        return jnp.where(ok, dual.value(a, uX, p.c, p.margin, spec.squared), -jnp.inf), pool
+        return jnp.where(ok, dual.value(a, uX, p.c, p.margin), -jnp.inf), pool
     t = dual.scale(a, p.c)
     new = _Pool(t * p.margin * jnp.sum(p.c[None, :] * a), t * uX.ravel())
     combined = _combine(pool, new)

@@ -53,8 +53,9 @@ class Dual(NamedTuple):
     ``[N]`` and their gradient ``a`` ``[C, N]`` in the dual parametrisation (so ``a`` is
     dual-feasible); ``dual_map(a, is_true, c)`` is ``u`` ``[C, N]``; ``repair(a, is_true,
     c)`` rescales ``a`` so that ``sum_i u_i = 0`` (the intercept's constraint) and returns
-    ``(a, ok)``; ``value(a, uX, c, margin, squared)`` is the best dual value along the ray
-    ``t * a``; ``smoothed(squared)`` says whether the loss needs smoothing at all;
+    ``(a, ok)``; ``value(a, uX, c, margin)`` is the best dual value of the squared hinge
+    along the ray ``t * a`` (hinge losses are certified from ``scale`` and pooled points);
+    ``smoothed(squared)`` says whether the loss needs smoothing at all;
     ``scale(a, c)`` is the largest ``t`` with ``t * a`` feasible for the hinge (so every
     ``s * scale(a, c) * a`` with ``0 <= s <= 1`` is, too).
     """
@@ -168,17 +169,13 @@ def _repair_absolute(a, is_true, c):
     return a * jnp.where(is_true, lam_pos[:, None], lam_neg[:, None]), jnp.array(True)
 
 
-def _ray_value(a, uX, c, margin, squared, *, biggest, extra):
-    """Best dual value along the ray ``t * a``, ``t`` in the feasible range; ``uX`` is
-    ``u @ X`` for the ``u`` of ``a``; ``biggest(a)`` [N] bounds ``t`` (hinge),
-    ``extra(a)`` is the squared hinge's quadratic term."""
-    quad = jnp.sum(uX * uX)
+def _ray_value(a, uX, c, margin, extra):
+    """Best dual value of a squared hinge along the ray ``t * a``, ``t >= 0`` (no upper
+    bound for squared hinges); ``uX`` is ``u @ X`` for the ``u`` of ``a``, ``extra`` the
+    conjugate's quadratic term ``sum_i c_i q(a_i)``."""
+    quad = jnp.sum(uX * uX) + extra / 2
     lin = margin * jnp.sum(c[None, :] * a)
-    tiny = jnp.finfo(a.dtype).tiny
-    if squared:
-        t = lin / jnp.maximum(quad + extra(a) / 2, tiny)
-        return t * lin - 0.5 * t * t * (quad + extra(a) / 2)
-    t = jnp.clip(lin / jnp.maximum(quad, tiny), 0, _largest_scale(a, c, biggest))
+    t = lin / jnp.maximum(quad, jnp.finfo(a.dtype).tiny)
     return t * lin - 0.5 * t * t * quad
 
 
@@ -197,28 +194,12 @@ def _max_scale(a, c):
     return _largest_scale(a, c, class_sum)
 
 
-def _sum_value(a, uX, c, margin, squared):
-    return _ray_value(
-        a,
-        uX,
-        c,
-        margin,
-        squared,
-        biggest=class_max,
-        extra=lambda a: jnp.sum(c[None, :] * a * a),
-    )
+def _sum_value(a, uX, c, margin):
+    return _ray_value(a, uX, c, margin, jnp.sum(c[None, :] * a * a))
 
 
-def _max_value(a, uX, c, margin, squared):
-    return _ray_value(
-        a,
-        uX,
-        c,
-        margin,
-        squared,
-        biggest=class_sum,
-        extra=lambda a: jnp.sum(c * class_sum(a) ** 2),
-    )
+def _max_value(a, uX, c, margin):
+    return _ray_value(a, uX, c, margin, jnp.sum(c * class_sum(a) ** 2))
 
 
 WESTON_WATKINS = Dual(
