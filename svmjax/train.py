@@ -156,16 +156,16 @@ def _accuracy(params: Any, X: jax.Array, y: jax.Array, mesh: Mesh | None = None)
 
 
 def gather_batches(X: jax.Array, y: jax.Array, order: jax.Array):
-    """The epoch's batches ``X[order]`` ``[n_batches, width, D]``, ``y[order]``, their
-    weights (0 on padding slots, ``order == -1``) and real examples per batch
-    ``[n_batches]``, all at once.
+    """The batches ``X[order]`` ``[..., width, D]``, ``y[order]``, their weights (0 on
+    padding slots, ``order == -1``) and real examples per batch ``[...]``, for one row of
+    ``order`` or for the whole epoch ``[n_batches, width]`` at once.
 
     One gather per epoch instead of one per step: the scan then slices contiguous batches,
     and the weights and counts cost no work inside the loop.
     """
     weight = (order >= 0).astype(X.dtype)
     index = jnp.maximum(order, 0)
-    return X[index], y[index], weight, jnp.sum(weight, axis=1)
+    return X[index], y[index], weight, jnp.sum(weight, axis=-1)
 
 
 def epoch_fn(
@@ -212,10 +212,10 @@ def epoch_fn(
     def batch(xs):
         if once:
             return xs
+        if mesh is None:
+            return gather_batches(X, y, xs)
         weight = (xs >= 0).astype(X.dtype)  # padding slots (-1) get weight 0
         index = jnp.maximum(xs, 0)
-        if mesh is None:
-            return X[index], y[index], weight, jnp.sum(weight)
         X_b = jax.vmap(lambda X, i: X[i])(X_local, index)  # [devices, b, D], no communication
         y_b = jax.vmap(lambda y, i: y[i])(y_local, index)
         flat = (X_b.reshape(-1, X.shape[1]), y_b.reshape(-1), weight.reshape(-1))
