@@ -1,4 +1,5 @@
-"""Opt-in persistent compilation cache: compile a program once per machine, not per process.
+"""How svmjax's programs compile: an opt-in persistent compilation cache (compile a program
+once per machine, not per process), and the compile options of the exact solver.
 
 A fresh Python process pays for XLA compilation again (the exact solver's program takes a
 couple of seconds to compile on CPU, more than solving a small problem). JAX can keep
@@ -16,22 +17,49 @@ Example:
 
 The cache key covers the program, the JAX and XLA versions, the device and the compile
 options, so a stale entry is never used; delete the folder to reclaim space.
+
+:func:`compiler_options` is what the exact solver's ``jit`` passes to XLA: on CPU, XLA's
+older loop emitters instead of its MLIR fusion emitters, which compile the solver's many
+small fusions in about two thirds of the time and run as fast (measured in
+``experiments/bench_sklearn.py``); elsewhere, or where the installed XLA does not know the
+option, nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
+from typing import Any
 
 import jax
+import numpy as np
 
-__all__ = ["enable", "disable", "default_path", "ENV_VAR"]
+__all__ = ["enable", "disable", "default_path", "compiler_options", "ENV_VAR"]
 
 ENV_VAR = "SVMJAX_CACHE"
 _SETTINGS = {  # keep every program, however small or quick to compile
     "jax_persistent_cache_min_compile_time_secs": 0.0,
     "jax_persistent_cache_min_entry_size_bytes": -1,
 }
+
+
+_CPU_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+
+
+@functools.cache
+def compiler_options() -> dict[str, Any]:
+    """The compile options for the solver's program on the default backend: on CPU
+    ``{"xla_cpu_use_fusion_emitters": False}`` if this XLA accepts it (tried once, on a
+    one-operation program), else ``{}``. Decided at the first call, not on import (that
+    would start the backend)."""
+    if jax.default_backend() != "cpu" or os.environ.get("NOOPT"):
+        return {}
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=_CPU_OPTIONS).lower(np.float32(0)).compile()
+    except Exception:  # an XLA without the option: "No such compile option"
+        return {}
+    return dict(_CPU_OPTIONS)
 
 
 def default_path() -> Path:

@@ -57,7 +57,10 @@ class Dual(NamedTuple):
     along the ray ``t * a`` (hinge losses are certified from ``scale`` and pooled points);
     ``smoothed(squared)`` says whether the loss needs smoothing at all;
     ``scale(a, c)`` is the largest ``t`` with ``t * a`` feasible for the hinge (so every
-    ``s * scale(a, c) * a`` with ``0 <= s <= 1`` is, too).
+    ``s * scale(a, c) * a`` with ``0 <= s <= 1`` is, too); ``curvature(z, is_true, c,
+    margin, mu, squared)`` is the Hessian of the smoothed data term in the intercept,
+    ``sum_i c_i Hess L_mu(z_i)`` ``[C, C]`` (the intercept shifts every example's scores
+    alike), built from matrix products, never per-example ``[C, C]`` blocks.
     """
 
     smooth: Callable
@@ -66,6 +69,7 @@ class Dual(NamedTuple):
     value: Callable
     smoothed: Callable[[bool], bool]
     scale: Callable
+    curvature: Callable
 
 
 _UNROLL = 64  # up to this many classes, a maximum over classes compares rows one by one
@@ -202,6 +206,56 @@ def _max_value(a, uX, c, margin):
     return _ray_value(a, uX, c, margin, jnp.sum(c * class_sum(a) ** 2))
 
 
+def _relative_curvature(h, is_true, c):
+    r""":math:`\sum_i c_i G_i^\top \mathrm{diag}(h_i) G_i` ``[C, C]`` for relative margins
+    (:math:`G_i z = (z_j - z_{y_i})_j`; ``h`` ``[C, N]`` is 0 on the true class): the
+    diagonal collects each class's own terms and, on the true class, the example's total;
+    ``flow[k, j]`` (the sum of ``c_i h_ij`` over the examples of class ``k``) couples
+    ``k`` and ``j``."""
+    flow = (is_true.astype(h.dtype) * c[None, :]) @ h.T
+    own = jnp.sum(c[None, :] * h, axis=1) + jnp.sum(flow, axis=1)
+    return jnp.diag(own) - flow - flow.T
+
+
+def _outer(v, weight):
+    """``sum_i weight_i v_i v_i^T`` ``[C, C]`` for ``v`` ``[C, N]``."""
+    return (v * weight[None, :]) @ v.T
+
+
+def _logistic_curvature(a, mu, squared):
+    """Second derivative of each summed hinge term: ``a (1 - a) / mu`` of the softplus
+    smoothing (``a`` its sigmoid), ``2`` where a squared hinge is active (``a = 2 h``)."""
+    if squared:
+        return 2 * (a > 0).astype(a.dtype)
+    return a * (1 - a) / mu
+
+
+def _curvature_weston_watkins(z, is_true, c, margin, mu, squared):
+    _, a = _smooth_weston_watkins(z, is_true, margin, mu, squared)
+    return _relative_curvature(_logistic_curvature(a, mu, squared), is_true, c)
+
+
+def _curvature_one_vs_rest(z, is_true, c, margin, mu, squared):
+    _, a = _smooth_one_vs_rest(z, is_true, margin, mu, squared)  # z_j enters as -t_j z_j
+    return jnp.diag(jnp.sum(c[None, :] * _logistic_curvature(a, mu, squared), axis=1))
+
+
+def _curvature_crammer_singer(z, is_true, c, margin, mu, squared):
+    r"""The log-sum-exp's Hessian in the margins is :math:`(\mathrm{diag}(p) - p p^\top) /
+    \mu`; squared, :math:`m^2` has :math:`2 p p^\top + 2 m (\mathrm{diag}(p) - p
+    p^\top)/\mu`. In the scores each becomes :math:`G^\top \cdot G`, with :math:`G^\top
+    p` the dual map of ``p`` at unit weight."""
+    values, a = _smooth_crammer_singer(z, is_true, margin, mu, squared)
+    if squared:  # a = 2 m p
+        m = jnp.sqrt(values)
+        p = a / jnp.maximum(2 * m, jnp.finfo(a.dtype).tiny)[None, :]
+        h, w = 2 * m[None, :] * p / mu, 2 - 2 * m / mu
+    else:
+        p, h, w = a, a / mu, jnp.full(values.shape, -1 / mu, a.dtype)
+    pt = _relative_map(p, is_true, jnp.ones_like(c))
+    return _relative_curvature(h, is_true, c) + _outer(pt, c * w)
+
+
 WESTON_WATKINS = Dual(
     _smooth_weston_watkins,
     _relative_map,
@@ -209,6 +263,7 @@ WESTON_WATKINS = Dual(
     _sum_value,
     lambda sq: not sq,
     _sum_scale,
+    _curvature_weston_watkins,
 )
 CRAMMER_SINGER = Dual(
     _smooth_crammer_singer,
@@ -217,6 +272,7 @@ CRAMMER_SINGER = Dual(
     _max_value,
     lambda sq: True,
     _max_scale,
+    _curvature_crammer_singer,
 )
 ONE_VS_REST = Dual(
     _smooth_one_vs_rest,
@@ -225,4 +281,5 @@ ONE_VS_REST = Dual(
     _sum_value,
     lambda sq: not sq,
     _sum_scale,
+    _curvature_one_vs_rest,
 )

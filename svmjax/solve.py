@@ -38,9 +38,13 @@ matrix products. ``optax.lbfgs`` with its zoom line search costs about twice as 
 iteration here and compiles more slowly, so the pieces are our own
 (:mod:`svmjax.lbfgs`). The per-loss smoothing and dual live in :mod:`svmjax.duals` and
 reach the solver through the loss registry (:mod:`svmjax.registry`); a loss without a
-derived dual is refused, never given a fake certificate. With an intercept, the dual's
-sum constraint is restored exactly by rescaling whole classes; if that fails (a class
-with no active dual variable) that iterate certifies nothing. For the hinge losses the
+derived dual is refused, never given a fake certificate. With an intercept, every fourth
+iteration also takes a Newton step in the intercept alone (in score space, with the
+loss's ``[C, C]`` curvature, backtracked; :func:`svmjax.continuation._intercept_step`):
+the unpenalised intercept is the direction L-BFGS handles worst, and its gradient is
+exactly what the dual point misses of the dual's sum constraint. That constraint is then
+restored exactly by rescaling whole classes; if that fails (a class with no active dual
+variable) that iterate certifies nothing. For the hinge losses the
 dual point is not the newest gradient's alone but the best convex combination of it
 (scaled up as far as stays feasible) with the combination kept so far: successive
 iterates' dual points carry their oscillating gradients as errors, which combining
@@ -51,8 +55,11 @@ Precision: in float32 (JAX's default) the certificate reliably reaches a relativ
 1e-3 (the default ``tol``) and often 1e-4; below that the smoothed problems cannot be
 solved accurately enough and the solver stops with ``converged=False`` and
 ``stalled=True``. In float64 (``jax_enable_x64``) it reaches about 1e-9 without an
-intercept and 1e-6 (at worst a few times that, with weights) with one, where the
-intercept's repair of the dual point limits it.
+intercept; with one, about 1e-9 for the squared hinges and a few times 1e-8 for the
+hinges, where the intercept's repair of the dual point limits it.
+
+Compilation: the program is compiled with :func:`svmjax.cache.compiler_options` (on CPU,
+XLA's loop emitters, which compile it in about two thirds of the time).
 
 References: Y. Nesterov, "Smooth minimization of non-smooth functions", Math. Program.
 2005 (smoothing); K. Crammer and Y. Singer, JMLR 2001; S. S. Keerthi et al., "A sequential

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -308,6 +309,69 @@ def test_reductions_over_classes():
     with x64():
         assert_close(duals.class_sum(jnp.asarray(v)), v.sum(0), F64_TOL)
         assert_close(duals.class_max(jnp.asarray(v)), v.max(0), 0.0)
+
+
+def _smooth_problem(loss, squared, seed=2, n=40, k=5):
+    """Scores ``z`` ``[k, n]`` with labels, weights and a solver problem around them."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n).astype(np.int32)
+    X = jnp.asarray(rng.standard_normal((n, 3)))
+    c = jnp.asarray(rng.uniform(0.1, 2, n))
+    is_true = jnp.asarray(np.eye(k, dtype=bool)[y].T)
+    problem = continuation._Problem(
+        X, X.T, jnp.asarray(y), is_true, c, jnp.asarray(1.0), jnp.asarray(True)
+    )
+    return jnp.asarray(2 * rng.standard_normal((k, n))), problem
+
+
+@pytest.mark.parametrize("loss,squared", CASES)
+def test_curvature_is_the_hessian_in_the_intercept(loss, squared):
+    dual = continuation.dual_of(loss)
+    with x64():
+        z, p = _smooth_problem(loss, squared)
+        for mu in (0.3, 0.01):
+
+            def data_term(b, mu=mu):
+                values, _ = dual.smooth(z + b[:, None], p.is_true, 1.0, mu, squared)
+                return jnp.sum(p.c * values)
+
+            expected = jax.hessian(data_term)(jnp.zeros(z.shape[0]))
+            got = dual.curvature(z, p.is_true, p.c, 1.0, mu, squared)
+            assert_close(got, expected, 1e3 * F64_TOL)
+
+
+def _intercept_gradient(p, loss, a):
+    return jnp.sum(continuation.dual_of(loss).dual_map(a, p.is_true, p.c), axis=1)
+
+
+@pytest.mark.parametrize("loss,squared", CASES)
+def test_intercept_step_is_a_newton_step(loss, squared, monkeypatch):
+    spec, mu = continuation._Spec(loss, squared), 0.3
+    with x64():
+        z, p = _smooth_problem(loss, squared)
+        smoothed = jax.jit(lambda z: continuation._smoothed(p, spec, z, mu))
+        step = jax.jit(lambda z, per, a: continuation._intercept_step(p, spec, z, per, a, mu))
+        per, a = smoothed(z)
+        norms = [float(jnp.linalg.norm(_intercept_gradient(p, loss, a)))]
+        for _ in range(10):
+            db, new_per, a = step(z, per, a)
+            assert float(jnp.sum(new_per - per)) <= 0  # never uphill
+            z, per = z + db[:, None], new_per
+            assert_close(smoothed(z)[0], per, F64_TOL)
+            norms.append(float(jnp.linalg.norm(_intercept_gradient(p, loss, a))))
+        # Newton on a smooth convex problem in C variables (each step moves a score by at
+        # most the margin): the intercept's gradient (what the dual point misses) vanishes.
+        assert norms[-1] <= 1e-8 * norms[0], norms
+        # A direction uphill (here: from a curvature of the wrong sign) is refused.
+        dual = continuation.dual_of(loss)
+        wrong = dual._replace(curvature=lambda z, *args: -jnp.eye(z.shape[0]))
+        monkeypatch.setattr(continuation, "dual_of", lambda loss: wrong)
+        z = _smooth_problem(loss, squared, seed=3)[0]  # far from the best intercept
+        per, a = smoothed(z)
+        assert float(jnp.linalg.norm(_intercept_gradient(p, loss, a))) > 1
+        db, same_per, same_a = continuation._intercept_step(p, spec, z, per, a, mu)
+        assert float(jnp.max(jnp.abs(db))) == 0.0
+        assert bool(jnp.all(same_per == per)) and bool(jnp.all(same_a == a))
 
 
 def test_solver_vs_liblinear_smoke(tmp_path, monkeypatch):

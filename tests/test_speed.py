@@ -62,7 +62,7 @@ def test_cross_validation_folds_share_one_solver_program():
     X, y = _digits(1797)
     sizes = {len(train) for train, _ in KFold(5).split(X)}
     assert len({solve.bucket(n, 512, 8) for n in sizes}) == 1  # 1437 and 1438: one bucket
-    before = continuation.run._cache_size()
+    before = continuation.program()._cache_size()
     # every fold, with and without intercept, class weights or sample weights, any C, tol
     cases = [
         dict(fit_intercept=True),
@@ -81,7 +81,7 @@ def test_cross_validation_folds_share_one_solver_program():
         run(X[train], y[train], cases[i % len(cases)])
     for case in cases:
         run(X[:1450], y[:1450], case)
-    assert continuation.run._cache_size() - before <= 1  # 1437, 1438 and 1450 rows: 1536
+    assert continuation.program()._cache_size() - before <= 1  # 1437, 1438 and 1450 rows: 1536
 
 
 def test_group_scores_gradient_matches_autodiff():
