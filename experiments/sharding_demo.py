@@ -108,16 +108,14 @@ def collectives(compiled_text: str) -> dict[str, list[str]]:
 
 
 @contextlib.contextmanager
-def compiled_text(module, name: str, texts: list[str], jitted=None):
-    """Inside the block, the first call of ``module.name`` also appends the compiled HLO
-    text of that call to ``texts`` (the program the run executes); ``jitted`` is the
-    ``jit`` object it calls (default: ``module.name`` itself)."""
+def compiled_text(module, name: str, texts: list[str]):
+    """Inside the block, the first call of the jitted ``module.name`` also appends the
+    compiled HLO text of that call to ``texts`` (the program the run executes)."""
     original = getattr(module, name)
-    program = original if jitted is None else jitted
 
     def recording(*args, **kwargs):
         if not texts:
-            texts.append(program.lower(*args, **kwargs).compile().as_text())
+            texts.append(original.lower(*args, **kwargs).compile().as_text())
         return original(*args, **kwargs)
 
     setattr(module, name, recording)
@@ -226,7 +224,7 @@ def main(config: Config) -> dict:
     fit_collectives = collectives(fit_texts[0])
 
     solve_texts: list[str] = []
-    with compiled_text(continuation, "run", solve_texts, continuation.program()):
+    with compiled_text(continuation, "run", solve_texts):
         solved = solve.solve(X, y, C=config.solve_C, fit_intercept=True, mesh=mesh)
     single = solve.solve(X, y, C=config.solve_C, fit_intercept=True)
     solve_collectives = collectives(solve_texts[0])

@@ -18,10 +18,11 @@ Example:
 The cache key covers the program, the JAX and XLA versions, the device and the compile
 options, so a stale entry is never used; delete the folder to reclaim space.
 
-:func:`compiler_options` is what the exact solver's ``jit`` passes to XLA: on CPU, XLA's
-older loop emitters instead of its MLIR fusion emitters, which compile the solver's many
-small fusions in about two thirds of the time and run as fast (measured in
-``experiments/bench_sklearn.py``); elsewhere, or where the installed XLA does not know the
+:func:`compiler_options` is what svmjax's programs (the exact solver's loop, ``fit``'s and
+``fit_grid``'s epochs; :func:`jit`) pass to XLA: on CPU, XLA's older loop emitters instead
+of its MLIR fusion emitters, which compile their many small fusions in about two thirds
+of the time and run as fast or faster (measured in ``experiments/bench_sklearn.py`` and
+``experiments/bench_train.py``); elsewhere, or where the installed XLA does not know the
 option, nothing.
 """
 
@@ -29,13 +30,14 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-__all__ = ["enable", "disable", "default_path", "compiler_options", "ENV_VAR"]
+__all__ = ["enable", "disable", "default_path", "compiler_options", "jit", "ENV_VAR"]
 
 ENV_VAR = "SVMJAX_CACHE"
 _SETTINGS = {  # keep every program, however small or quick to compile
@@ -60,6 +62,30 @@ def compiler_options() -> dict[str, Any]:
     except Exception:  # an XLA without the option: "No such compile option"
         return {}
     return dict(_CPU_OPTIONS)
+
+
+class jit:  # noqa: N801 - used like jax.jit
+    """``jax.jit(fun, **options)`` compiled with :func:`compiler_options`, built at its
+    first use (the options depend on the backend, which must not start on import).
+
+    Calls, ``lower`` and every other attribute go to the ``jax.jit`` object
+    (:attr:`jitted`)."""
+
+    def __init__(self, fun: Callable[..., Any], **options: Any) -> None:
+        self.fun, self.options = fun, options
+        functools.update_wrapper(self, fun)
+
+    @functools.cached_property
+    def jitted(self) -> Any:
+        return jax.jit(self.fun, compiler_options=compiler_options(), **self.options)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.jitted(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("fun", "options", "jitted"):  # not set yet: no recursion
+            raise AttributeError(name)
+        return getattr(self.jitted, name)
 
 
 def default_path() -> Path:

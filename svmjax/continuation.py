@@ -12,7 +12,6 @@ come from the loss's registry entry (:func:`dual_of`).
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -21,7 +20,7 @@ import jax.numpy as jnp
 from svmjax import cache, duals, lbfgs, registry
 from svmjax.validation import one_hot
 
-__all__ = ["SolveResult", "dual_of", "program", "run", "solve_fn"]
+__all__ = ["SolveResult", "dual_of", "run", "solve_fn"]
 
 _MU_FACTOR = 0.1  # continuation: mu shrinks by this factor per stage
 _STAGE = 0.1  # squared hinges: next stage once |grad|^2 <= _STAGE * smoothing bias
@@ -460,18 +459,8 @@ def solve_fn(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, *, loss, 
     )
 
 
-@functools.cache
-def program():
-    """:func:`solve_fn` under ``jit`` with :func:`svmjax.cache.compiler_options` (built at
-    the first solve: the options depend on the backend)."""
-    return jax.jit(
-        solve_fn, static_argnames=("loss", "squared"), compiler_options=cache.compiler_options()
-    )
-
-
-def run(*args, **kwargs) -> SolveResult:
-    """:func:`solve_fn`, compiled (:func:`program`)."""
-    return program()(*args, **kwargs)
+run = cache.jit(solve_fn, static_argnames=("loss", "squared"))
+"""``solve_fn`` compiled (with :func:`svmjax.cache.compiler_options`)."""
 
 
 def dual_of(loss: str) -> duals.Dual:

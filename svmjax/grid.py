@@ -30,7 +30,7 @@ import optax
 from jax.sharding import Mesh
 from jax.typing import ArrayLike
 
-from svmjax import linear, registry, sharding
+from svmjax import cache, linear, registry, sharding
 from svmjax import validation as checks  # fit_grid's argument `validation` is the data
 from svmjax.batches import key_words, minibatches, prepare_consts, prepare_data
 from svmjax.optim import make_optimizer
@@ -137,7 +137,7 @@ def group_epoch_fn(params, opt_state, order, regs, data, consts, static: Static)
     return params, opt_state, metrics
 
 
-@functools.partial(jax.jit, static_argnames=("static", "mesh"))
+@functools.partial(cache.jit, static_argnames=("static", "mesh"))
 def grid_epoch(params, opt_state, orders, regs, alive, data, consts, *, static, mesh):
     """One epoch of every configuration; a configuration that diverged stays frozen.
 

@@ -66,8 +66,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 
+from svmjax import cache, linear, registry, sharding
 from svmjax import checkpoint as checkpoints
-from svmjax import linear, registry, sharding
 from svmjax import validation as checks  # fit's argument `validation` is the data
 from svmjax.batches import (
     Consts,
@@ -249,7 +249,7 @@ def epoch_fn(
     return params, opt_state, metrics
 
 
-run_epoch = jax.jit(epoch_fn, static_argnames=("static", "gather_once"))
+run_epoch = cache.jit(epoch_fn, static_argnames=("static", "gather_once"))
 
 
 # ---------------------------------------------------------------------------------- checks

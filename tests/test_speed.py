@@ -48,6 +48,36 @@ def test_cli_cache_flag(tmp_path, monkeypatch):
     assert jax.config.jax_compilation_cache_dir is None
 
 
+def test_compiler_options_fall_back_where_xla_lacks_them(monkeypatch):
+    options = cache.compiler_options()
+    assert options in ({}, cache._CPU_OPTIONS)
+    if jax.default_backend() == "cpu":  # the options compile here (or were dropped)
+        jax.jit(lambda x: x * 2, compiler_options=options).lower(1.0).compile()
+        monkeypatch.setattr(cache, "_CPU_OPTIONS", {"xla_cpu_no_such_option_here": True})
+        cache.compiler_options.cache_clear()
+        try:
+            assert cache.compiler_options() == {}  # refused by XLA: none, not an error
+        finally:
+            monkeypatch.undo()
+            cache.compiler_options.cache_clear()
+    assert cache.compiler_options() == options
+
+
+def test_cache_jit_is_jax_jit_built_at_first_use():
+    def affine(x, *, scale):
+        return scale * x + 1.0
+
+    lazy = cache.jit(affine, static_argnames=("scale",))
+    assert "jitted" not in vars(lazy) and lazy.__name__ == "affine"  # nothing built yet
+    x = jnp.arange(5.0)
+    assert bool(jnp.all(lazy(x, scale=3.0) == 3.0 * x + 1.0))
+    assert lazy._cache_size() == 1  # attributes reach the jax.jit object
+    compiled = lazy.lower(x, scale=2.0).compile()  # ahead of time, as jax.jit allows
+    assert bool(jnp.all(compiled(x) == 2.0 * x + 1.0))
+    lazy(x + 1, scale=3.0)
+    assert lazy._cache_size() == 1  # same shapes and statics: no new program
+
+
 def _digits(n=1437):
     from sklearn.datasets import load_digits
 
@@ -62,7 +92,7 @@ def test_cross_validation_folds_share_one_solver_program():
     X, y = _digits(1797)
     sizes = {len(train) for train, _ in KFold(5).split(X)}
     assert len({solve.bucket(n, 512, 8) for n in sizes}) == 1  # 1437 and 1438: one bucket
-    before = continuation.program()._cache_size()
+    before = continuation.run._cache_size()
     # every fold, with and without intercept, class weights or sample weights, any C, tol
     cases = [
         dict(fit_intercept=True),
@@ -81,7 +111,7 @@ def test_cross_validation_folds_share_one_solver_program():
         run(X[train], y[train], cases[i % len(cases)])
     for case in cases:
         run(X[:1450], y[:1450], case)
-    assert continuation.program()._cache_size() - before <= 1  # 1437, 1438 and 1450 rows: 1536
+    assert continuation.run._cache_size() - before <= 1  # 1437, 1438 and 1450 rows: 1536
 
 
 def test_group_scores_gradient_matches_autodiff():
