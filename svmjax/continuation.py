@@ -5,9 +5,10 @@ certificate, one ``jax.lax.while_loop`` inside one ``jit``.
 described there. The loop is a few small functions over NamedTuple state: :func:`_scores`
 (the one product ``V @ X.T``), :func:`_smoothed` (the smoothed loss and its dual variables,
 from the scores), :func:`_gradient` (the other product, ``u @ X``), :func:`_step` (one
-L-BFGS step, :mod:`svmjax.lbfgs`), :func:`_certificate` and :func:`_combine` (the dual
-value, :mod:`svmjax.duals`) and :func:`_iteration` (the stage logic). The per-loss pieces
-come from the loss's registry entry (:func:`dual_of`).
+L-BFGS step, :mod:`svmjax.lbfgs`), :func:`_intercept_step` (a Newton step on the
+intercept alone, every ``_CERTIFY_EVERY`` iterations), :func:`_certificate` and
+:func:`_combine` (the dual value, :mod:`svmjax.duals`) and :func:`_iteration` (the stage
+logic). The per-loss pieces come from the loss's registry entry (:func:`dual_of`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ _LARGE_MEMORY = 100  # ... and once X has at least _LARGE elements
 _LARGE = 1 << 22
 _PATIENCE = 20  # iterations without a visible decrease before the next stage
 _MU_MIN = 1e-7  # relative to the margin; below this float rounding dominates
-_CERTIFY_EVERY = 4  # iterations between two dual certificates
+_CERTIFY_EVERY = 4  # iterations between two dual certificates (and intercept steps)
 
 
 class SolveResult(NamedTuple):
@@ -368,10 +369,12 @@ def _iteration(p: _Problem, spec: _Spec, state: _State, tol: jax.Array) -> _Stat
         share = _smoothing_share(p, state, primal, a, uX)
         ready = moved & (share > _ENOUGH * tol * jnp.abs(primal)) & (g2 / 2 <= share)
     next_stage = can_shrink & (ready | hopeless)
-    # The dual with an intercept (its repair, another product with X) costs more than a
-    # step: it is certified every _CERTIFY_EVERY iterations, and at every iteration that
-    # could end the solve or a stage (near the tolerance, at the last smoothing,
-    # stalling); the best dual seen is kept.
+    # The dual is certified every _CERTIFY_EVERY iterations and at every iteration that
+    # could end a stage or stall; without an intercept also at every iteration that could
+    # end the solve (near the tolerance, at the last smoothing). With one, the dual (its
+    # repair, another product with X) costs more than a step and is only worth taking
+    # right after the intercept's Newton step (_step, same iterations): its dual point
+    # then nearly meets the intercept's constraint. The best dual seen is kept.
     near = primal - state.best_dual <= 10 * tol * jnp.abs(primal)
     check = (state.n_iter % _CERTIFY_EVERY == 0) | next_stage | hopeless
     check = check | ((~can_shrink | near) & ~p.fit_intercept)
