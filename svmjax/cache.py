@@ -1,5 +1,5 @@
 """How svmjax's programs compile: an opt-in persistent compilation cache (compile a program
-once per machine, not per process), and the compile options of the exact solver.
+once per machine, not per process), and the compile options of svmjax's own programs.
 
 A fresh Python process pays for XLA compilation again (the exact solver's program takes a
 couple of seconds to compile on CPU, more than solving a small problem). JAX can keep
@@ -51,11 +51,11 @@ _CPU_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 @functools.cache
 def compiler_options() -> dict[str, Any]:
-    """The compile options for the solver's program on the default backend: on CPU
-    ``{"xla_cpu_use_fusion_emitters": False}`` if this XLA accepts it (tried once, on a
-    one-operation program), else ``{}``. Decided at the first call, not on import (that
+    """The compile options of svmjax's programs (:func:`jit`) on the default backend: on
+    CPU ``{"xla_cpu_use_fusion_emitters": False}`` if this XLA accepts it (tried once, on
+    a one-operation program), else ``{}``. Decided at the first call, not on import (that
     would start the backend)."""
-    if jax.default_backend() != "cpu" or os.environ.get("NOOPT"):
+    if jax.default_backend() != "cpu":
         return {}
     try:
         jax.jit(lambda x: x + 1, compiler_options=_CPU_OPTIONS).lower(np.float32(0)).compile()

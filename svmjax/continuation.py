@@ -213,9 +213,9 @@ def _intercept_step(p: _Problem, spec: _Spec, z: jax.Array, per: jax.Array, a: j
     # A small ridge: relative margins leave a shift of all classes alike free.
     ridge = 1e-6 * jnp.trace(hessian) / hessian.shape[0] + jnp.finfo(z.dtype).tiny
     db = -jnp.linalg.solve(hessian + ridge * jnp.eye(hessian.shape[0], dtype=z.dtype), g)
+    db = jnp.where(jnp.all(jnp.isfinite(db)), db, 0)
     # Where a class's terms are all nearly linear its curvature is nearly 0 and the
     # Newton step huge: no step moves a score by more than the margin.
-    db = jnp.where(jnp.all(jnp.isfinite(db)), db, 0)
     db = db * jnp.minimum(1, p.margin / jnp.maximum(jnp.max(jnp.abs(db)), p.margin))
 
     def trial(t):
