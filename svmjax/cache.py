@@ -21,23 +21,32 @@ options, so a stale entry is never used; delete the folder to reclaim space.
 :func:`compiler_options` is what svmjax's programs (the exact solver's loop, ``fit``'s and
 ``fit_grid``'s epochs; :func:`jit`) pass to XLA: on CPU, XLA's older loop emitters instead
 of its MLIR fusion emitters, which compile their many small fusions in about two thirds
-of the time and run as fast or faster (measured in ``experiments/bench_sklearn.py`` and
-``experiments/bench_train.py``); elsewhere, or where the installed XLA does not know the
-option, nothing.
+of the time and run as fast or faster; the solver's loop also without the tree rewrite of
+its sums (:data:`NO_TREE_SUMS`). Measured in ``experiments/bench_sklearn.py`` and
+``experiments/bench_train.py``. Elsewhere, or where the installed XLA does not know an
+option, that option is left out.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-__all__ = ["enable", "disable", "default_path", "compiler_options", "jit", "ENV_VAR"]
+__all__ = [
+    "enable",
+    "disable",
+    "default_path",
+    "compiler_options",
+    "jit",
+    "ENV_VAR",
+    "NO_TREE_SUMS",
+]
 
 ENV_VAR = "SVMJAX_CACHE"
 _SETTINGS = {  # keep every program, however small or quick to compile
@@ -46,44 +55,65 @@ _SETTINGS = {  # keep every program, however small or quick to compile
 }
 
 
-_CPU_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+# On CPU, every program: XLA's older loop emitters instead of its MLIR fusion emitters.
+_CPU_OPTIONS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False}
+
+NO_TREE_SUMS: dict[str, Any] = {"xla_disable_hlo_passes": "tree_reduction_rewriter"}
+"""CPU options for a loop of many small sums (the exact solver's): no tree rewrite of
+reductions. XLA:CPU rewrites each sum of more than 32 elements inside a loop into a
+``reduce-window`` and a reduce, the first a kernel of its own; without it such a sum is
+one vectorised reduction, as accurate at the sizes measured. Not for every program:
+``fit``'s epoch compiles slower without it (one reduction became a large kernel)."""
+
+
+def compiler_options(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The compile options of svmjax's programs (:func:`jit`) on the default backend: on
+    CPU those of ``_CPU_OPTIONS`` and ``extra`` that this XLA accepts (each tried once,
+    on a one-operation program; an XLA that does not know one refuses it), elsewhere
+    ``{}``. Decided at the first call, not on import (that would start the backend)."""
+    if jax.default_backend() != "cpu":
+        return {}
+    wanted = {**_CPU_OPTIONS, **(extra or {})}
+    return {name: value for name, value in wanted.items() if _accepts(name, value)}
 
 
 @functools.cache
-def compiler_options() -> dict[str, Any]:
-    """The compile options of svmjax's programs (:func:`jit`) on the default backend: on
-    CPU ``{"xla_cpu_use_fusion_emitters": False}`` if this XLA accepts it (tried once, on
-    a one-operation program), else ``{}``. Decided at the first call, not on import (that
-    would start the backend)."""
-    if jax.default_backend() != "cpu":
-        return {}
+def _accepts(name: str, value: Any) -> bool:
     try:
-        jax.jit(lambda x: x + 1, compiler_options=_CPU_OPTIONS).lower(np.float32(0)).compile()
+        jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(np.float32(0)).compile()
     except Exception:  # an XLA without the option: "No such compile option"
-        return {}
-    return dict(_CPU_OPTIONS)
+        return False
+    return True
 
 
 class jit:  # noqa: N801 - used like jax.jit
-    """``jax.jit(fun, **options)`` compiled with :func:`compiler_options`, built at its
-    first use (the options depend on the backend, which must not start on import).
+    """``jax.jit(fun, **options)`` compiled with :func:`compiler_options` (and, on CPU,
+    ``cpu_options`` on top, e.g. :data:`NO_TREE_SUMS`), built at its first use (the
+    options depend on the backend, which must not start on import).
 
     Calls, ``lower`` and every other attribute go to the ``jax.jit`` object
     (:attr:`jitted`)."""
 
-    def __init__(self, fun: Callable[..., Any], **options: Any) -> None:
-        self.fun, self.options = fun, options
+    def __init__(
+        self,
+        fun: Callable[..., Any],
+        *,
+        cpu_options: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        self.fun, self.cpu_options, self.options = fun, cpu_options, options
         functools.update_wrapper(self, fun)
 
     @functools.cached_property
     def jitted(self) -> Any:
-        return jax.jit(self.fun, compiler_options=compiler_options(), **self.options)
+        compile_options = compiler_options(self.cpu_options)
+        return jax.jit(self.fun, compiler_options=compile_options, **self.options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.jitted(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("fun", "options", "jitted"):  # not set yet: no recursion
+        if name in ("fun", "cpu_options", "options", "jitted"):  # not set yet: no recursion
             raise AttributeError(name)
         return getattr(self.jitted, name)
 

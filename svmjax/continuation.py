@@ -462,8 +462,9 @@ def solve_fn(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, *, loss, 
     )
 
 
-run = cache.jit(solve_fn, static_argnames=("loss", "squared"))
-"""``solve_fn`` compiled (with :func:`svmjax.cache.compiler_options`)."""
+run = cache.jit(solve_fn, cpu_options=cache.NO_TREE_SUMS, static_argnames=("loss", "squared"))
+"""``solve_fn`` compiled (with :func:`svmjax.cache.compiler_options` and, on CPU,
+:data:`svmjax.cache.NO_TREE_SUMS`)."""
 
 
 def dual_of(loss: str) -> duals.Dual:
