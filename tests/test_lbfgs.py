@@ -73,6 +73,45 @@ def test_secant_condition_and_the_newton_step_on_conjugate_pairs():
         assert_close(lbfgs.direction(g, memory), -jnp.linalg.solve(A, g), F64_TOL * 1e3)
 
 
+def _two_loop(g, pairs):
+    """Nocedal and Wright's Algorithm 7.4 in float64 over ``pairs`` (oldest first)."""
+    q, alphas = np.array(g, np.float64), []
+    for s, y in reversed(pairs):
+        alphas.append(s @ q / (s @ y))
+        q = q - alphas[-1] * y
+    if not pairs:
+        return -min(1.0, 1.0 / np.linalg.norm(g)) * q
+    s, y = pairs[-1]
+    r = (s @ y) / (y @ y) * q
+    for (s, y), alpha in zip(pairs, reversed(alphas), strict=True):
+        r = r + (alpha - y @ r / (s @ y)) * s
+    return -r
+
+
+def test_direction_is_the_two_loop_recursion():
+    # The compact representation against the two-loop recursion in float64, through a
+    # ring buffer that wraps around, is partly filled, and is emptied (forget).
+    rng = np.random.default_rng(3)
+    n, m = 40, 6
+    A = rng.standard_normal((n, n))
+    A = A @ A.T / n + np.diag(np.geomspace(1e-2, 1e2, n))  # SPD, condition ~1e4
+    direction, update = jax.jit(lbfgs.direction), jax.jit(lbfgs.update_memory)
+    for dtype, tol in ((jnp.float64, 1e-10), (jnp.float32, 1e-3)):
+        with x64():
+            memory, kept = lbfgs.init_memory(m, n, dtype), []
+            for step in range(15):
+                g = rng.standard_normal(n)
+                got = direction(jnp.asarray(g, dtype), memory)
+                want = _two_loop(g, kept)
+                assert np.max(np.abs(np.asarray(got) - want)) <= tol * np.max(np.abs(want))
+                s = rng.standard_normal(n)
+                memory = update(memory, jnp.asarray(s, dtype), jnp.asarray(A @ s, dtype))
+                kept = [*kept, (s, A @ s)][-m:]
+                if step == 9:
+                    memory, kept = lbfgs.forget(memory), []
+            assert int(memory.size) == 5
+
+
 def test_update_memory_rejects_pairs_without_positive_curvature():
     memory = lbfgs.init_memory(3, 2, jnp.float32)
     s = jnp.array([1.0, 0.0])
