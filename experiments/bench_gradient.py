@@ -291,8 +291,8 @@ def _plot(rows: list[dict], path: Path) -> None:
 
 
 def _cpu_block(d: int) -> int:
-    """The CPU block size of :func:`svmjax.fused.block_rows` for float32 rows of ``d``."""
-    return fused.block_rows(2**31 - 1, d, platform="cpu")
+    """The rows per block of the sweep (:func:`svmjax.fused.sweep_rows`), float32 rows of ``d``."""
+    return fused.sweep_rows(d)
 
 
 def _rule_row(size: str, lo: dict, isa: str) -> dict:

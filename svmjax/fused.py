@@ -41,13 +41,17 @@ the speed of the forward product, but XLA folds a plain ``.T`` back into the slo
    differentiation the primal runs the same sweep, losses only.
 
 Block-size rule (:func:`block_rows`): one block (the two-pass form with the layout fix)
-when a float ``X`` holds at most ``128 MiB``, or on GPU/TPU, where a sequential loop of
-small products would idle the device; beyond, blocks of ``min(1024, 16 MiB // row_bytes)``
-rows, so the products run on enough rows and the loop is short while a block stays in
-cache. Why: XLA:CPU copies each block out of ``X`` before its products, so the sweep
-reads ``X`` from memory once but pays a copy per block, while the two passes read it
-twice; the second read is cheap while ``X`` sits in the last-level cache, and the sweep
-only wins well beyond it. Measured under AVX-512 and with code generation capped at AVX2
+when a float ``X`` holds at most ``128 MiB``, when its rows are long (at least ``6 KiB``,
+1536 float32 features), or on GPU/TPU, where a sequential loop of small products would
+idle the device; otherwise blocks of ``min(1024, 16 MiB // row_bytes)`` rows
+(:func:`sweep_rows`), so the products run on enough rows and the loop is short while a
+block stays in cache. Why: XLA:CPU copies each block out of ``X`` before its products,
+so the sweep reads ``X`` from memory once but pays a copy per block, while the two passes
+read it twice; the second read is cheap while ``X`` sits in the last-level cache, and the
+sweep only wins well beyond it, and then only for short rows (at the same size, two
+passes were faster from 1536 features up and the sweep at 784 and 1024 features; the
+long rows' products run at speed on whole matrices and gain nothing from the blocks).
+Measured under AVX-512 and with code generation capped at AVX2
 (``XLA_FLAGS=--xla_cpu_max_isa=AVX2``), the two agree: ``experiments/bench_gradient.py``
 prints, per size and instruction set, the three paths (blocked, two-pass, autodiff), the
 fastest and the rule's pick, and ``docs/performance.md`` reports the numbers. The
@@ -82,13 +86,29 @@ from jax.typing import ArrayLike
 from svmjax import registry
 from svmjax.validation import check_labels, is_concrete
 
-__all__ = ["mean_loss", "block_rows"]
+__all__ = ["mean_loss", "block_rows", "sweep_rows"]
 
 _BLOCK_ROWS = 1024  # enough rows for the products to run at speed, few loop steps...
 _MAX_BLOCK_BYTES = 16 * 2**20  # ...while a block stays in cache between its two products
-_ONE_BLOCK_BYTES = 128 * 2**20  # up to this, two whole passes beat the loop (measured)
+_ONE_BLOCK_BYTES = 128 * 2**20  # up to this, two whole passes beat the loop (measured)...
+_LONG_ROW_BYTES = 6 * 2**10  # ...and at any size for rows this long (measured)
 _CLASS_TILE = 16  # the forward product pads the classes to a multiple of this (CPU)...
 _PAD_MIN_FEATURES = 256  # ...when rows are this long: below, the product is cheap anyway
+
+
+def sweep_rows(d: int, dtype: jnp.dtype = jnp.float32) -> int:
+    """Rows per block when ``X`` with rows of ``d`` features of ``dtype`` is swept in
+    blocks: ``min(1024, 16 MiB // row_bytes)``, at least 8, a multiple of 8, with
+    ``row_bytes`` the size of a row in the dtype of the products (float32 for bfloat16
+    data).
+
+    Example:
+      >>> sweep_rows(784), sweep_rows(3073), sweep_rows(3073, jnp.float64)
+      (1024, 1024, 680)
+    """
+    low = jnp.dtype(dtype) == jnp.bfloat16
+    row_bytes = d * (4 if low else jnp.dtype(dtype).itemsize)
+    return max(8, min(_BLOCK_ROWS, _MAX_BLOCK_BYTES // row_bytes) // 8 * 8)
 
 
 def block_rows(
@@ -97,27 +117,28 @@ def block_rows(
     """Rows per block of the one-pass sweep over ``X`` ``[n, d]`` of ``dtype``; ``n`` means
     one block.
 
-    With ``row_bytes`` the size of a row in the dtype of the products (float32 for
-    bfloat16 data): ``min(1024, 16 MiB // row_bytes)`` rows (at least 8, a multiple of
-    8). One block when ``n`` is at most that, when a float ``X`` holds at most ``128 MiB``,
-    or when ``platform`` (default: ``jax.default_backend()``) is not ``"cpu"``. bfloat16
-    data is always swept in blocks, so it is widened block by block, never as a whole.
+    :func:`sweep_rows` rows, or one block when ``n`` is at most that, when a float ``X``
+    holds at most ``128 MiB`` or has rows of at least ``6 KiB``, or when ``platform``
+    (default: ``jax.default_backend()``) is not ``"cpu"``. bfloat16 data is always swept
+    in blocks, so it is widened block by block, never as a whole.
 
     Example:
-      >>> block_rows(49000, 3073, platform="cpu"), block_rows(60000, 784, platform="cpu")
-      (1024, 1024)
+      >>> block_rows(60000, 784, platform="cpu"), block_rows(49000, 3073, platform="cpu")
+      (1024, 49000)
       >>> block_rows(10000, 784, platform="cpu"), block_rows(10000, 3073, platform="cpu")
       (10000, 10000)
-      >>> block_rows(4000, 40, platform="cpu"), block_rows(49000, 3073, platform="gpu")
-      (4000, 49000)
+      >>> block_rows(4000, 40, platform="cpu"), block_rows(60000, 784, platform="gpu")
+      (4000, 60000)
     """
     platform = jax.default_backend() if platform is None else platform
-    low = jnp.dtype(dtype) == jnp.bfloat16
-    row_bytes = d * (4 if low else jnp.dtype(dtype).itemsize)
-    rows = max(8, min(_BLOCK_ROWS, _MAX_BLOCK_BYTES // row_bytes) // 8 * 8)
-    if platform != "cpu" or n <= rows or (not low and n * row_bytes <= _ONE_BLOCK_BYTES):
+    rows = sweep_rows(d, dtype)
+    if platform != "cpu" or n <= rows:
         return n
-    return rows
+    if jnp.dtype(dtype) == jnp.bfloat16:
+        return rows
+    row_bytes = d * jnp.dtype(dtype).itemsize
+    one_block = n * row_bytes <= _ONE_BLOCK_BYTES or row_bytes >= _LONG_ROW_BYTES
+    return n if one_block else rows
 
 
 class _Spec(NamedTuple):

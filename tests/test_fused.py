@@ -101,9 +101,11 @@ def test_objective_analytic_is_autodiff(dtype, loss, squared, weighted):
 
 
 def test_block_rule():
-    assert fused.block_rows(49000, 3073, platform="cpu") == 1024
-    assert fused.block_rows(49000, 3073, jnp.float64, platform="cpu") == 680  # <= 16 MiB
-    assert fused.block_rows(100, 10**7, platform="cpu") == 8  # at least 8 rows
+    assert fused.block_rows(49000, 3073, platform="cpu") == 49000  # long rows: one block
+    assert fused.block_rows(60000, 1024, platform="cpu") == 1024  # 234 MiB, short rows
+    assert fused.block_rows(49000, 3073, jnp.bfloat16, platform="cpu") == 1024  # bf16
+    assert fused.sweep_rows(3073, jnp.float64) == 680  # a block holds <= 16 MiB
+    assert fused.sweep_rows(10**7) == 8  # at least 8 rows
     assert fused.block_rows(2000, 784, platform="cpu") == 2000  # 6 MiB: one block
     assert fused.block_rows(10000, 3073, platform="cpu") == 10000  # 117 MiB: one block
     assert fused.block_rows(60000, 784, platform="cpu") == 1024  # 179 MiB: blocks
