@@ -209,7 +209,7 @@ def _intercept_step(p: _Problem, spec: _Spec, z: jax.Array, per: jax.Array, a: j
     """
     dual = dual_of(spec.loss)
     g = jnp.sum(dual.dual_map(a, p.is_true, p.c), axis=1)
-    hessian = dual.curvature(z, p.is_true, p.c, p.margin, mu, spec.squared)
+    hessian = dual.curvature(a, per, p.is_true, p.c, mu, spec.squared)
     # A small ridge: relative margins leave a shift of all classes alike free.
     ridge = 1e-6 * jnp.trace(hessian) / hessian.shape[0] + jnp.finfo(z.dtype).tiny
     db = -jnp.linalg.solve(hessian + ridge * jnp.eye(hessian.shape[0], dtype=z.dtype), g)

@@ -57,10 +57,12 @@ class Dual(NamedTuple):
     along the ray ``t * a`` (hinge losses are certified from ``scale`` and pooled points);
     ``smoothed(squared)`` says whether the loss needs smoothing at all;
     ``scale(a, c)`` is the largest ``t`` with ``t * a`` feasible for the hinge (so every
-    ``s * scale(a, c) * a`` with ``0 <= s <= 1`` is, too); ``curvature(z, is_true, c,
-    margin, mu, squared)`` is the Hessian of the smoothed data term in the intercept,
+    ``s * scale(a, c) * a`` with ``0 <= s <= 1`` is, too); ``curvature(a, per, is_true,
+    c, mu, squared)`` is the Hessian of the smoothed data term in the intercept,
     ``sum_i c_i Hess L_mu(z_i)`` ``[C, C]`` (the intercept shifts every example's scores
-    alike), built from matrix products, never per-example ``[C, C]`` blocks.
+    alike), from the smoothing's own outputs at those scores (``a``, and ``per = c *``
+    the smoothed losses), so the solver never evaluates the smoothing twice; built from
+    matrix products, never per-example ``[C, C]`` blocks.
     """
 
     smooth: Callable
@@ -230,28 +232,26 @@ def _logistic_curvature(a, mu, squared):
     return a * (1 - a) / mu
 
 
-def _curvature_weston_watkins(z, is_true, c, margin, mu, squared):
-    _, a = _smooth_weston_watkins(z, is_true, margin, mu, squared)
+def _curvature_weston_watkins(a, per, is_true, c, mu, squared):
     return _relative_curvature(_logistic_curvature(a, mu, squared), is_true, c)
 
 
-def _curvature_one_vs_rest(z, is_true, c, margin, mu, squared):
-    _, a = _smooth_one_vs_rest(z, is_true, margin, mu, squared)  # z_j enters as -t_j z_j
+def _curvature_one_vs_rest(a, per, is_true, c, mu, squared):  # z_j enters as -t_j z_j
     return jnp.diag(jnp.sum(c[None, :] * _logistic_curvature(a, mu, squared), axis=1))
 
 
-def _curvature_crammer_singer(z, is_true, c, margin, mu, squared):
+def _curvature_crammer_singer(a, per, is_true, c, mu, squared):
     r"""The log-sum-exp's Hessian in the margins is :math:`(\mathrm{diag}(p) - p p^\top) /
     \mu`; squared, :math:`m^2` has :math:`2 p p^\top + 2 m (\mathrm{diag}(p) - p
     p^\top)/\mu`. In the scores each becomes :math:`G^\top \cdot G`, with :math:`G^\top
-    p` the dual map of ``p`` at unit weight."""
-    values, a = _smooth_crammer_singer(z, is_true, margin, mu, squared)
+    p` the dual map of ``p`` at unit weight. Squared, the log-sum-exp ``m`` comes from
+    ``per = c m^2`` (an example with ``c = 0`` adds nothing, whatever ``m`` is taken)."""
     if squared:  # a = 2 m p
-        m = jnp.sqrt(values)
-        p = a / jnp.maximum(2 * m, jnp.finfo(a.dtype).tiny)[None, :]
+        m = jnp.sqrt(jnp.where(c > 0, per / jnp.where(c > 0, c, 1), 0))
+        p = jnp.where((c > 0)[None, :], a / jnp.maximum(2 * m, jnp.finfo(a.dtype).tiny)[None, :], 0)
         h, w = 2 * m[None, :] * p / mu, 2 - 2 * m / mu
     else:
-        p, h, w = a, a / mu, jnp.full(values.shape, -1 / mu, a.dtype)
+        p, h, w = a, a / mu, jnp.full(c.shape, -1 / mu, a.dtype)
     pt = _relative_map(p, is_true, jnp.ones_like(c))
     return _relative_curvature(h, is_true, c) + _outer(pt, c * w)
 

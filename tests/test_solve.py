@@ -316,7 +316,7 @@ def _smooth_problem(loss, squared, seed=2, n=40, k=5):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, k, n).astype(np.int32)
     X = jnp.asarray(rng.standard_normal((n, 3)))
-    c = jnp.asarray(rng.uniform(0.1, 2, n))
+    c = jnp.asarray(rng.uniform(0.1, 2, n)).at[-3:].set(0)  # zero weights, as padding rows
     is_true = jnp.asarray(np.eye(k, dtype=bool)[y].T)
     problem = continuation._Problem(
         X, X.T, jnp.asarray(y), is_true, c, jnp.asarray(1.0), jnp.asarray(True)
@@ -336,7 +336,8 @@ def test_curvature_is_the_hessian_in_the_intercept(loss, squared):
                 return jnp.sum(p.c * values)
 
             expected = jax.hessian(data_term)(jnp.zeros(z.shape[0]))
-            got = dual.curvature(z, p.is_true, p.c, 1.0, mu, squared)
+            values, a = dual.smooth(z, p.is_true, 1.0, mu, squared)
+            got = dual.curvature(a, p.c * values, p.is_true, p.c, mu, squared)
             assert_close(got, expected, 1e3 * F64_TOL)
 
 
@@ -364,7 +365,7 @@ def test_intercept_step_is_a_newton_step(loss, squared, monkeypatch):
         assert norms[-1] <= 1e-8 * norms[0], norms
         # A direction uphill (here: from a curvature of the wrong sign) is refused.
         dual = continuation.dual_of(loss)
-        wrong = dual._replace(curvature=lambda z, *args: -jnp.eye(z.shape[0]))
+        wrong = dual._replace(curvature=lambda a, *args: -jnp.eye(a.shape[0]))
         monkeypatch.setattr(continuation, "dual_of", lambda loss: wrong)
         z = _smooth_problem(loss, squared, seed=3)[0]  # far from the best intercept
         per, a = smoothed(z)
