@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-EXTRAS := dev,data,plot,progress,test,docs
+EXTRAS := dev,data,plot,progress,cache,test,docs
 
 .PHONY: install demo test lint format docs clean
 

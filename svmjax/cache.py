@@ -18,6 +18,18 @@ Example:
 The cache key covers the program, the JAX and XLA versions, the device and the compile
 options, so a stale entry is never used; delete the folder to reclaim space.
 
+JAX's cache keeps the compiled program, but a new process still traces and lowers the
+Python function to find its key (for the exact solver about 0.3 s on CPU, several times
+the solve of a small problem). So while the cache is enabled, svmjax's own programs
+(:func:`jit`) also keep their lowered form, exported with :mod:`jax.export`, in the
+folder's ``svmjax-exported`` subfolder, and a later process loads it instead of tracing:
+about 0.1 s from a call to a running program. The key of an exported program covers
+svmjax's source files, the JAX and jaxlib versions, the device, the compile options, the
+static arguments and the shapes and dtypes of the others; a program whose static
+arguments are not plain values (strings, numbers, tuples), or whose arguments are
+spread over several devices, is not exported. Serialising needs the ``flatbuffers``
+package (``pip install 'svmjax[cache]'``); without it only JAX's cache is used.
+
 :func:`compiler_options` is what svmjax's programs (the exact solver's loop, ``fit``'s and
 ``fit_grid``'s epochs; :func:`jit`) pass to XLA: on CPU, XLA's older loop emitters instead
 of its MLIR fusion emitters, which compile their many small fusions in about two thirds
@@ -30,6 +42,9 @@ option, that option is left out.
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.metadata
+import importlib.util
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -46,9 +61,11 @@ __all__ = [
     "jit",
     "ENV_VAR",
     "NO_TREE_SUMS",
+    "serializable",
 ]
 
 ENV_VAR = "SVMJAX_CACHE"
+_folder: Path | None = None  # the enabled cache folder, where exporting is possible
 _SETTINGS = {  # keep every program, however small or quick to compile
     "jax_persistent_cache_min_compile_time_secs": 0.0,
     "jax_persistent_cache_min_entry_size_bytes": -1,
@@ -89,10 +106,11 @@ def _accepts(name: str, value: Any) -> bool:
 class jit:  # noqa: N801 - used like jax.jit
     """``jax.jit(fun, **options)`` compiled with :func:`compiler_options` (and, on CPU,
     ``cpu_options`` on top, e.g. :data:`NO_TREE_SUMS`), built at its first use (the
-    options depend on the backend, which must not start on import).
+    options depend on the backend, which must not start on import). While a cache is
+    enabled (:func:`enable`), calls go through the program's exported form (see the
+    module docstring).
 
-    Calls, ``lower`` and every other attribute go to the ``jax.jit`` object
-    (:attr:`jitted`)."""
+    ``lower`` and every other attribute go to the ``jax.jit`` object (:attr:`jitted`)."""
 
     def __init__(
         self,
@@ -102,6 +120,7 @@ class jit:  # noqa: N801 - used like jax.jit
         **options: Any,
     ) -> None:
         self.fun, self.cpu_options, self.options = fun, cpu_options, options
+        self.programs: dict[str, Any] = {}  # exported programs by key, None: not exportable
         functools.update_wrapper(self, fun)
 
     @functools.cached_property
@@ -110,12 +129,106 @@ class jit:  # noqa: N801 - used like jax.jit
         return jax.jit(self.fun, compiler_options=compile_options, **self.options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.jitted(*args, **kwargs)
+        statics = set(self.options.get("static_argnames", ()))
+        program = self._exported(args, kwargs, statics) if _folder is not None else None
+        if program is None:
+            return self.jitted(*args, **kwargs)
+        return program(*args, **{k: v for k, v in kwargs.items() if k not in statics})
+
+    def _exported(self, args: tuple, kwargs: dict, statics: set[str]) -> Any:
+        """The program for these arguments from its exported form (loaded from the
+        cache folder, or exported and saved there), or None where it is not exported."""
+        static = sorted((k, v) for k, v in kwargs.items() if k in statics)
+        leaves, tree = jax.tree.flatten(
+            (args, {k: v for k, v in kwargs.items() if k not in statics})
+        )
+        if not _plain(static) or any(_spread(leaf) for leaf in leaves):
+            return None
+        shapes = [(np.shape(x), _dtype(x), _weak(x)) for x in leaves]
+        name = f"{self.fun.__module__}.{self.fun.__qualname__}"
+        compile_options = compiler_options(self.cpu_options)
+        described = repr((name, static, str(tree), shapes, sorted(compile_options.items())))
+        key = hashlib.sha256((_environment() + described).encode()).hexdigest()[:40]
+        if key in self.programs:
+            return self.programs[key]
+        assert _folder is not None
+        path = _folder / "svmjax-exported" / f"{name}-{key}"
+        exported = _load(path)
+        if exported is None:
+            try:
+                exported = jax.export.export(self.jitted)(*args, **kwargs)
+                data = exported.serialize()
+            except Exception:  # e.g. an output type not registered for serialisation
+                self.programs[key] = None
+                return None
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+            partial.write_bytes(data)
+            os.replace(partial, path)  # atomic: a reader sees all of it or nothing
+        program = jax.jit(exported.call, compiler_options=compile_options)
+        self.programs[key] = program
+        return program
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("fun", "cpu_options", "options", "jitted"):  # not set yet: no recursion
+        if name in ("fun", "cpu_options", "options", "programs", "jitted"):  # not set yet
             raise AttributeError(name)
         return getattr(self.jitted, name)
+
+
+def serializable(cls: type) -> type:
+    """Register the NamedTuple ``cls`` for :mod:`jax.export` serialisation (by its
+    qualified name), so a program returning it can be exported; returns ``cls``."""
+    try:
+        jax.export.register_namedtuple_serialization(
+            cls, serialized_name=f"{cls.__module__}.{cls.__qualname__}"
+        )
+    except (AttributeError, ValueError):  # an older JAX, or registered already
+        pass
+    return cls
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value``'s ``repr`` identifies it across processes."""
+    if isinstance(value, (tuple, list)):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (str, bool, int, float))
+
+
+def _spread(x: Any) -> bool:
+    """Whether ``x`` is an array laid out over more than one device."""
+    sharding = getattr(x, "sharding", None)
+    return sharding is not None and len(sharding.device_set) > 1
+
+
+def _dtype(x: Any) -> str:
+    return np.dtype(x.dtype if hasattr(x, "dtype") else np.result_type(x)).name
+
+
+def _weak(x: Any) -> bool:
+    return isinstance(x, (bool, int, float, complex)) and not isinstance(x, np.generic)
+
+
+@functools.cache
+def _environment() -> str:
+    """What every exported program's key shares: svmjax's source files, the JAX and
+    jaxlib versions and the device."""
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.name.encode() + source.read_bytes())
+    device = jax.devices()[0]
+    versions = [importlib.metadata.version(p) for p in ("jax", "jaxlib")]
+    return repr((digest.hexdigest(), versions, device.platform, device.device_kind))
+
+
+def _load(path: Path) -> Any:
+    """The exported program saved at ``path``, or None (missing, or unreadable: then it
+    is exported again and the file replaced)."""
+    if not path.is_file():
+        return None
+    try:
+        return jax.export.deserialize(bytearray(path.read_bytes()))
+    except Exception:
+        return None
 
 
 def default_path() -> Path:
@@ -143,18 +256,24 @@ def enable(path: str | os.PathLike | None = None) -> Path:
 
     Sets ``jax_compilation_cache_dir`` and lowers the thresholds
     ``jax_persistent_cache_min_compile_time_secs`` (to 0) and
-    ``jax_persistent_cache_min_entry_size_bytes`` (to -1, no minimum) for this process.
+    ``jax_persistent_cache_min_entry_size_bytes`` (to -1, no minimum) for this process;
+    with ``flatbuffers`` installed, svmjax's programs are also kept exported in
+    ``path / "svmjax-exported"`` (see the module docstring).
     """
+    global _folder
     folder = Path(path).expanduser() if path is not None else default_path()
     folder.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     for name, value in _SETTINGS.items():
         jax.config.update(name, value)
     _reset()
+    _folder = folder if importlib.util.find_spec("flatbuffers") is not None else None
     return folder
 
 
 def disable() -> None:
     """Stop using a persistent cache in this process (what is on disk stays)."""
+    global _folder
     jax.config.update("jax_compilation_cache_dir", None)
     _reset()
+    _folder = None

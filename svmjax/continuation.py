@@ -35,6 +35,7 @@ _MU_MIN = 1e-7  # relative to the margin; below this float rounding dominates
 _CERTIFY_EVERY = 4  # iterations between two dual certificates (and intercept steps)
 
 
+@cache.serializable
 class SolveResult(NamedTuple):
     """What :func:`svmjax.solve.solve` returns (all fields are JAX arrays).
 

@@ -30,6 +30,71 @@ def test_cache_enable_keeps_programs_across_processes(tmp_path):
     assert len(entries) == 1  # the program compiled after enable(), stored once
 
 
+def _affine(x, *, scale, shift):
+    return scale * x + shift
+
+
+def test_exported_programs_are_saved_and_loaded(tmp_path, monkeypatch):
+    pytest.importorskip("flatbuffers")
+    x = jnp.arange(6.0).reshape(2, 3)
+    plain = cache.jit(_affine, static_argnames=("scale",))(x, scale=3.0, shift=1.0)
+    try:
+        cache.enable(tmp_path)
+        first = cache.jit(_affine, static_argnames=("scale",))
+        assert bool(jnp.all(first(x, scale=3.0, shift=1.0) == plain))
+        saved = sorted((tmp_path / "svmjax-exported").iterdir())
+        assert [p.name.split("-")[0] for p in saved] == ["test_speed._affine"]
+        first(x + 1, scale=3.0, shift=2.0)  # same shapes and statics: the same program
+        first(x, scale=2.0, shift=1.0)  # another static value: another program
+        assert len(list((tmp_path / "svmjax-exported").iterdir())) == 2
+
+        # A later process (a new object, nothing in memory) loads instead of tracing.
+        def no_export(*args, **kwargs):
+            raise AssertionError("traced again")
+
+        monkeypatch.setattr(jax.export, "export", no_export)
+        again = cache.jit(_affine, static_argnames=("scale",))
+        assert bool(jnp.all(again(x, scale=3.0, shift=1.0) == plain))
+        monkeypatch.undo()
+        # A damaged file is exported again and replaced.
+        saved[0].write_bytes(b"not a program")
+        damaged = cache.jit(_affine, static_argnames=("scale",))
+        assert bool(jnp.all(damaged(x, scale=3.0, shift=1.0) == plain))
+        assert jax.export.deserialize(bytearray(saved[0].read_bytes())).in_avals
+    finally:
+        cache.disable()
+
+
+def test_programs_with_opaque_statics_or_no_cache_are_not_exported(tmp_path):
+    pytest.importorskip("flatbuffers")
+    lazy = cache.jit(lambda x, *, fn: fn(x), static_argnames=("fn",))
+    assert float(lazy(jnp.float32(2.0), fn=jnp.sin)) == float(jnp.sin(2.0))  # no cache
+    try:
+        cache.enable(tmp_path)
+        # A function's repr (its address) does not identify it across processes.
+        assert float(lazy(jnp.float32(2.0), fn=jnp.cos)) == float(jnp.cos(2.0))
+        assert not (tmp_path / "svmjax-exported").exists()
+    finally:
+        cache.disable()
+
+
+def test_the_solver_runs_from_its_exported_program(tmp_path):
+    pytest.importorskip("flatbuffers")
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 4)).astype(np.float32), rng.integers(0, 3, 60)
+    plain = solve.solve(X, y, loss="crammer_singer", C=1.0)
+    try:
+        cache.enable(tmp_path)
+        exported = solve.solve(X, y, loss="crammer_singer", C=1.0)
+    finally:
+        cache.disable()
+    assert len(list((tmp_path / "svmjax-exported").iterdir())) == 1
+    assert isinstance(exported, continuation.SolveResult)
+    assert int(exported.n_iter) == int(plain.n_iter)
+    for got, want in zip(jax.tree.leaves(exported), jax.tree.leaves(plain), strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * float(plain.objective))
+
+
 def test_cache_default_path_reads_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv(cache.ENV_VAR, str(tmp_path / "here"))
     assert cache.default_path() == tmp_path / "here"
