@@ -53,6 +53,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from svmjax.validation import is_concrete
+
 __all__ = [
     "enable",
     "disable",
@@ -110,7 +112,9 @@ class jit:  # noqa: N801 - used like jax.jit
     enabled (:func:`enable`), calls go through the program's exported form (see the
     module docstring).
 
-    ``lower`` and every other attribute go to the ``jax.jit`` object (:attr:`jitted`)."""
+    Called inside another ``jit`` (or ``vmap``, ``grad``), it is a plain nested
+    ``jax.jit`` (:attr:`nested`). ``lower`` and every other attribute go to the
+    ``jax.jit`` object (:attr:`jitted`)."""
 
     def __init__(
         self,
@@ -128,31 +132,47 @@ class jit:  # noqa: N801 - used like jax.jit
         compile_options = compiler_options(self.cpu_options)
         return jax.jit(self.fun, compiler_options=compile_options, **self.options)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        statics = set(self.options.get("static_argnames", ()))
-        program = self._exported(args, kwargs, statics) if _folder is not None else None
-        if program is None:
-            return self.jitted(*args, **kwargs)
-        return program(*args, **{k: v for k, v in kwargs.items() if k not in statics})
+    @functools.cached_property
+    def nested(self) -> Any:
+        """``jax.jit(fun, **options)`` without compile options (JAX takes them only at
+        the top level), for calls inside another ``jit`` or transformation."""
+        return jax.jit(self.fun, **self.options)
 
-    def _exported(self, args: tuple, kwargs: dict, statics: set[str]) -> Any:
-        """The program for these arguments from its exported form (loaded from the
-        cache folder, or exported and saved there), or None where it is not exported."""
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not is_concrete(*jax.tree.leaves((args, kwargs))):
+            return self.nested(*args, **kwargs)
+        statics = set(self.options.get("static_argnames", ()))
+        key = self._key(args, kwargs, statics) if _folder is not None else None
+        program = None if key is None else self._exported(key, args, kwargs)
+        if key is not None and program is not None:
+            dynamic = {k: v for k, v in kwargs.items() if k not in statics}
+            try:
+                return program(*args, **dynamic)
+            except Exception:  # the exported form never makes a call fail that jit runs
+                self.programs[key] = None
+        return self.jitted(*args, **kwargs)
+
+    def _key(self, args: tuple, kwargs: dict, statics: set[str]) -> str | None:
+        """The exported program's key for these arguments, or None where it is not
+        exported (opaque statics, tracers, arguments spread over several devices)."""
         static = sorted((k, v) for k, v in kwargs.items() if k in statics)
-        leaves, tree = jax.tree.flatten(
-            (args, {k: v for k, v in kwargs.items() if k not in statics})
-        )
-        if not _plain(static) or any(_spread(leaf) for leaf in leaves):
+        dynamic = {k: v for k, v in kwargs.items() if k not in statics}
+        leaves, tree = jax.tree.flatten((args, dynamic))
+        if not _plain(static) or not all(_local(leaf) for leaf in leaves):
             return None
         shapes = [(np.shape(x), _dtype(x), _weak(x)) for x in leaves]
         name = f"{self.fun.__module__}.{self.fun.__qualname__}"
-        compile_options = compiler_options(self.cpu_options)
-        described = repr((name, static, str(tree), shapes, sorted(compile_options.items())))
-        key = hashlib.sha256((_environment() + described).encode()).hexdigest()[:40]
+        options = sorted(compiler_options(self.cpu_options).items())
+        described = repr((name, static, str(tree), shapes, options))
+        return f"{name}-{hashlib.sha256((_environment() + described).encode()).hexdigest()[:40]}"
+
+    def _exported(self, key: str, args: tuple, kwargs: dict) -> Any:
+        """The program from its exported form, loaded from the cache folder or exported
+        and saved there; None where it cannot be exported."""
         if key in self.programs:
             return self.programs[key]
         assert _folder is not None
-        path = _folder / "svmjax-exported" / f"{name}-{key}"
+        path = _folder / "svmjax-exported" / key
         exported = _load(path)
         if exported is None:
             try:
@@ -161,16 +181,13 @@ class jit:  # noqa: N801 - used like jax.jit
             except Exception:  # e.g. an output type not registered for serialisation
                 self.programs[key] = None
                 return None
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-            partial.write_bytes(data)
-            os.replace(partial, path)  # atomic: a reader sees all of it or nothing
-        program = jax.jit(exported.call, compiler_options=compile_options)
+            _save(path, data)
+        program = jax.jit(exported.call, compiler_options=compiler_options(self.cpu_options))
         self.programs[key] = program
         return program
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("fun", "cpu_options", "options", "programs", "jitted"):  # not set yet
+        if name in ("fun", "cpu_options", "options", "programs", "jitted", "nested"):
             raise AttributeError(name)
         return getattr(self.jitted, name)
 
@@ -194,10 +211,13 @@ def _plain(value: Any) -> bool:
     return value is None or isinstance(value, (str, bool, int, float))
 
 
-def _spread(x: Any) -> bool:
-    """Whether ``x`` is an array laid out over more than one device."""
+def _local(x: Any) -> bool:
+    """Whether ``x`` is a concrete value on at most one device (not a tracer, not an
+    array laid out over several devices)."""
+    if not is_concrete(x):
+        return False
     sharding = getattr(x, "sharding", None)
-    return sharding is not None and len(sharding.device_set) > 1
+    return sharding is None or len(sharding.device_set) <= 1
 
 
 def _dtype(x: Any) -> str:
@@ -218,6 +238,18 @@ def _environment() -> str:
     device = jax.devices()[0]
     versions = [importlib.metadata.version(p) for p in ("jax", "jaxlib")]
     return repr((digest.hexdigest(), versions, device.platform, device.device_kind))
+
+
+def _save(path: Path, data: bytes | bytearray) -> None:
+    """Write ``data`` to ``path`` atomically (a reader sees all of it or nothing); in a
+    folder that cannot be written, nothing (the program then serves this process only)."""
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    except OSError:
+        partial.unlink(missing_ok=True)
 
 
 def _load(path: Path) -> Any:

@@ -1,7 +1,9 @@
 """Compile once, share work: the persistent cache, one solver program per CV, shared grids."""
 
+import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -74,6 +76,42 @@ def test_programs_with_opaque_statics_or_no_cache_are_not_exported(tmp_path):
         # A function's repr (its address) does not identify it across processes.
         assert float(lazy(jnp.float32(2.0), fn=jnp.cos)) == float(jnp.cos(2.0))
         assert not (tmp_path / "svmjax-exported").exists()
+    finally:
+        cache.disable()
+
+
+def test_exporting_never_breaks_a_call(tmp_path, monkeypatch):
+    pytest.importorskip("flatbuffers")
+    x = jnp.arange(4.0)
+    try:
+        cache.enable(tmp_path)
+        # Called under a user's jit (tracers): plain jit, nothing exported.
+        traced = cache.jit(_affine, static_argnames=("scale",))
+        inner = jax.jit(lambda v: traced(v, scale=2.0, shift=1.0))
+        assert bool(jnp.all(inner(x) == 2.0 * x + 1.0))
+        assert not (tmp_path / "svmjax-exported").exists()
+
+        # A folder that cannot be written: the exported program serves this process.
+        def refuse(*args, **kwargs):
+            raise OSError("read-only file system")
+
+        monkeypatch.setattr(cache, "os", SimpleNamespace(getpid=os.getpid, replace=refuse))
+        unwritable = cache.jit(_affine, static_argnames=("scale",))
+        assert bool(jnp.all(unwritable(x, scale=2.0, shift=1.0) == 2.0 * x + 1.0))
+        assert [p for p in unwritable.programs.values() if p is not None]
+        assert not list((tmp_path / "svmjax-exported").iterdir())  # no partial file left
+        monkeypatch.undo()
+        # An exported program that fails when called: jit takes over, for good.
+        failing = cache.jit(_affine, static_argnames=("scale",))
+        failing(x, scale=2.0, shift=1.0)
+        (key,) = failing.programs
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("incompatible program")
+
+        failing.programs[key] = broken
+        assert bool(jnp.all(failing(x, scale=2.0, shift=1.0) == 2.0 * x + 1.0))
+        assert failing.programs[key] is None
     finally:
         cache.disable()
 
