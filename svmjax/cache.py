@@ -21,14 +21,17 @@ options, so a stale entry is never used; delete the folder to reclaim space.
 JAX's cache keeps the compiled program, but a new process still traces and lowers the
 Python function to find its key (for the exact solver about 0.3 s on CPU, several times
 the solve of a small problem). So while the cache is enabled, svmjax's own programs
-(:func:`jit`) also keep their lowered form, exported with :mod:`jax.export`, in the
-folder's ``svmjax-exported`` subfolder, and a later process loads it instead of tracing:
-about 0.1 s from a call to a running program. The key of an exported program covers
-svmjax's source files, the JAX and jaxlib versions, the device, the compile options, the
-static arguments and the shapes and dtypes of the others; a program whose static
-arguments are not plain values (strings, numbers, tuples), or whose arguments are
-spread over several devices, is not exported. Serialising needs the ``flatbuffers``
-package (``pip install 'svmjax[cache]'``); without it only JAX's cache is used.
+(:func:`jit` of a function defined in svmjax) also keep their lowered form, exported with
+:mod:`jax.export`, in the folder's ``svmjax-exported`` subfolder, and a later process
+loads it instead of tracing: about 0.1 s from a call to a running program. The key of an
+exported program covers svmjax's source files (as imported), the JAX and jaxlib
+versions, the device, the JAX settings that change tracing (``jax_enable_x64``, matmul
+precision, ...), the compile options, the static arguments and the types of the others
+(shape, dtype, weak type). Not exported, but jitted as usual: functions defined outside
+svmjax or with a closure (their code is not in the key), static arguments that are not
+plain values (strings, numbers, tuples) or not passed by keyword, and arguments on a
+device other than the default one. Serialising needs the ``flatbuffers`` package
+(``pip install 'svmjax[cache]'``); without it only JAX's cache is used.
 
 :func:`compiler_options` is what svmjax's programs (the exact solver's loop, ``fit``'s and
 ``fit_grid``'s epochs; :func:`jit`) pass to XLA: on CPU, XLA's older loop emitters instead
@@ -43,9 +46,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.metadata
 import importlib.util
 import os
+import re
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -98,6 +102,7 @@ def compiler_options(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
 
 @functools.cache
 def _accepts(name: str, value: Any) -> bool:
+    """Whether this XLA compiles a one-operation program with the option ``name``."""
     try:
         jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(np.float32(0)).compile()
     except Exception:  # an XLA without the option: "No such compile option"
@@ -109,8 +114,8 @@ class jit:  # noqa: N801 - used like jax.jit
     """``jax.jit(fun, **options)`` compiled with :func:`compiler_options` (and, on CPU,
     ``cpu_options`` on top, e.g. :data:`NO_TREE_SUMS`), built at its first use (the
     options depend on the backend, which must not start on import). While a cache is
-    enabled (:func:`enable`), calls go through the program's exported form (see the
-    module docstring).
+    enabled (:func:`enable`), calls of a function of svmjax's own (its code is in the
+    key) go through the program's exported form (see the module docstring).
 
     Called inside another ``jit`` (or ``vmap``, ``grad``), it is a plain nested
     ``jax.jit`` (:attr:`nested`). ``lower`` and every other attribute go to the
@@ -124,7 +129,7 @@ class jit:  # noqa: N801 - used like jax.jit
         **options: Any,
     ) -> None:
         self.fun, self.cpu_options, self.options = fun, cpu_options, options
-        self.programs: dict[str, Any] = {}  # exported programs by key, None: not exportable
+        self.programs: dict[str, Any] = {}  # compiled exported programs by file (None: jit)
         functools.update_wrapper(self, fun)
 
     @functools.cached_property
@@ -141,50 +146,66 @@ class jit:  # noqa: N801 - used like jax.jit
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not is_concrete(*jax.tree.leaves((args, kwargs))):
             return self.nested(*args, **kwargs)
-        statics = set(self.options.get("static_argnames", ()))
-        key = self._key(args, kwargs, statics) if _folder is not None else None
-        program = None if key is None else self._exported(key, args, kwargs)
-        if key is not None and program is not None:
-            dynamic = {k: v for k, v in kwargs.items() if k not in statics}
-            try:
-                return program(*args, **dynamic)
-            except Exception:  # the exported form never makes a call fail that jit runs
-                self.programs[key] = None
-        return self.jitted(*args, **kwargs)
+        program = self._exported(args, kwargs) if _folder is not None else None
+        if program is None:
+            return self.jitted(*args, **kwargs)
+        statics = self.options.get("static_argnames", ())
+        return program(*args, **{k: v for k, v in kwargs.items() if k not in statics})
 
-    def _key(self, args: tuple, kwargs: dict, statics: set[str]) -> str | None:
+    def _key(self, args: tuple, kwargs: dict) -> str | None:
         """The exported program's key for these arguments, or None where it is not
-        exported (opaque statics, tracers, arguments spread over several devices)."""
-        static = sorted((k, v) for k, v in kwargs.items() if k in statics)
-        dynamic = {k: v for k, v in kwargs.items() if k not in statics}
-        leaves, tree = jax.tree.flatten((args, dynamic))
-        if not _plain(static) or not all(_local(leaf) for leaf in leaves):
+        exported: a function not of svmjax's own or with a closure (its code would not
+        be in the key), statics passed by position or not plain values, arguments on
+        other devices than the default one, or ``jax.disable_jit``."""
+        module, name = getattr(self.fun, "__module__", None), getattr(self.fun, "__qualname__", "")
+        statics = tuple(self.options.get("static_argnames", ()))
+        own = isinstance(module, str) and module.startswith("svmjax.") and "<" not in name
+        if not own or getattr(self.fun, "__closure__", None) or "static_argnums" in self.options:
             return None
-        shapes = [(np.shape(x), _dtype(x), _weak(x)) for x in leaves]
-        name = f"{self.fun.__module__}.{self.fun.__qualname__}"
+        if getattr(jax.config, "jax_disable_jit", False):
+            return None
+        static = sorted((k, v) for k, v in kwargs.items() if k in statics)
+        if len(static) != len(statics) or not _plain(static):
+            return None  # a static passed by position (or left to its default)
+        leaves, tree = jax.tree.flatten(
+            (args, {k: v for k, v in kwargs.items() if k not in statics})
+        )
+        if not all(_local(leaf) for leaf in leaves):
+            return None
+        types = [str(jax.typeof(leaf)) for leaf in leaves]  # shape, dtype, weak type
         options = sorted(compiler_options(self.cpu_options).items())
-        described = repr((name, static, str(tree), shapes, options))
-        return f"{name}-{hashlib.sha256((_environment() + described).encode()).hexdigest()[:40]}"
+        described = repr((module, name, static, str(tree), types, options, _trace_settings()))
+        digest = hashlib.sha256((_environment() + described).encode()).hexdigest()[:40]
+        return f"{module}.{name}-{digest}"
 
-    def _exported(self, key: str, args: tuple, kwargs: dict) -> Any:
-        """The program from its exported form, loaded from the cache folder or exported
-        and saved there; None where it cannot be exported."""
-        if key in self.programs:
-            return self.programs[key]
+    def _exported(self, args: tuple, kwargs: dict) -> Any:
+        """The compiled program from the exported form, loaded from the cache folder or
+        exported and saved there; None where it is not exported or fails to build (then
+        ``jit`` runs the call, as without a cache)."""
+        try:
+            key = self._key(args, kwargs)
+        except Exception:  # e.g. an argument JAX cannot type: jit will say why
+            return None
+        if key is None:
+            return None
         assert _folder is not None
         path = _folder / "svmjax-exported" / key
-        exported = _load(path)
-        if exported is None:
-            try:
+        if str(path) in self.programs:
+            return self.programs[str(path)]
+        self.programs[str(path)] = None  # until built
+        statics = self.options.get("static_argnames", ())
+        dynamic = {k: v for k, v in kwargs.items() if k not in statics}
+        try:
+            exported = _load(path)
+            if exported is None:
                 exported = jax.export.export(self.jitted)(*args, **kwargs)
-                data = exported.serialize()
-            except Exception:  # e.g. an output type not registered for serialisation
-                self.programs[key] = None
-                return None
-            _save(path, data)
-        program = jax.jit(exported.call, compiler_options=compiler_options(self.cpu_options))
-        self.programs[key] = program
-        return program
+                _save(path, exported.serialize())
+            options = compiler_options(self.cpu_options)
+            program = jax.jit(exported.call, compiler_options=options)
+            self.programs[str(path)] = program.lower(*args, **dynamic).compile()
+        except Exception:  # e.g. an output type not registered for serialisation
+            return None
+        return self.programs[str(path)]
 
     def __getattr__(self, name: str) -> Any:
         if name in ("fun", "cpu_options", "options", "programs", "jitted", "nested"):
@@ -212,44 +233,65 @@ def _plain(value: Any) -> bool:
 
 
 def _local(x: Any) -> bool:
-    """Whether ``x`` is a concrete value on at most one device (not a tracer, not an
-    array laid out over several devices)."""
+    """Whether ``x`` is a host value or an array on the default device alone (not a
+    tracer, not laid out over several devices or on another one): what the exported
+    program, compiled for the default device, takes."""
     if not is_concrete(x):
         return False
     sharding = getattr(x, "sharding", None)
-    return sharding is None or len(sharding.device_set) <= 1
+    return sharding is None or sharding.device_set == {jax.devices()[0]}
 
 
-def _dtype(x: Any) -> str:
-    return np.dtype(x.dtype if hasattr(x, "dtype") else np.result_type(x)).name
+def _trace_settings() -> str:
+    """The JAX settings that change what tracing produces (x64, matmul precision, dtype
+    promotion, ...), as JAX keys its own in-memory cache of traced programs; object
+    addresses stripped. Private API, hence the fallback to the settings named."""
+    try:
+        from jax._src import config
+
+        return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(config.trace_context()))
+    except (ImportError, AttributeError):  # pragma: no cover - other JAX versions
+        names = ("jax_enable_x64", "jax_default_matmul_precision", "jax_numpy_rank_promotion")
+        return repr([getattr(jax.config, name, None) for name in names])
 
 
-def _weak(x: Any) -> bool:
-    return isinstance(x, (bool, int, float, complex)) and not isinstance(x, np.generic)
+def _sources() -> str:
+    """A digest of svmjax's source files as imported (read once, at import: a checkout
+    edited later must not save old code under the new sources' key)."""
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.name.encode() + source.read_bytes())
+    return digest.hexdigest()
+
+
+_SOURCES = _sources()
 
 
 @functools.cache
 def _environment() -> str:
-    """What every exported program's key shares: svmjax's source files, the JAX and
-    jaxlib versions and the device."""
-    digest = hashlib.sha256()
-    for source in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(source.name.encode() + source.read_bytes())
+    """What every exported program's key shares: svmjax's sources, the JAX and jaxlib
+    versions and the device."""
+    import jaxlib
+
     device = jax.devices()[0]
-    versions = [importlib.metadata.version(p) for p in ("jax", "jaxlib")]
-    return repr((digest.hexdigest(), versions, device.platform, device.device_kind))
+    versions = (jax.__version__, getattr(jaxlib, "__version__", None))
+    return repr((_SOURCES, versions, device.platform, device.device_kind))
 
 
 def _save(path: Path, data: bytes | bytearray) -> None:
     """Write ``data`` to ``path`` atomically (a reader sees all of it or nothing); in a
     folder that cannot be written, nothing (the program then serves this process only)."""
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_bytes(data)
+        handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError:
+        return
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
         os.replace(partial, path)
     except OSError:
-        partial.unlink(missing_ok=True)
+        Path(partial).unlink(missing_ok=True)
 
 
 def _load(path: Path) -> Any:

@@ -248,7 +248,10 @@ def _curvature_crammer_singer(a, per, is_true, c, mu, squared):
     ``per = c m^2`` (an example with ``c = 0`` adds nothing, whatever ``m`` is taken)."""
     if squared:  # a = 2 m p
         m = jnp.sqrt(jnp.where(c > 0, per / jnp.where(c > 0, c, 1), 0))
-        p = jnp.where((c > 0)[None, :], a / jnp.maximum(2 * m, jnp.finfo(a.dtype).tiny)[None, :], 0)
+        # p is a probability: clipped, so an m lost to underflow (c m^2 below the
+        # smallest float) cannot turn it into a huge number.
+        p = a / jnp.maximum(2 * m, jnp.finfo(a.dtype).tiny)[None, :]
+        p = jnp.where((c > 0)[None, :], jnp.clip(p, 0, 1), 0)
         h, w = 2 * m[None, :] * p / mu, 2 - 2 * m / mu
     else:
         p, h, w = a, a / mu, jnp.full(c.shape, -1 / mu, a.dtype)

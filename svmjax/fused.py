@@ -51,7 +51,8 @@ read it twice; the second read is cheap while ``X`` sits in the last-level cache
 sweep only wins well beyond it, and then only for short rows (at the same size, two
 passes were faster from 1536 features up and the sweep at 784 and 1024 features; the
 long rows' products run at speed on whole matrices and gain nothing from the blocks).
-Measured under AVX-512 and with code generation capped at AVX2
+Measured in float32 up to 586 MiB (the long-row term on rows of 784 to 3073 features;
+float64 rows were not measured), under AVX-512 and with code generation capped at AVX2
 (``XLA_FLAGS=--xla_cpu_max_isa=AVX2``), the two agree: ``experiments/bench_gradient.py``
 prints, per size and instruction set, the three paths (blocked, two-pass, autodiff), the
 fastest and the rule's pick, and ``docs/performance.md`` reports the numbers. The

@@ -341,6 +341,23 @@ def test_curvature_is_the_hessian_in_the_intercept(loss, squared):
             assert_close(got, expected, 1e3 * F64_TOL)
 
 
+def test_curvature_ignores_weights_too_small_to_count():
+    # Squared Crammer–Singer recovers m from c m^2: where that underflows (float32, c =
+    # 1e-25 on examples whose true class wins by 5, m down to 1e-14), the example must
+    # add (almost) nothing, not a huge term from a lost m.
+    dual = continuation.dual_of("crammer_singer")
+    z, p = _smooth_problem("crammer_singer", True)
+    z = jnp.where(p.is_true & (jnp.arange(z.shape[1]) < 5)[None, :], z + 5, z)
+    z = z.astype(jnp.float32)
+    tiny = p.c.astype(jnp.float32).at[:5].set(1e-25)
+    values, a = dual.smooth(z, p.is_true, 1.0, 0.3, True)
+    got = dual.curvature(a, tiny * values, p.is_true, tiny, 0.3, True)
+    zeroed = tiny.at[:5].set(0)
+    want = dual.curvature(a, zeroed * values, p.is_true, zeroed, 0.3, True)
+    assert bool(jnp.all(jnp.isfinite(got)))
+    assert_close(got, want, 1e-5)
+
+
 def _intercept_gradient(p, loss, a):
     return jnp.sum(continuation.dual_of(loss).dual_map(a, p.is_true, p.c), axis=1)
 
