@@ -91,21 +91,24 @@ one vectorised reduction, as accurate at the sizes measured. Not for every progr
 
 def compiler_options(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The compile options of svmjax's programs (:func:`jit`) on the default backend: on
-    CPU those of ``_CPU_OPTIONS`` and ``extra`` that this XLA accepts (each tried once,
-    on a one-operation program; an XLA that does not know one refuses it), elsewhere
-    ``{}``. Decided at the first call, not on import (that would start the backend)."""
+    CPU those of ``_CPU_OPTIONS`` and ``extra`` that this XLA accepts (tried once, all
+    together on a one-operation program, and one by one only if that is refused: an XLA
+    that does not know an option refuses it), elsewhere ``{}``. Decided at the first
+    call, not on import (that would start the backend)."""
     if jax.default_backend() != "cpu":
         return {}
     wanted = {**_CPU_OPTIONS, **(extra or {})}
-    return {name: value for name, value in wanted.items() if _accepts(name, value)}
+    if _accepts(tuple(sorted(wanted.items()))):
+        return wanted
+    return {name: value for name, value in wanted.items() if _accepts(((name, value),))}
 
 
 @functools.cache
-def _accepts(name: str, value: Any) -> bool:
-    """Whether this XLA compiles a one-operation program with the option ``name``."""
+def _accepts(options: tuple[tuple[str, Any], ...]) -> bool:
+    """Whether this XLA compiles a one-operation program with ``options``."""
     try:
-        jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(np.float32(0)).compile()
-    except Exception:  # an XLA without the option: "No such compile option"
+        jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(np.float32(0)).compile()
+    except Exception:  # an XLA without an option: "No such compile option"
         return False
     return True
 
