@@ -149,30 +149,32 @@ class jit:  # noqa: N801 - used like jax.jit
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not is_concrete(*jax.tree.leaves((args, kwargs))):
             return self.nested(*args, **kwargs)
-        program = self._exported(args, kwargs) if _folder is not None else None
+        static, dynamic = self._split(kwargs)
+        program = self._exported(args, static, dynamic) if _folder is not None else None
         if program is None:
             return self.jitted(*args, **kwargs)
-        statics = self.options.get("static_argnames", ())
-        return program(*args, **{k: v for k, v in kwargs.items() if k not in statics})
+        return program(*args, **dynamic)
 
-    def _key(self, args: tuple, kwargs: dict) -> str | None:
+    def _split(self, kwargs: dict) -> tuple[list, dict]:
+        """``kwargs`` as the static ones (sorted ``(name, value)`` pairs) and the rest."""
+        names = self.options.get("static_argnames", ())
+        static = sorted((k, v) for k, v in kwargs.items() if k in names)
+        return static, {k: v for k, v in kwargs.items() if k not in names}
+
+    def _key(self, args: tuple, static: list, dynamic: dict) -> str | None:
         """The exported program's key for these arguments, or None where it is not
         exported: a function not of svmjax's own or with a closure (its code would not
         be in the key), statics passed by position or not plain values, arguments on
         other devices than the default one, or ``jax.disable_jit``."""
         module, name = getattr(self.fun, "__module__", None), getattr(self.fun, "__qualname__", "")
-        statics = tuple(self.options.get("static_argnames", ()))
         own = isinstance(module, str) and module.startswith("svmjax.") and "<" not in name
         if not own or getattr(self.fun, "__closure__", None) or "static_argnums" in self.options:
             return None
         if getattr(jax.config, "jax_disable_jit", False):
             return None
-        static = sorted((k, v) for k, v in kwargs.items() if k in statics)
-        if len(static) != len(statics) or not _plain(static):
+        if len(static) != len(self.options.get("static_argnames", ())) or not _plain(static):
             return None  # a static passed by position (or left to its default)
-        leaves, tree = jax.tree.flatten(
-            (args, {k: v for k, v in kwargs.items() if k not in statics})
-        )
+        leaves, tree = jax.tree.flatten((args, dynamic))
         if not all(_local(leaf) for leaf in leaves):
             return None
         types = [str(jax.typeof(leaf)) for leaf in leaves]  # shape, dtype, weak type
@@ -181,12 +183,12 @@ class jit:  # noqa: N801 - used like jax.jit
         digest = hashlib.sha256((_environment() + described).encode()).hexdigest()[:40]
         return f"{module}.{name}-{digest}"
 
-    def _exported(self, args: tuple, kwargs: dict) -> Any:
+    def _exported(self, args: tuple, static: list, dynamic: dict) -> Any:
         """The compiled program from the exported form, loaded from the cache folder or
         exported and saved there; None where it is not exported or fails to build (then
         ``jit`` runs the call, as without a cache)."""
         try:
-            key = self._key(args, kwargs)
+            key = self._key(args, static, dynamic)
         except Exception:  # e.g. an argument JAX cannot type: jit will say why
             return None
         if key is None:
@@ -196,12 +198,10 @@ class jit:  # noqa: N801 - used like jax.jit
         if str(path) in self.programs:
             return self.programs[str(path)]
         self.programs[str(path)] = None  # until built
-        statics = self.options.get("static_argnames", ())
-        dynamic = {k: v for k, v in kwargs.items() if k not in statics}
         try:
             exported = _load(path)
             if exported is None:
-                exported = jax.export.export(self.jitted)(*args, **kwargs)
+                exported = jax.export.export(self.jitted)(*args, **dict(static), **dynamic)
                 _save(path, exported.serialize())
             options = compiler_options(self.cpu_options)
             program = jax.jit(exported.call, compiler_options=options)
