@@ -149,8 +149,10 @@ class jit:  # noqa: N801 - used like jax.jit
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not is_concrete(*jax.tree.leaves((args, kwargs))):
             return self.nested(*args, **kwargs)
+        if _folder is None:
+            return self.jitted(*args, **kwargs)
         static, dynamic = self._split(kwargs)
-        program = self._exported(args, static, dynamic) if _folder is not None else None
+        program = self._exported(args, static, dynamic)
         if program is None:
             return self.jitted(*args, **kwargs)
         return program(*args, **dynamic)
