@@ -415,3 +415,31 @@ def test_solver_vs_liblinear_smoke(tmp_path, monkeypatch):
     assert row["time ratio svmjax/liblinear"] > 0
     assert saved["references"][0]["loss"] == results["references"][0]["loss"]
     assert (tmp_path / "results.md").read_text().startswith("# svmjax.solve vs liblinear")
+
+
+@pytest.mark.parametrize("default", [None, "bfloat16", "tensorfloat32"])
+def test_every_product_is_full_precision(default):
+    # JAX's default float32 product is TF32 on recent GPUs and bfloat16 on TPUs: about
+    # 1e-3 relative, as large as the gap to certify. The solve and the objective must ask
+    # for HIGHEST whatever the default is (CPU ignores it, so the program text is checked).
+    rng = np.random.default_rng(0)
+    n, d, k = 12, 5, 3
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    y = (np.arange(n) % k).astype(np.int32)
+    args = (
+        X, y, np.ones(n, np.float32), np.float32(1), np.float32(1e-3), np.int32(10),
+        np.float32(0.1), {"W": np.zeros((d, k), np.float32), "b": np.zeros(k, np.float32)},
+        np.bool_(True),
+    )  # fmt: skip
+    W, b = jnp.zeros((d, k)), jnp.zeros(k)
+    with jax.default_matmul_precision(default):
+        texts = {
+            "solve": continuation.run.lower(*args, loss="crammer_singer", squared=False).as_text(),
+            "objective": jax.jit(lambda X: primal_objective({"W": W, "b": b}, X, y))
+            .lower(X)
+            .as_text(),
+        }
+    for name, text in texts.items():
+        dots = [line for line in text.splitlines() if "dot_general" in line]
+        assert dots, name
+        assert all("precision = [HIGHEST, HIGHEST]" in line for line in dots), (name, dots)
