@@ -1,5 +1,6 @@
 """Smoke tests: every experiment script runs end to end on a shrunk config."""
 
+import dataclasses
 import importlib.util
 import json
 import platform
@@ -93,6 +94,24 @@ def test_bench_solver_scale_smoke(tmp_path):
     assert row["converged"] and row["certified_gap"] <= 1e-2
     assert row["rel_diff"] <= 1e-2 and row["ratio"] > 0  # certified: at most tol above P*
     assert "LinearSVC" in (tmp_path / "results.md").read_text()
+    alone = bench.main(dataclasses.replace(config, out=str(tmp_path / "alone"), peer=False))
+    (row,) = alone["rows"]
+    assert row["converged"] and row["liblinear_s"] is None and row["ratio"] is None
+    assert "| – |" in (tmp_path / "alone" / "results.md").read_text()
+
+
+def test_bench_gpu_smoke(tmp_path):
+    bench = load("bench_gpu")
+    config = bench.Config(
+        out=str(tmp_path), sizes=("300x40x5",), copy_mib=8, peak_tbs=1.0, rounds=2, calls=2
+    )
+    results = bench.main(config)
+    (row,) = results["rows"]
+    assert results["copy"]["bytes_per_s"] > 0 and row["x_bytes"] == 300 * 40 * 4
+    assert set(row["seconds"]) == {"default", "highest", "autodiff", "floor"}
+    # On CPU every path is full float32: dW within float32 rounding of float64.
+    assert max(row["dW_rel_error"].values()) < 1e-5
+    assert "share of datasheet" in (tmp_path / "results.md").read_text()
 
 
 def test_gradient_agreement_smoke(tmp_path):

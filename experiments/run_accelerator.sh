@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The accelerator's share of docs/performance.md in one go, on whatever device JAX picks
+# (a GPU when jax[cuda] sees one): the gradient path's bandwidth, the exact solver at
+# Fashion-MNIST scale against LinearSVC on this machine's CPU, the scikit-learn workflow,
+# the C path and training. Each benchmark has a time limit (sized for an H200 machine, about
+# 7 minutes in all), so one that hangs or fails leaves the others' numbers; every log and
+# result lands in OUT.
+#
+#   bash experiments/run_accelerator.sh OUT [FASHION_MNIST_DIR] [PEAK_TB_PER_S]
+#
+# PYTHON names the interpreter (default python3); it needs svmjax importable (installed, or
+# PYTHONPATH at the repository root), scikit-learn, and mnist1d for the training benchmark.
+# PEAK_TB_PER_S is the card's datasheet memory bandwidth (4.8 for an H200), printed beside
+# the measured copy bandwidth.
+set -u
+out=$(realpath -m "${1:?usage: run_accelerator.sh OUT [FASHION_MNIST_DIR] [PEAK_TB_PER_S]}")
+data=$(realpath -m "${2:-/usr/share/datasets/fashion-mnist}")
+peak=${3:-}
+mkdir -p "$out"
+cd "$(dirname "$0")" || exit 1
+export PYTHONUNBUFFERED=1
+python=${PYTHON:-python3}  # the interpreter that has jax (and svmjax)
+
+step() {  # step NAME SECONDS COMMAND...: run with a limit, log, and note the exit status
+  local name=$1 limit=$2
+  shift 2
+  local start=$SECONDS
+  timeout "$limit" "$@" >"$out/$name.log" 2>&1
+  local status=$?
+  echo "$name: exit $status in $((SECONDS - start)) s" | tee -a "$out/steps.txt"
+  tail -n 25 "$out/$name.log"
+}
+
+step gpu 60 "$python" bench_gpu.py --out "$out/gpu" ${peak:+--peak-tbs "$peak"}
+step solver 75 "$python" bench_solver_scale.py --out "$out/solver" --data-dir "$data" \
+  --runs 0.01:60000
+step solver_alone 45 "$python" bench_solver_scale.py --out "$out/solver_alone" \
+  --data-dir "$data" --runs 0.1:60000 1:20000 --no-peer
+step sklearn 75 "$python" bench_sklearn.py --out "$out/sklearn" --tasks cv
+step path 60 "$python" bench_path.py --out "$out/path" --data-dir "$data"
+step train 90 "$python" bench_train.py --out "$out/train" --no-torch
+cat "$out/steps.txt"
