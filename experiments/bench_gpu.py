@@ -111,7 +111,6 @@ def _copy_bandwidth(config: Config) -> dict:
     add = jax.jit(lambda x: x + 1.0)
     seconds = _timed(lambda: add(x), dataclasses.replace(config, calls=5))
     moved = 2 * x.nbytes
-    del x
     return {"bytes": moved, "seconds": seconds, "bytes_per_s": moved / seconds}
 
 
@@ -134,7 +133,6 @@ def _size_row(size: str, config: Config, copy: dict) -> dict:
         dW = np.asarray(fn(params, X_check, y_check)[1]["W"], np.float64)
         errors[name] = float(np.max(np.abs(dW - reference)) / np.max(np.abs(reference)))
     x_bytes = X.nbytes
-    del X
     bandwidth = {name: x_bytes / s for name, s in seconds.items()}
     return {
         "size": size,
