@@ -60,6 +60,11 @@ crossover was measured on one CPU with a large (260 MiB) last-level cache; an AM
 with far smaller caches also ran two passes faster at 117 MiB, but a CPU elsewhere may
 prefer another threshold: rerun the benchmark there.
 
+On GPU the one block's weight gradient ``M^T X`` is summed over row chunks of a few
+thousand rows, run as one batched product (:func:`rows_product`, :func:`row_chunks`):
+XLA:GPU's plain product of so few rows (the classes) over so long a contraction uses the
+card's bandwidth poorly. TPUs keep the plain product (not measured there).
+
 Reduced-precision data: pass ``X`` in ``bfloat16`` (``X.astype(jnp.bfloat16)``) with
 float32 parameters. It is an explicit choice of the caller, never automatic. Blocks are
 widened to float32 in cache, so every product and accumulation is float32 and only the
@@ -87,7 +92,7 @@ from jax.typing import ArrayLike
 from svmjax import registry
 from svmjax.validation import check_labels, is_concrete
 
-__all__ = ["mean_loss", "block_rows", "sweep_rows"]
+__all__ = ["mean_loss", "block_rows", "sweep_rows", "row_chunks", "rows_product"]
 
 _BLOCK_ROWS = 1024  # enough rows for the products to run at speed, few loop steps...
 _MAX_BLOCK_BYTES = 16 * 2**20  # ...while a block stays in cache between its two products
@@ -95,6 +100,7 @@ _ONE_BLOCK_BYTES = 128 * 2**20  # up to this, two whole passes beat the loop (me
 _LONG_ROW_BYTES = 6 * 2**10  # ...and at any size for rows this long (measured)
 _CLASS_TILE = 16  # the forward product pads the classes to a multiple of this (CPU)...
 _PAD_MIN_FEATURES = 256  # ...when rows are this long: below, the product is cheap anyway
+_CHUNK_ROWS = (1024, 4096, 8192)  # GPU: rows per partial product of A @ X (least, aim, most)
 
 
 def sweep_rows(d: int, dtype: jnp.dtype = jnp.float32) -> int:
@@ -140,6 +146,56 @@ def block_rows(
     row_bytes = d * jnp.dtype(dtype).itemsize
     one_block = n * row_bytes <= _ONE_BLOCK_BYTES or row_bytes >= _LONG_ROW_BYTES
     return n if one_block else rows
+
+
+def row_chunks(n: int, *, platform: str | None = None) -> int:
+    """Into how many equal row chunks :func:`rows_product` cuts ``X`` ``[n, D]``: on GPU
+    (``platform``, default ``jax.default_backend()``) the divisor ``k`` of ``n`` whose
+    chunks of ``n / k`` rows come nearest to 4096 within 1024..8192, elsewhere (or when
+    ``n`` has no such divisor) 1.
+
+    Why: XLA:GPU runs a product ``[C, N] @ [N, D]`` with few rows ``C`` (the classes) and
+    a long contraction ``N`` on too few thread blocks to use the card's bandwidth; split
+    by hand into chunks of a few thousand rows, it runs as one batched product near the
+    speed of a read of ``X`` (``experiments/bench_gpu.py``). Only divisors, so every chunk
+    is a view of ``X`` (a remainder would be a slice, which XLA may copy).
+
+    Example:
+      >>> row_chunks(20000, platform="gpu"), row_chunks(200000, platform="gpu")
+      (5, 50)
+      >>> row_chunks(20000, platform="cpu"), row_chunks(8191, platform="gpu")
+      (1, 1)
+    """
+    platform = jax.default_backend() if platform is None else platform
+    least, aim, most = _CHUNK_ROWS
+    if platform != "gpu" or n < 2 * least:
+        return 1
+    sizes = [r for r in range(least, min(most, n // 2) + 1) if n % r == 0]
+    if not sizes:
+        return 1
+    return n // min(sizes, key=lambda r: abs(np.log(r / aim)))
+
+
+def rows_product(A: jax.Array, X: jax.Array, *, chunks: int | None = None) -> jax.Array:
+    """``A @ X`` ``[C, D]`` for ``A`` ``[C, N]`` and ``X`` ``[N, D]``: a contraction over
+    the rows of ``X`` (the weight gradient ``M^T X``, the solver's ``u @ X``).
+
+    With ``chunks = k > 1`` (default :func:`row_chunks`, so ``k > 1`` only on GPU) the rows
+    are cut into ``k`` equal chunks (reshapes, no copy), their ``k`` partial products run
+    as one batched product and are summed: the same sum in another order (float rounding
+    only). ``k`` must divide ``N``.
+    """
+    n = X.shape[0]
+    k = row_chunks(n) if chunks is None else chunks
+    if k == 1:
+        return A @ X
+    if n % k:
+        raise ValueError(f"rows_product: {k} chunks do not divide {n} rows")
+    c, d = A.shape[0], X.shape[1]
+    parts = jax.lax.dot_general(
+        A.reshape(c, k, n // k), X.reshape(k, n // k, d), (((2,), (1,)), ((1,), (0,)))
+    )  # [k, C, D]
+    return jnp.sum(parts, axis=0)
 
 
 class _Spec(NamedTuple):
@@ -200,7 +256,7 @@ def _block(spec, W, b, Xb, yb, margin, class_weights, ct, want):
     L, vjp = jax.vjp(lambda s, h: loss_fn(s, **h, **fixed), S, wanted)
     M, parts = vjp(ct)
     if want.params:
-        parts["Gt"] = M.T @ Xb  # [C, D]: the fast layout
+        parts["Gt"] = rows_product(M.T, Xb)  # [C, D]: the fast layout (chunked on GPU)
         parts["db"] = jnp.sum(M, axis=0)
     return L, (M if want.scores else None), parts
 

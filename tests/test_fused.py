@@ -114,6 +114,43 @@ def test_block_rule():
     assert fused.block_rows(49000, 3073, platform="gpu") == 49000  # never a loop on GPU
 
 
+def test_row_chunk_rule():
+    # Divisors of N only, chunks of 1024..8192 rows nearest 4096; GPU only.
+    assert fused.row_chunks(20000, platform="gpu") == 5  # 4000 rows each
+    assert fused.row_chunks(200000, platform="gpu") == 50
+    assert fused.row_chunks(60000, platform="gpu") == 15
+    assert fused.row_chunks(8192, platform="gpu") == 2
+    for n in (2 * 10007, 10007, 1437):  # no divisor in range (10007 is prime), or too few rows
+        assert fused.row_chunks(n, platform="gpu") == 1
+    assert fused.row_chunks(200000, platform="cpu") == 1
+    assert fused.row_chunks(200000, platform="tpu") == 1
+
+
+@pytest.mark.parametrize("chunks", [1, 3, 8])
+def test_rows_product_is_the_product(chunks, dtype):
+    rng = np.random.default_rng(chunks)
+    A, X = rng.standard_normal((4, 48)), rng.standard_normal((48, 7))  # float64 reference
+    got = jax.jit(fused.rows_product, static_argnames="chunks")(
+        jnp.asarray(A, dtype), jnp.asarray(X, dtype), chunks=chunks
+    )
+    assert got.dtype == dtype and got.shape == (4, 7)
+    assert_close(got, A @ X, TOL[dtype])
+    with pytest.raises(ValueError, match="5 chunks do not divide 48 rows"):
+        fused.rows_product(jnp.asarray(A), jnp.asarray(X), chunks=5)
+
+
+def test_chunked_weight_gradient_is_autodiffs(monkeypatch):
+    # The GPU rule forced on this CPU: the fused gradient with M^T X in 4 chunks.
+    monkeypatch.setattr(fused, "row_chunks", lambda n: 4)
+    params, X, y, options = problem(3, 48, 5, 4, np.float32)
+
+    def grad(how):
+        objective = functools.partial(linear.objective, loss="crammer_singer", grad=how)
+        return jax.jit(jax.grad(objective))(params, X, y, reg=0.0, **options)
+
+    assert_trees_close(grad("analytic"), grad("autodiff"), np.float32)
+
+
 @pytest.mark.parametrize("block", [8, 16, None])
 def test_blocks_change_nothing_but_rounding(block):
     params, X, y, options = problem(2, 48, 5, 4, np.float32)
