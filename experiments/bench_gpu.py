@@ -16,7 +16,10 @@ Runs on ``jax.devices()[0]`` (on a CPU too, where it is a smoke test of the scri
     scores, then ``M.T @ X``, two reads of ``X``), at JAX's default precision;
   - ``highest``: the same traced under ``jax.default_matmul_precision("highest")``;
   - ``autodiff``: ``grad="autodiff"`` (``jax.grad`` of the pure loss);
-  - ``floor``: ``jnp.sum(X, 0)``, one read of ``X``.
+  - ``floor``: ``jnp.sum(X, 0)``, one read of ``X``;
+  - the default path's two products alone: ``XW`` (``X @ W``), ``MtX``
+    (:func:`svmjax.fused.rows_product` of a random ``M^T`` in one piece) and
+    ``MtX_chunked`` (the same in :func:`svmjax.fused.row_chunks` chunks, the GPU default).
 
   Each is timed as the median over rounds of ``--calls`` back-to-back calls (so dispatch
   overlaps the device's work) after a warm-up; the effective bandwidth is the bytes of one
@@ -44,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from common import header, markdown_table, write
 
-from svmjax import linear
+from svmjax import fused, linear
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,8 +125,14 @@ def _size_row(size: str, config: Config, copy: dict) -> dict:
     params = {"W": 1e-3 * jax.random.normal(keys[2], (d, c), jnp.float32), "b": jnp.zeros(c)}
     fns = _functions(config.reg)
     floor = jax.jit(lambda X: jnp.sum(X, 0))
+    xw = jax.jit(lambda X, W: X @ W)
+    mtx = jax.jit(fused.rows_product, static_argnames="chunks")
+    Mt = jax.random.normal(keys[2], (c, n), jnp.float32)
     methods = {name: functools.partial(f, params, X, y) for name, f in fns.items()}
     methods["floor"] = functools.partial(floor, X)
+    methods["XW"] = functools.partial(xw, X, params["W"])
+    methods["MtX"] = functools.partial(mtx, Mt, X, chunks=1)
+    methods["MtX_chunked"] = functools.partial(mtx, Mt, X, chunks=fused.row_chunks(n))
     seconds = {name: _timed(fn, config) for name, fn in methods.items()}
     m = min(n, config.check_rows)
     X_check, y_check = X[:m], y[:m]
@@ -145,6 +154,10 @@ def _size_row(size: str, config: Config, copy: dict) -> dict:
         else {k: v / (config.peak_tbs * 1e12) for k, v in bandwidth.items()},
         "autodiff_over_default": seconds["autodiff"] / seconds["default"],
         "default_over_floor": seconds["default"] / seconds["floor"],
+        "products_over_floor": {
+            k: seconds[k] / seconds["floor"] for k in ("XW", "MtX", "MtX_chunked")
+        },
+        "chunks": fused.row_chunks(n),
         "dW_rel_error": errors,
         "check_rows": m,
     }
@@ -164,7 +177,8 @@ def main(config: Config) -> dict:
     table = markdown_table(
         ["size", "X MiB", *(f"{m} ms" for m in methods), "default GB/s", "share of copy"]
         + (["share of datasheet"] if config.peak_tbs else [])
-        + ["autodiff / default", "default / floor", "dW error default / highest"],
+        + ["autodiff / default", "default / floor", "XW, MtX, chunked / floor"]
+        + ["dW error default / highest"],
         [
             [
                 r["size"],
@@ -177,6 +191,8 @@ def main(config: Config) -> dict:
             + [
                 f"{r['autodiff_over_default']:.2f}",
                 f"{r['default_over_floor']:.2f}",
+                ", ".join(f"{v:.2f}" for v in r["products_over_floor"].values())
+                + f" ({r['chunks']} chunks)",
                 f"{r['dW_rel_error']['default']:.1e} / {r['dW_rel_error']['highest']:.1e}",
             ]
             for r in rows

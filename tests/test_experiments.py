@@ -109,7 +109,16 @@ def test_bench_gpu_smoke(tmp_path):
     results = bench.main(config)
     (row,) = results["rows"]
     assert results["copy"]["bytes_per_s"] > 0 and row["x_bytes"] == 300 * 40 * 4
-    assert set(row["seconds"]) == {"default", "highest", "autodiff", "floor"}
+    assert set(row["seconds"]) == {
+        "default",
+        "highest",
+        "autodiff",
+        "floor",
+        "XW",
+        "MtX",
+        "MtX_chunked",
+    }
+    assert row["chunks"] == 1  # the GPU rule only: one piece on CPU
     # On CPU every path is full float32: dW within float32 rounding of float64.
     assert max(row["dW_rel_error"].values()) < 1e-5
     assert "share of datasheet" in (tmp_path / "results.md").read_text()
