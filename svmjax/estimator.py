@@ -69,7 +69,7 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
         default JAX precision, reaches about ``1e-4`` — enable ``jax_enable_x64`` for more).
         ``tol`` is not a static argument of the compiled solver, so changing it builds no
         new program; ``1e-2`` (within 1% of the optimum) is often enough for model
-        selection on small data and stops in about a third of the iterations.
+        selection on small data, and stops much sooner (``docs/performance.md``).
       random_state: seed of the initial weights and minibatch order (``"sgd"``): ``None``,
         an int, a ``np.random.RandomState``, or a JAX key (``jax.random.key`` or
         ``jax.random.PRNGKey``); ``"exact"`` is deterministic.
