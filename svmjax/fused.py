@@ -148,29 +148,37 @@ def block_rows(
     return n if one_block else rows
 
 
-def row_chunks(n: int, *, platform: str | None = None) -> int:
+def row_chunks(n: int, *, platform: str | None = None, devices: int | None = None) -> int:
     """Into how many equal row chunks :func:`rows_product` cuts ``X`` ``[n, D]``: on GPU
     (``platform``, default ``jax.default_backend()``) the divisor ``k`` of ``n`` whose
     chunks of ``n / k`` rows come nearest to 4096 within 1024..8192, elsewhere (or when
-    ``n`` has no such divisor) 1.
+    ``n`` has no such divisor) 1. ``k`` is also a multiple of ``devices`` (default: the
+    number of devices when ``platform`` is the default backend, else 1).
 
     Why: XLA:GPU runs a product ``[C, N] @ [N, D]`` with few rows ``C`` (the classes) and
     a long contraction ``N`` on too few thread blocks to use the card's bandwidth; split
     by hand into chunks of a few thousand rows, it runs as one batched product near the
     speed of a read of ``X`` (``experiments/bench_gpu.py``). Only divisors, so every chunk
-    is a view of ``X`` (a remainder would be a slice, which XLA may copy).
+    is a view of ``X`` (a remainder would be a slice, which XLA may copy); a multiple of
+    the devices, so that an ``X`` laid out by rows over all of them (as
+    :func:`svmjax.sharding.shard_rows` does) splits into whole chunks per device.
 
     Example:
       >>> row_chunks(20000, platform="gpu"), row_chunks(200000, platform="gpu")
       (5, 50)
-      >>> row_chunks(20000, platform="cpu"), row_chunks(8191, platform="gpu")
-      (1, 1)
+      >>> row_chunks(20000, platform="gpu", devices=4), row_chunks(8191, platform="gpu")
+      (4, 1)
     """
-    platform = jax.default_backend() if platform is None else platform
+    default = jax.default_backend()
+    platform = default if platform is None else platform
+    if devices is None:
+        devices = jax.device_count() if platform == default else 1
     least, aim, most = _CHUNK_ROWS
     if platform != "gpu" or n < 2 * least:
         return 1
-    sizes = [r for r in range(least, min(most, n // 2) + 1) if n % r == 0]
+    sizes = [
+        r for r in range(least, min(most, n // 2) + 1) if n % r == 0 and (n // r) % devices == 0
+    ]
     if not sizes:
         return 1
     return n // min(sizes, key=lambda r: abs(np.log(r / aim)))

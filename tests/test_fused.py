@@ -122,6 +122,8 @@ def test_row_chunk_rule():
     assert fused.row_chunks(8192, platform="gpu") == 2
     for n in (2 * 10007, 10007, 1437):  # no divisor in range (10007 is prime), or too few rows
         assert fused.row_chunks(n, platform="gpu") == 1
+    assert fused.row_chunks(20000, platform="gpu", devices=4) == 4  # whole chunks per device
+    assert fused.row_chunks(20000, platform="gpu", devices=3) == 1  # no multiple of 3 divides
     assert fused.row_chunks(200000, platform="cpu") == 1
     assert fused.row_chunks(200000, platform="tpu") == 1
 
