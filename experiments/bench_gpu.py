@@ -119,7 +119,7 @@ def _copy_bandwidth(config: Config) -> dict:
 
 def _size_row(size: str, config: Config, copy: dict) -> dict:
     n, d, c = (int(v) for v in size.split("x"))
-    keys = jax.random.split(jax.random.key(config.seed), 3)
+    keys = jax.random.split(jax.random.key(config.seed), 4)
     X = jax.random.normal(keys[0], (n, d), jnp.float32)
     y = jax.random.randint(keys[1], (n,), 0, c, jnp.int32)
     params = {"W": 1e-3 * jax.random.normal(keys[2], (d, c), jnp.float32), "b": jnp.zeros(c)}
@@ -127,7 +127,7 @@ def _size_row(size: str, config: Config, copy: dict) -> dict:
     floor = jax.jit(lambda X: jnp.sum(X, 0))
     xw = jax.jit(lambda X, W: X @ W)
     mtx = jax.jit(fused.rows_product, static_argnames="chunks")
-    Mt = jax.random.normal(keys[2], (c, n), jnp.float32)
+    Mt = jax.random.normal(keys[3], (c, n), jnp.float32)
     methods = {name: functools.partial(f, params, X, y) for name, f in fns.items()}
     methods["floor"] = functools.partial(floor, X)
     methods["XW"] = functools.partial(xw, X, params["W"])
@@ -217,6 +217,7 @@ if __name__ == "__main__":
     parser.add_argument("--peak-tbs", type=float, default=None)
     parser.add_argument("--rounds", type=int, default=Config.rounds)
     parser.add_argument("--calls", type=int, default=Config.calls)
+    parser.add_argument("--check-rows", type=int, default=Config.check_rows)
     args = parser.parse_args()
     main(
         Config(
@@ -226,5 +227,6 @@ if __name__ == "__main__":
             peak_tbs=args.peak_tbs,
             rounds=args.rounds,
             calls=args.calls,
+            check_rows=args.check_rows,
         )
     )

@@ -148,7 +148,7 @@ def main(config: Config) -> dict:
                 _or_dash(r["ratio"], "{:.2f}"),
                 f"{r['svmjax_objective']:.6g}",
                 _or_dash(r["liblinear_objective"], "{:.6g}"),
-                _or_dash(r["rel_diff"] and 100 * r["rel_diff"], "{:+.3f}%"),
+                _or_dash(None if r["rel_diff"] is None else 100 * r["rel_diff"], "{:+.3f}%"),
                 f"{r['certified_gap']:.1e}",
                 r["iterations"],
                 f"{r['svmjax_accuracy']:.4f} / " + _or_dash(r["liblinear_accuracy"], "{:.4f}"),

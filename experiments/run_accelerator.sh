@@ -4,29 +4,34 @@
 # Fashion-MNIST scale against LinearSVC on this machine's CPU, the scikit-learn workflow,
 # the C path and training. Each benchmark has a time limit (sized for an H200 machine, about
 # 7 minutes in all), so one that hangs or fails leaves the others' numbers; every log and
-# result lands in OUT.
+# result lands in OUT. Exits non-zero when any benchmark failed or ran out of time.
 #
 #   bash experiments/run_accelerator.sh OUT [FASHION_MNIST_DIR] [PEAK_TB_PER_S]
 #
-# PYTHON names the interpreter (default python3); it needs svmjax importable (installed, or
-# PYTHONPATH at the repository root), scikit-learn, and mnist1d for the training benchmark.
-# PEAK_TB_PER_S is the card's datasheet memory bandwidth (4.8 for an H200), printed beside
-# the measured copy bandwidth.
+# PYTHON names the interpreter (default python3); it needs scikit-learn, and mnist1d for the
+# training benchmark (svmjax comes from this checkout unless installed). PEAK_TB_PER_S is the
+# card's datasheet memory bandwidth (4.8 for an H200), printed beside the measured copy
+# bandwidth.
 set -u
 out=$(realpath -m "${1:?usage: run_accelerator.sh OUT [FASHION_MNIST_DIR] [PEAK_TB_PER_S]}")
 data=$(realpath -m "${2:-/usr/share/datasets/fashion-mnist}")
 peak=${3:-}
+python=$(command -v "${PYTHON:-python3}") || { echo "no interpreter ${PYTHON:-python3}"; exit 2; }
+case $python in /*) ;; *) python=$PWD/$python ;; esac  # a relative path, before the cd
+root=$(cd "$(dirname "$0")/.." && pwd)
+export PYTHONUNBUFFERED=1 PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$out"
-cd "$(dirname "$0")" || exit 1
-export PYTHONUNBUFFERED=1
-python=${PYTHON:-python3}  # the interpreter that has jax (and svmjax)
+: >"$out/steps.txt"
+cd "$root/experiments" || exit 2
+failed=0
 
 step() {  # step NAME SECONDS COMMAND...: run with a limit, log, and note the exit status
   local name=$1 limit=$2
   shift 2
   local start=$SECONDS
-  timeout "$limit" "$@" >"$out/$name.log" 2>&1
+  timeout -k 10 "$limit" "$@" >"$out/$name.log" 2>&1
   local status=$?
+  [ "$status" -eq 0 ] || failed=1
   echo "$name: exit $status in $((SECONDS - start)) s" | tee -a "$out/steps.txt"
   tail -n 25 "$out/$name.log"
 }
@@ -40,3 +45,4 @@ step sklearn 75 "$python" bench_sklearn.py --out "$out/sklearn" --tasks cv
 step path 60 "$python" bench_path.py --out "$out/path" --data-dir "$data"
 step train 90 "$python" bench_train.py --out "$out/train" --no-torch
 cat "$out/steps.txt"
+exit "$failed"

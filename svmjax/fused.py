@@ -164,9 +164,10 @@ def row_chunks(n: int, *, platform: str | None = None, devices: int | None = Non
     :func:`svmjax.sharding.shard_rows` does) splits into whole chunks per device.
 
     Example:
-      >>> row_chunks(20000, platform="gpu"), row_chunks(200000, platform="gpu")
-      (5, 50)
-      >>> row_chunks(20000, platform="gpu", devices=4), row_chunks(8191, platform="gpu")
+      >>> gpu = {"platform": "gpu", "devices": 1}
+      >>> row_chunks(20000, **gpu), row_chunks(200000, **gpu), row_chunks(8191, **gpu)
+      (5, 50, 1)
+      >>> row_chunks(20000, platform="gpu", devices=4), row_chunks(20000, platform="cpu")
       (4, 1)
     """
     default = jax.default_backend()
@@ -186,7 +187,7 @@ def row_chunks(n: int, *, platform: str | None = None, devices: int | None = Non
 
 def rows_product(A: jax.Array, X: jax.Array, *, chunks: int | None = None) -> jax.Array:
     """``A @ X`` ``[C, D]`` for ``A`` ``[C, N]`` and ``X`` ``[N, D]``: a contraction over
-    the rows of ``X`` (the weight gradient ``M^T X``, the solver's ``u @ X``).
+    the rows of ``X`` (the weight gradient ``M^T X``).
 
     With ``chunks = k > 1`` (default :func:`row_chunks`, so ``k > 1`` only on GPU) the rows
     are cut into ``k`` equal chunks (reshapes, no copy), their ``k`` partial products run

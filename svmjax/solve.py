@@ -209,6 +209,13 @@ def primal_objective(
     )
 
 
+@jax.jit
+def _uncentre(b: jax.Array, mean: jax.Array, W: jax.Array) -> jax.Array:
+    """``b - mean @ W``: the intercept for uncentred data, at full precision like every
+    product of the solve (a GPU's default would be TF32)."""
+    return b - jnp.matmul(mean, W, precision=jax.lax.Precision.HIGHEST)
+
+
 @functools.partial(jax.jit, static_argnames=("loss", "squared", "options"))
 def _primal_objective(
     W, b, X, y, C, margin, sample_weight, class_weights, *, loss, squared, options
@@ -356,7 +363,7 @@ def solve(
     if mesh is not None:  # replicated global arrays: unpad where they live
         W = result.params["W"][:d]
         b = result.params["b"]
-        b = b - jnp.asarray(mean, dtype) @ W if fit_intercept else b
+        b = _uncentre(b, jnp.asarray(mean, dtype), W) if fit_intercept else b
         return result._replace(params={"W": W, "b": b})
     # One device: unpad and undo the centring on the host, and hand back by a transfer;
     # eager JAX ops here (jnp.asarray too) would each compile a small program of their own

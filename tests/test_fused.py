@@ -116,12 +116,12 @@ def test_block_rule():
 
 def test_row_chunk_rule():
     # Divisors of N only, chunks of 1024..8192 rows nearest 4096; GPU only.
-    assert fused.row_chunks(20000, platform="gpu") == 5  # 4000 rows each
-    assert fused.row_chunks(200000, platform="gpu") == 50
-    assert fused.row_chunks(60000, platform="gpu") == 15
-    assert fused.row_chunks(8192, platform="gpu") == 2
+    assert fused.row_chunks(20000, platform="gpu", devices=1) == 5  # 4000 rows each
+    assert fused.row_chunks(200000, platform="gpu", devices=1) == 50
+    assert fused.row_chunks(60000, platform="gpu", devices=1) == 15
+    assert fused.row_chunks(8192, platform="gpu", devices=1) == 2
     for n in (2 * 10007, 10007, 1437):  # no divisor in range (10007 is prime), or too few rows
-        assert fused.row_chunks(n, platform="gpu") == 1
+        assert fused.row_chunks(n, platform="gpu", devices=1) == 1
     assert fused.row_chunks(20000, platform="gpu", devices=4) == 4  # whole chunks per device
     assert fused.row_chunks(20000, platform="gpu", devices=3) == 1  # no multiple of 3 divides
     assert fused.row_chunks(200000, platform="cpu") == 1

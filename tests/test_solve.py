@@ -434,6 +434,7 @@ def test_every_product_is_full_precision(default):
     W, b = jnp.zeros((d, k)), jnp.zeros(k)
     with jax.default_matmul_precision(default):
         texts = {
+            "uncentre": solve_module._uncentre.lower(b, jnp.zeros(d), W).as_text(),
             "solve": continuation.run.lower(*args, loss="crammer_singer", squared=False).as_text(),
             "objective": jax.jit(lambda X: primal_objective({"W": W, "b": b}, X, y))
             .lower(X)
