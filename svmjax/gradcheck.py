@@ -166,7 +166,10 @@ def compare(
     the gradient of :func:`svmjax.linear.objective` three ways: ``grad="analytic"`` and
     ``grad="autodiff"`` in ``dtype``, and centred differences always in float64 (on the
     same problem), so a float32 row measures the float32 gradients against an accurate
-    reference. Everything runs inside :func:`x64`, which restores the previous setting.
+    reference. Everything runs inside :func:`x64`, which restores the previous setting,
+    and at ``jax.default_matmul_precision("highest")``: a GPU's default float32 product is
+    TF32 (a TPU's bfloat16), whose ~1e-3 rounding would hide what the check is about, the
+    gradient rules.
 
     Args:
       loss: a registered loss name (:func:`svmjax.registry.names`).
@@ -197,7 +200,7 @@ def compare(
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
     options: dict[str, Any] = dict(loss=loss, reg=reg, margin=margin, squared=squared)
     options["loss_options"] = loss_options
-    with x64():
+    with x64(), jax.default_matmul_precision("highest"):
         kx, ky, kw, kb = jax.random.split(key, 4)
         X64 = jax.random.normal(kx, (n, d), jnp.float64)
         y = jax.random.randint(ky, (n,), 0, c)

@@ -92,3 +92,23 @@ def test_compare_reports_kinks_when_the_data_sits_on_them():
         "weston_watkins", n=400, d=2, c=10, key=jax.random.key(3), margin=0.0, eps=1e-2
     )
     assert row["kink_share"] > 0.0
+
+
+def test_compare_runs_at_full_matmul_precision(monkeypatch):
+    # On a GPU the default float32 product is TF32 (~1e-3): the check must not measure it.
+    # CPU ignores the setting, so the setting in force at each objective call is recorded.
+    from svmjax import linear
+
+    seen, objective = [], linear.objective
+
+    def recording(*args, **kwargs):
+        seen.append(jax.config.jax_default_matmul_precision)
+        return objective(*args, **kwargs)
+
+    monkeypatch.setattr(linear, "objective", recording)
+    with jax.default_matmul_precision("bfloat16"):
+        gradcheck.compare(
+            "weston_watkins", n=20, d=3, c=3, key=jax.random.key(2), dtype=jnp.float32
+        )
+        assert jax.config.jax_default_matmul_precision == "bfloat16"  # restored on exit
+    assert seen and set(seen) == {"highest"}
