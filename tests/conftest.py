@@ -10,6 +10,9 @@ from svmjax.gradcheck import x64
 
 # Implicit rank promotion hides shape bugs ([N] + [N, 1] -> [N, N]); make it an error.
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# The tests hold float32 results against float64 references at float32 tolerances. On a GPU
+# JAX's default float32 product is TF32 (a TPU's bfloat16), ~1e-3 off; CPUs ignore this.
+jax.config.update("jax_default_matmul_precision", "highest")
 
 # --- comparing two float computations ---------------------------------------------------------
 #

@@ -22,13 +22,6 @@ from svmjax import analytic, fused, linear
 SHAPES = [(37, 5, 4, 8)]
 
 
-@pytest.fixture(autouse=True)
-def highest_matmul_precision():
-    # GPU matmuls default to reduced precision; these comparisons are at float32 ulps.
-    with jax.default_matmul_precision("highest"):
-        yield
-
-
 def problem(seed, n, d, c, dtype):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d)).astype(dtype)
