@@ -142,17 +142,22 @@ def _absolute_map(a, is_true, c):
     return c[None, :] * jnp.where(is_true, -a, a)
 
 
+def _flow(v, is_true, c):
+    """``flow[k, j]`` ``[C, C]``: the sum of ``c_i v_ij`` over the examples ``i`` of class
+    ``k`` (``v`` ``[C, N]``), what relative margins move from class ``k`` to class ``j``."""
+    return (is_true.astype(v.dtype) * c[None, :]) @ v.T
+
+
 def _repair_relative(a, is_true, c):
     """Rescale ``a`` per class so that ``sum_i u_i = 0``, only scaling down (factors in
     ``[0, 1]``, which keeps every other constraint).
 
-    ``flow[k, j]`` is the sum over the examples of class ``k`` of ``c_i a_ij``, from class
-    ``k`` to class ``j``. We need ``lam >= 0`` with ``flow.T @ lam = out * lam``: a null
-    vector of this Laplacian (the Perron vector), unique and positive when the flow graph is
-    strongly connected, and 1 at the optimum. ``ok`` is False when no such vector exists
-    (a class with no active dual variable).
+    With ``flow`` of ``a`` (:func:`_flow`) we need ``lam >= 0`` with
+    ``flow.T @ lam = out * lam``: a null vector of this Laplacian (the Perron vector),
+    unique and positive when the flow graph is strongly connected, and 1 at the optimum.
+    ``ok`` is False when no such vector exists (a class with no active dual variable).
     """
-    flow = (is_true.astype(a.dtype) * c[None, :]) @ a.T
+    flow = _flow(a, is_true, c)
     out = jnp.sum(flow, axis=1)
     isolated = (out <= 0) & (jnp.sum(flow, axis=0) <= 0)
     laplacian = jnp.diag(out + isolated.astype(a.dtype)) - flow.T
@@ -212,9 +217,8 @@ def _relative_curvature(h, is_true, c):
     r""":math:`\sum_i c_i G_i^\top \mathrm{diag}(h_i) G_i` ``[C, C]`` for relative margins
     (:math:`G_i z = (z_j - z_{y_i})_j`; ``h`` ``[C, N]`` is 0 on the true class): the
     diagonal collects each class's own terms and, on the true class, the example's total;
-    ``flow[k, j]`` (the sum of ``c_i h_ij`` over the examples of class ``k``) couples
-    ``k`` and ``j``."""
-    flow = (is_true.astype(h.dtype) * c[None, :]) @ h.T
+    ``flow[k, j]`` of ``h`` (:func:`_flow`) couples ``k`` and ``j``."""
+    flow = _flow(h, is_true, c)
     own = jnp.sum(c[None, :] * h, axis=1) + jnp.sum(flow, axis=1)
     return jnp.diag(own) - flow - flow.T
 
