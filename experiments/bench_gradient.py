@@ -57,7 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from common import environment, header
+from common import environment, header, numpy_svm
 
 import svmjax
 from svmjax import data, fused, linear
@@ -108,19 +108,6 @@ class Config:
 # ------------------------------------------------------------------------------- methods
 
 
-def _numpy_svm(W: np.ndarray, X: np.ndarray, y: np.ndarray, reg: float):
-    """cs231n's svm_loss_vectorized (loss and dW, no bias)."""
-    n = X.shape[0]
-    scores = X @ W
-    correct = scores[np.arange(n), y][:, None]
-    margins = np.maximum(0, scores - correct + 1)
-    margins[np.arange(n), y] = 0
-    loss = margins.sum() / n + reg * np.sum(W * W)
-    M = (margins > 0).astype(X.dtype)
-    M[np.arange(n), y] = -M.sum(axis=1)
-    return loss, X.T @ M / n + 2 * reg * W
-
-
 def _methods(n: int, d: int, c: int, reg: float, seed: int) -> dict[str, Callable[[], object]]:
     """Zero-argument callables, each computing loss and gradient once (and waiting for it)."""
     rng = np.random.default_rng(seed)
@@ -161,7 +148,7 @@ def _methods(n: int, d: int, c: int, reg: float, seed: int) -> dict[str, Callabl
         "scores_vjp": lambda: jax.block_until_ready(scores_vjp(params, X, y)),
         "autodiff": lambda: jax.block_until_ready(autodiff(params, X, y)),
         "closed_form": lambda: jax.block_until_ready(closed(params["W"], X, y)),
-        "numpy": lambda: _numpy_svm(W_np, X_np, y_np, reg),
+        "numpy": lambda: numpy_svm(W_np, X_np, y_np, reg),
         "floor": lambda: jax.block_until_ready(floor(X)),
         "floor_total": lambda: jax.block_until_ready(floor_total(X)),
     }

@@ -86,6 +86,20 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
+def numpy_svm(W: np.ndarray, X: np.ndarray, y: np.ndarray, reg: float):
+    """cs231n's ``svm_loss_vectorized``: the Weston–Watkins loss (margin 1, no bias) plus
+    ``reg * ||W||^2`` and its ``dW``, in NumPy, in the inputs' dtype."""
+    n = X.shape[0]
+    scores = X @ W
+    correct = scores[np.arange(n), y][:, None]
+    margins = np.maximum(0, scores - correct + 1)
+    margins[np.arange(n), y] = 0
+    loss = margins.sum() / n + reg * np.sum(W * W)
+    M = (margins > 0).astype(X.dtype)
+    M[np.arange(n), y] = -M.sum(axis=1)
+    return loss, X.T @ M / n + 2 * reg * W
+
+
 # JAX's monitoring events for the three stages of building a program (jax >= 0.4.3x).
 _COMPILE_EVENTS = {
     "/jax/core/compile/jaxpr_trace_duration": "trace",
