@@ -39,7 +39,10 @@ of its MLIR fusion emitters, which compile their many small fusions in about two
 of the time and run as fast or faster; the solver's loop also without the tree rewrite of
 its sums (:data:`NO_TREE_SUMS`). Measured in ``experiments/bench_sklearn.py`` and
 ``experiments/bench_train.py``. Elsewhere, or where the installed XLA does not know an
-option, that option is left out.
+option, that option is left out (XLA from JAX 0.11 on has only the fusion emitters and
+refuses the first). Which options XLA knows is asked with a one-operation compilation,
+except where an exported program is loaded: that is compiled with the options asked for
+and asks only if one is refused.
 """
 
 from __future__ import annotations
@@ -95,12 +98,18 @@ def compiler_options(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     together on a one-operation program, and one by one only if that is refused: an XLA
     that does not know an option refuses it), elsewhere ``{}``. Decided at the first
     call, not on import (that would start the backend)."""
-    if jax.default_backend() != "cpu":
-        return {}
-    wanted = {**_CPU_OPTIONS, **(extra or {})}
-    if _accepts(tuple(sorted(wanted.items()))):
+    wanted = _wanted(extra)
+    if not wanted or _accepts(tuple(sorted(wanted.items()))):
         return wanted
     return {name: value for name, value in wanted.items() if _accepts(((name, value),))}
+
+
+def _wanted(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The options :func:`compiler_options` asks for, before XLA is asked whether it
+    knows them: on CPU ``_CPU_OPTIONS`` and ``extra``, elsewhere ``{}``."""
+    if jax.default_backend() != "cpu":
+        return {}
+    return {**_CPU_OPTIONS, **(extra or {})}
 
 
 @functools.cache
@@ -180,7 +189,9 @@ class jit:  # noqa: N801 - used like jax.jit
         if not all(_local(leaf) for leaf in leaves):
             return None
         types = [str(jax.typeof(leaf)) for leaf in leaves]  # shape, dtype, weak type
-        options = sorted(compiler_options(self.cpu_options).items())
+        # The options asked for, not probed (the key has the XLA version, which decides
+        # which it accepts): a process that loads a program never compiles the probe.
+        options = sorted(_wanted(self.cpu_options).items())
         described = repr((module, name, static, str(tree), types, options, _trace_settings()))
         digest = hashlib.sha256((_environment() + described).encode()).hexdigest()[:40]
         return f"{module}.{name}-{digest}"
@@ -202,15 +213,25 @@ class jit:  # noqa: N801 - used like jax.jit
         self.programs[str(path)] = None  # until built
         try:
             exported = _load(path)
-            if exported is None:
-                exported = jax.export.export(self.jitted)(*args, **dict(static), **dynamic)
+            if exported is None:  # exporting only lowers: no compile options needed
+                exported = jax.export.export(self.nested)(*args, **dict(static), **dynamic)
                 _save(path, exported.serialize())
-            options = compiler_options(self.cpu_options)
-            program = jax.jit(exported.call, compiler_options=options)
-            self.programs[str(path)] = program.lower(*args, **dynamic).compile()
+            self.programs[str(path)] = self._compile(exported, args, dynamic)
         except Exception:  # e.g. an output type not registered for serialisation
             return None
         return self.programs[str(path)]
+
+    def _compile(self, exported: Any, args: tuple, dynamic: dict) -> Any:
+        """``exported`` compiled with the options asked for, unprobed (the probe is a
+        compilation of its own, which a process that loads its programs need not pay);
+        where XLA refuses one (it fails before anything runs), with the probed options
+        (:func:`compiler_options`)."""
+        try:
+            program = jax.jit(exported.call, compiler_options=_wanted(self.cpu_options))
+            return program.lower(*args, **dynamic).compile()
+        except Exception:  # "No such compile option": an XLA without one of them
+            program = jax.jit(exported.call, compiler_options=compiler_options(self.cpu_options))
+            return program.lower(*args, **dynamic).compile()
 
     def __getattr__(self, name: str) -> Any:
         if name in ("fun", "cpu_options", "options", "programs", "jitted", "nested"):

@@ -128,7 +128,13 @@ def test_the_solver_runs_from_its_exported_program(tmp_path, monkeypatch):
         def no_export(*args, **kwargs):
             raise RuntimeError("traced again")
 
+        def no_probe(options):
+            raise RuntimeError("probed the compile options")
+
         monkeypatch.setattr(jax.export, "export", no_export)
+        if cache.compiler_options(cache.NO_TREE_SUMS) == cache._wanted(cache.NO_TREE_SUMS):
+            # Where XLA takes every option asked for, loading never probes them.
+            monkeypatch.setattr(cache, "_accepts", no_probe)
         fresh = cache.jit(
             continuation.solve_fn,
             cpu_options=cache.NO_TREE_SUMS,
@@ -144,6 +150,26 @@ def test_the_solver_runs_from_its_exported_program(tmp_path, monkeypatch):
         assert int(result.n_iter) == int(plain.n_iter)
         for got, want in zip(jax.tree.leaves(result), jax.tree.leaves(plain), strict=True):
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * float(plain.objective))
+
+
+def test_an_option_xla_refuses_is_left_out(tmp_path, monkeypatch):
+    # The exported path compiles with the options unprobed; where XLA refuses one (as
+    # JAX 0.11 refuses xla_cpu_use_fusion_emitters), with the probed options.
+    pytest.importorskip("flatbuffers")
+    if jax.default_backend() != "cpu":
+        pytest.skip("compile options are svmjax's on CPU only")
+    refused = {"xla_cpu_no_such_option_here": True}
+    monkeypatch.setattr(cache, "_CPU_OPTIONS", {**cache._CPU_OPTIONS, **refused})
+    scores, labels = jnp.eye(4), jnp.arange(4)
+    try:
+        cache.enable(tmp_path)
+        lazy = cache.jit(metrics.top_k_accuracy, static_argnames=("k",))
+        assert float(lazy(scores, labels, k=1)) == 1.0
+        assert len(_built(lazy)) == 1  # the exported program, compiled without it
+        assert len(list((tmp_path / "svmjax-exported").iterdir())) == 1
+        assert "xla_cpu_no_such_option_here" not in cache.compiler_options()
+    finally:
+        cache.disable()
 
 
 def test_cache_default_path_reads_the_environment(monkeypatch, tmp_path):
