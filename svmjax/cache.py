@@ -226,12 +226,11 @@ class jit:  # noqa: N801 - used like jax.jit
         compilation of its own, which a process that loads its programs need not pay);
         where XLA refuses one (it fails before anything runs), with the probed options
         (:func:`compiler_options`)."""
+        lowered = jax.jit(exported.call).lower(*args, **dynamic)
         try:
-            program = jax.jit(exported.call, compiler_options=_wanted(self.cpu_options))
-            return program.lower(*args, **dynamic).compile()
+            return lowered.compile(compiler_options=_wanted(self.cpu_options))
         except Exception:  # "No such compile option": an XLA without one of them
-            program = jax.jit(exported.call, compiler_options=compiler_options(self.cpu_options))
-            return program.lower(*args, **dynamic).compile()
+            return lowered.compile(compiler_options=compiler_options(self.cpu_options))
 
     def __getattr__(self, name: str) -> Any:
         if name in ("fun", "cpu_options", "options", "programs", "jitted", "nested"):
