@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import F32_TOL, assert_close
 
 from svmjax import cache, cli, continuation, grid, metrics, solve
 from svmjax.gradcheck import x64
@@ -284,11 +285,11 @@ def test_group_scores_gradient_matches_autodiff():
     def loss(f):
         return lambda W, b, X: jnp.sum(jnp.tanh(f(W, b, X)) * T)
 
-    np.testing.assert_allclose(grid._group_scores(W, b, X), reference(W, b, X), rtol=1e-5)
+    assert_close(grid._group_scores(W, b, X), reference(W, b, X), F32_TOL)
     ours = jax.grad(loss(grid._group_scores), argnums=(0, 1, 2))(W, b, X)
     theirs = jax.grad(loss(reference), argnums=(0, 1, 2))(W, b, X)
-    for a, e in zip(ours, theirs, strict=True):
-        np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-5)
+    for a, e, name in zip(ours, theirs, "WbX", strict=True):
+        assert_close(a, e, F32_TOL, name)
 
 
 @pytest.mark.parametrize("seeds", [(0,), (0, 3, 3)])
