@@ -149,9 +149,10 @@ def _gradient(p: _Problem, spec: _Spec, x: jax.Array, a: jax.Array):
 
 
 def _primal(p: _Problem, spec: _Spec, x: jax.Array, z: jax.Array) -> jax.Array:
-    """The primal objective at ``x`` with scores ``z``, from the pure loss."""
+    """The primal objective at ``x`` with scores ``z``: the loss's own values
+    (``Dual.hinge``, those of its pure definition, in the solver's ``[C, N]`` layout)."""
     V, _ = _unpack(p, x)
-    per_example = registry.get(spec.loss).pure(z.T, p.y, margin=p.margin, squared=spec.squared)
+    per_example = dual_of(spec.loss).hinge(z, p.is_true, p.margin, spec.squared)
     return 0.5 * jnp.sum(V * V) + jnp.sum(p.c * per_example)
 
 

@@ -62,7 +62,11 @@ class Dual(NamedTuple):
     ``sum_i c_i Hess L_mu(z_i)`` ``[C, C]`` (the intercept shifts every example's scores
     alike), from the smoothing's own outputs at those scores (``a``, and ``per = c *``
     the smoothed losses), so the solver never evaluates the smoothing twice; built from
-    matrix products, never per-example ``[C, C]`` blocks.
+    matrix products, never per-example ``[C, C]`` blocks; ``hinge(z, is_true, margin,
+    squared)`` is the loss itself, unsmoothed and unweighted, ``[N]``: the values of the
+    loss's pure definition (:mod:`svmjax.losses`) at ``z.T``, computed in this layout,
+    where the pure definition's reductions over the short class axis of ``[N, C]`` rows
+    do not vectorise on XLA:CPU (the solver evaluates it at every iteration).
     """
 
     smooth: Callable
@@ -72,6 +76,7 @@ class Dual(NamedTuple):
     smoothed: Callable[[bool], bool]
     scale: Callable
     curvature: Callable
+    hinge: Callable
 
 
 _UNROLL = 64  # up to this many classes, a maximum over classes compares rows one by one
@@ -111,6 +116,26 @@ def _smooth_sum(v, mu, squared):
         return class_sum(h * h), 2 * h
     values = jnp.where(v > -jnp.inf, mu * jax.nn.softplus(v / mu), 0)
     return class_sum(values), jax.nn.sigmoid(v / mu)
+
+
+def _hinge_sum(v, squared):
+    """Summed hinges ``sum_j h(v_j)`` ``[N]`` of the margins ``v`` ``[C, N]`` (``-inf``
+    where there is no term)."""
+    h = jnp.maximum(v, 0)
+    return class_sum(h * h if squared else h)
+
+
+def _hinge_weston_watkins(z, is_true, margin, squared):
+    return _hinge_sum(_relative_margins(z, is_true, margin), squared)
+
+
+def _hinge_one_vs_rest(z, is_true, margin, squared):
+    return _hinge_sum(margin - jnp.where(is_true, z, -z), squared)
+
+
+def _hinge_crammer_singer(z, is_true, margin, squared):
+    h = jnp.maximum(class_max(_relative_margins(z, is_true, margin)), 0)
+    return h * h if squared else h
 
 
 def _smooth_weston_watkins(z, is_true, margin, mu, squared):
@@ -271,6 +296,7 @@ WESTON_WATKINS = Dual(
     lambda sq: not sq,
     _sum_scale,
     _curvature_weston_watkins,
+    _hinge_weston_watkins,
 )
 CRAMMER_SINGER = Dual(
     _smooth_crammer_singer,
@@ -280,6 +306,7 @@ CRAMMER_SINGER = Dual(
     lambda sq: True,
     _max_scale,
     _curvature_crammer_singer,
+    _hinge_crammer_singer,
 )
 ONE_VS_REST = Dual(
     _smooth_one_vs_rest,
@@ -289,4 +316,5 @@ ONE_VS_REST = Dual(
     lambda sq: not sq,
     _sum_scale,
     _curvature_one_vs_rest,
+    _hinge_one_vs_rest,
 )

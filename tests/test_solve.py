@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import F64_TOL, assert_close
+from conftest import F32_TOL, F64_TOL, assert_close
 
 from svmjax import continuation, duals, losses, registry
 from svmjax.gradcheck import x64
@@ -309,6 +309,22 @@ def test_reductions_over_classes():
     with x64():
         assert_close(duals.class_sum(jnp.asarray(v)), v.sum(0), F64_TOL)
         assert_close(duals.class_max(jnp.asarray(v)), v.max(0), 0.0)
+
+
+@pytest.mark.parametrize("loss,squared", CASES)
+@pytest.mark.parametrize("margin", [1.0, 0.5])
+def test_dual_hinge_is_the_pure_loss(loss, squared, margin, dtype):
+    # The solver's primal in its [C, N] layout against svmjax.losses' definition on the
+    # [N, C] rows, with ties and exact kinks (integer scores, margins 0 and 1).
+    rng = np.random.default_rng(5)
+    z = rng.integers(-2, 3, (6, 50)).astype(dtype)  # [C, N]
+    z[:, :25] = rng.standard_normal((6, 25))
+    y = rng.integers(0, 6, 50)
+    is_true = jnp.asarray(np.eye(6, dtype=bool)[y].T)
+    got = continuation.dual_of(loss).hinge(jnp.asarray(z), is_true, margin, squared)
+    want = registry.get(loss).pure(jnp.asarray(z.T), jnp.asarray(y), margin=margin, squared=squared)
+    assert got.dtype == want.dtype == dtype
+    assert_close(got, want, F64_TOL if dtype == jnp.float64 else F32_TOL)
 
 
 def _smooth_problem(loss, squared, seed=2, n=40, k=5):
