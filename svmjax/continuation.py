@@ -150,9 +150,15 @@ def _gradient(p: _Problem, spec: _Spec, x: jax.Array, a: jax.Array):
 
 def _primal(p: _Problem, spec: _Spec, x: jax.Array, z: jax.Array) -> jax.Array:
     """The primal objective at ``x`` with scores ``z``: the loss's own values
-    (``Dual.hinge``, those of its pure definition, in the solver's ``[C, N]`` layout)."""
+    (``Dual.hinge``, those of its pure definition, in the solver's ``[C, N]`` layout; the
+    pure definition itself on ``z.T`` for a ``Dual`` without one)."""
     V, _ = _unpack(p, x)
-    per_example = dual_of(spec.loss).hinge(z, p.is_true, p.margin, spec.squared)
+    hinge = dual_of(spec.loss).hinge
+    if hinge is None:
+        pure = registry.get(spec.loss).pure
+        per_example = pure(z.T, p.y, margin=p.margin, squared=spec.squared)
+    else:
+        per_example = hinge(z, p.is_true, p.margin, spec.squared)
     return 0.5 * jnp.sum(V * V) + jnp.sum(p.c * per_example)
 
 

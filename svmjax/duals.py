@@ -63,10 +63,12 @@ class Dual(NamedTuple):
     alike), from the smoothing's own outputs at those scores (``a``, and ``per = c *``
     the smoothed losses), so the solver never evaluates the smoothing twice; built from
     matrix products, never per-example ``[C, C]`` blocks; ``hinge(z, is_true, margin,
-    squared)`` is the loss itself, unsmoothed and unweighted, ``[N]``: the values of the
-    loss's pure definition (:mod:`svmjax.losses`) at ``z.T``, computed in this layout,
-    where the pure definition's reductions over the short class axis of ``[N, C]`` rows
-    do not vectorise on XLA:CPU (the solver evaluates it at every iteration).
+    squared)`` (optional) is the loss itself, unsmoothed and unweighted, ``[N]``: the
+    values of the loss's pure definition (:mod:`svmjax.losses`) at ``z.T``, computed in
+    this layout, where the pure definition's reductions over the short class axis of
+    ``[N, C]`` rows do not vectorise on XLA:CPU (the solver evaluates it at every
+    iteration); without it (``None``, a ``Dual`` written before it existed) the solver
+    evaluates the pure definition on ``z.T``.
     """
 
     smooth: Callable
@@ -76,7 +78,7 @@ class Dual(NamedTuple):
     smoothed: Callable[[bool], bool]
     scale: Callable
     curvature: Callable
-    hinge: Callable
+    hinge: Callable | None = None
 
 
 _UNROLL = 64  # up to this many classes, a maximum over classes compares rows one by one

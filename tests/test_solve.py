@@ -327,6 +327,24 @@ def test_dual_hinge_is_the_pure_loss(loss, squared, margin, dtype):
     assert_close(got, want, F64_TOL if dtype == jnp.float64 else F32_TOL)
 
 
+def test_a_dual_without_hinge_solves_with_the_pure_loss():
+    # Dual.hinge is optional (a Dual written before it existed): the solver then takes
+    # the pure definition on z.T, and certifies the same problem.
+    X, y = blobs()
+    entry = registry.get("crammer_singer")
+    dual = entry.dual._replace(hinge=None)
+    registry.register(entry._replace(name="crammer_singer_pure_primal", dual=dual))
+    try:
+        ours = solve(X, y, loss="crammer_singer_pure_primal", C=0.5, tol=1e-4)
+    finally:
+        registry.unregister("crammer_singer_pure_primal")
+    reference = solve(X, y, loss="crammer_singer", C=0.5, tol=1e-4)
+    assert bool(ours.converged) and bool(reference.converged)
+    assert abs(float(ours.objective) - float(reference.objective)) <= 2e-4 * float(
+        reference.objective
+    )
+
+
 def _smooth_problem(loss, squared, seed=2, n=40, k=5):
     """Scores ``z`` ``[k, n]`` with labels, weights and a solver problem around them."""
     rng = np.random.default_rng(seed)
