@@ -40,9 +40,9 @@ of the time and run as fast or faster; the solver's loop also without the tree r
 its sums (:data:`NO_TREE_SUMS`). Measured in ``experiments/bench_sklearn.py`` and
 ``experiments/bench_train.py``. Elsewhere, or where the installed XLA does not know an
 option, that option is left out (XLA from JAX 0.11 on has only the fusion emitters and
-refuses the first). Which options XLA knows is asked with a one-operation compilation,
-except where an exported program is loaded: that is compiled with the options asked for
-and asks only if one is refused.
+refuses ``xla_cpu_use_fusion_emitters``). Which options XLA knows is asked with a
+one-operation compilation, except where an exported program is loaded: that is compiled
+with the options asked for and asks only if one is refused.
 """
 
 from __future__ import annotations
@@ -227,10 +227,14 @@ class jit:  # noqa: N801 - used like jax.jit
         where XLA refuses one (it fails before anything runs), with the probed options
         (:func:`compiler_options`)."""
         lowered = jax.jit(exported.call).lower(*args, **dynamic)
+        wanted = _wanted(self.cpu_options)
         try:
-            return lowered.compile(compiler_options=_wanted(self.cpu_options))
+            return lowered.compile(compiler_options=wanted)
         except Exception:  # "No such compile option": an XLA without one of them
-            return lowered.compile(compiler_options=compiler_options(self.cpu_options))
+            probed = compiler_options(self.cpu_options)
+            if probed == wanted:  # every option is known: another failure, not retried
+                raise
+            return lowered.compile(compiler_options=probed)
 
     def __getattr__(self, name: str) -> Any:
         if name in ("fun", "cpu_options", "options", "programs", "jitted", "nested"):

@@ -312,15 +312,16 @@ def test_reductions_over_classes():
 
 
 @pytest.mark.parametrize("loss,squared", CASES)
-@pytest.mark.parametrize("margin", [1.0, 0.5])
-def test_dual_hinge_is_the_pure_loss(loss, squared, margin, dtype):
+@pytest.mark.parametrize("margin,k", [(1.0, 6), (0.5, 6), (1.0, 70)])
+def test_dual_hinge_is_the_pure_loss(loss, squared, margin, k, dtype):
     # The solver's primal in its [C, N] layout against svmjax.losses' definition on the
-    # [N, C] rows, with ties and exact kinks (integer scores, margins 0 and 1).
+    # [N, C] rows, with ties and exact kinks (integer scores, margins 0 and 1); 70 classes
+    # take the other branch of the class maximum (duals._UNROLL).
     rng = np.random.default_rng(5)
-    z = rng.integers(-2, 3, (6, 50)).astype(dtype)  # [C, N]
-    z[:, :25] = rng.standard_normal((6, 25))
-    y = rng.integers(0, 6, 50)
-    is_true = jnp.asarray(np.eye(6, dtype=bool)[y].T)
+    z = rng.integers(-2, 3, (k, 50)).astype(dtype)  # [C, N]
+    z[:, :25] = rng.standard_normal((k, 25))
+    y = rng.integers(0, k, 50)
+    is_true = jnp.asarray(np.eye(k, dtype=bool)[y].T)
     got = continuation.dual_of(loss).hinge(jnp.asarray(z), is_true, margin, squared)
     want = registry.get(loss).pure(jnp.asarray(z.T), jnp.asarray(y), margin=margin, squared=squared)
     assert got.dtype == want.dtype == dtype
