@@ -29,9 +29,11 @@ versions, the device, the JAX settings that change tracing (``jax_enable_x64``, 
 precision, ...), the compile options, the static arguments and the types of the others
 (shape, dtype, weak type). Not exported, but jitted as usual: functions defined outside
 svmjax or with a closure (their code is not in the key), static arguments that are not
-plain values (strings, numbers, tuples) or not passed by keyword, and arguments on a
-device other than the default one. Serialising needs the ``flatbuffers`` package
-(``pip install 'svmjax[cache]'``); without it only JAX's cache is used.
+plain values (strings, numbers, tuples) or not passed by keyword, calls whose statics
+``export_if`` refuses (the solver's, for a loss the user registered or replaced: its code
+is not svmjax's), and arguments on a device other than the default one. Serialising
+needs the ``flatbuffers`` package (``pip install 'svmjax[cache]'``); without it only
+JAX's cache is used.
 
 :func:`compiler_options` is what svmjax's programs (the exact solver's loop, ``fit``'s and
 ``fit_grid``'s epochs; :func:`jit`) pass to XLA: on CPU, XLA's older loop emitters instead
@@ -138,9 +140,11 @@ class jit:  # noqa: N801 - used like jax.jit
         fun: Callable[..., Any],
         *,
         cpu_options: Mapping[str, Any] | None = None,
+        export_if: Callable[[dict[str, Any]], bool] | None = None,
         **options: Any,
     ) -> None:
         self.fun, self.cpu_options, self.options = fun, cpu_options, options
+        self.export_if = export_if  # static arguments -> whether their code is svmjax's
         self.programs: dict[str, Any] = {}  # compiled exported programs by file (None: jit)
         functools.update_wrapper(self, fun)
 
@@ -175,8 +179,9 @@ class jit:  # noqa: N801 - used like jax.jit
     def _key(self, args: tuple, static: list, dynamic: dict) -> str | None:
         """The exported program's key for these arguments, or None where it is not
         exported: a function not of svmjax's own or with a closure (its code would not
-        be in the key), statics passed by position or not plain values, arguments on
-        other devices than the default one, or ``jax.disable_jit``."""
+        be in the key), statics passed by position or not plain values or refused by
+        ``export_if``, arguments on other devices than the default one, or
+        ``jax.disable_jit``."""
         module, name = getattr(self.fun, "__module__", None), getattr(self.fun, "__qualname__", "")
         own = isinstance(module, str) and module.startswith("svmjax.") and "<" not in name
         if not own or getattr(self.fun, "__closure__", None) or "static_argnums" in self.options:
@@ -185,6 +190,8 @@ class jit:  # noqa: N801 - used like jax.jit
             return None
         if len(static) != len(self.options.get("static_argnames", ())) or not _plain(static):
             return None  # a static passed by position (or left to its default)
+        if self.export_if is not None and not self.export_if(dict(static)):
+            return None  # e.g. a loss registered by the user: its code is not in the key
         leaves, tree = jax.tree.flatten((args, dynamic))
         if not all(_local(leaf) for leaf in leaves):
             return None
@@ -237,7 +244,7 @@ class jit:  # noqa: N801 - used like jax.jit
             return lowered.compile(compiler_options=probed)
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("fun", "cpu_options", "options", "programs", "jitted", "nested"):
+        if name in ("fun", "cpu_options", "export_if", "options", "programs", "jitted", "nested"):
             raise AttributeError(name)
         return getattr(self.jitted, name)
 

@@ -482,7 +482,12 @@ def _solve(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, loss, squar
     )
 
 
-run = cache.jit(solve_fn, cpu_options=cache.NO_TREE_SUMS, static_argnames=("loss", "squared"))
+run = cache.jit(
+    solve_fn,
+    cpu_options=cache.NO_TREE_SUMS,
+    export_if=lambda static: registry.builtin(static["loss"]),
+    static_argnames=("loss", "squared"),
+)
 """``solve_fn`` compiled (with :func:`svmjax.cache.compiler_options` and, on CPU,
 :data:`svmjax.cache.NO_TREE_SUMS`)."""
 

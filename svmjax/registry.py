@@ -25,7 +25,16 @@ import jax.numpy as jnp
 from svmjax import analytic, duals, family, losses
 from svmjax.validation import one_hot
 
-__all__ = ["CONSTRAINTS", "Loss", "get", "loss_options", "names", "register", "unregister"]
+__all__ = [
+    "CONSTRAINTS",
+    "Loss",
+    "builtin",
+    "get",
+    "loss_options",
+    "names",
+    "register",
+    "unregister",
+]
 
 CONSTRAINTS = (None, "sum_to_zero")
 
@@ -292,3 +301,13 @@ register(
         paper="Berrada, Zisserman & Kumar, ICLR 2018",
     )
 )
+
+# svmjax's own entries, as registered above: what an exported program's key covers (its
+# code is in svmjax's sources), unlike an entry a user registers or replaces later.
+_BUILTIN: dict[str, Loss] = dict(_REGISTRY)
+
+
+def builtin(name: str) -> bool:
+    """Whether ``name`` is registered as svmjax itself registered it (not added or replaced
+    since): the code of such an entry is svmjax's own."""
+    return name in _BUILTIN and _REGISTRY.get(name) is _BUILTIN[name]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import F32_TOL, assert_close
 
-from svmjax import cache, cli, continuation, grid, metrics, solve
+from svmjax import cache, cli, continuation, grid, metrics, registry, solve
 from svmjax.gradcheck import x64
 
 CACHE_TEST = """
@@ -151,6 +151,28 @@ def test_the_solver_runs_from_its_exported_program(tmp_path, monkeypatch):
         assert int(result.n_iter) == int(plain.n_iter)
         for got, want in zip(jax.tree.leaves(result), jax.tree.leaves(plain), strict=True):
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * float(plain.objective))
+
+
+def test_the_solver_is_not_exported_for_a_loss_the_user_registered(tmp_path):
+    # A replaced entry's code is not svmjax's (not in the exported program's key): a later
+    # process with another replacement must not load this one's program.
+    pytest.importorskip("flatbuffers")
+    X, y = _digits(60)
+    entry = registry.get("crammer_singer")
+    assert registry.builtin("crammer_singer") and not registry.builtin("no_such_loss")
+    try:
+        cache.enable(tmp_path)
+        registry.register(entry._replace(paper="a user's copy"), replace=True)
+        assert not registry.builtin("crammer_singer")
+        solve.solve(X, y, loss="crammer_singer", C=1.0, max_iter=3)
+        assert not (tmp_path / "svmjax-exported").exists()
+        registry.register(entry, replace=True)  # svmjax's own again: exported
+        assert registry.builtin("crammer_singer")
+        solve.solve(X, y, loss="crammer_singer", C=1.0, max_iter=3)
+        assert len(list((tmp_path / "svmjax-exported").iterdir())) == 1
+    finally:
+        registry.register(entry, replace=True)
+        cache.disable()
 
 
 def test_an_option_xla_refuses_is_left_out(tmp_path, monkeypatch):
