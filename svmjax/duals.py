@@ -43,6 +43,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from svmjax.losses import hinge
+
 __all__ = ["Dual", "WESTON_WATKINS", "CRAMMER_SINGER", "ONE_VS_REST"]
 
 
@@ -123,8 +125,7 @@ def _smooth_sum(v, mu, squared):
 def _hinge_sum(v, squared):
     """Summed hinges ``sum_j h(v_j)`` ``[N]`` of the margins ``v`` ``[C, N]`` (``-inf``
     where there is no term)."""
-    h = jnp.maximum(v, 0)
-    return class_sum(h * h if squared else h)
+    return class_sum(hinge(v, squared))
 
 
 def _hinge_weston_watkins(z, is_true, margin, squared):
@@ -136,8 +137,7 @@ def _hinge_one_vs_rest(z, is_true, margin, squared):
 
 
 def _hinge_crammer_singer(z, is_true, margin, squared):
-    h = jnp.maximum(class_max(_relative_margins(z, is_true, margin)), 0)
-    return h * h if squared else h
+    return hinge(class_max(_relative_margins(z, is_true, margin)), squared)
 
 
 def _smooth_weston_watkins(z, is_true, margin, mu, squared):

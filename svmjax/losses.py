@@ -77,7 +77,8 @@ def true_score(scores: jax.Array, is_true: jax.Array) -> jax.Array:
     return jnp.sum(jnp.where(is_true, scores, 0), axis=-1)
 
 
-def _hinge(v: jax.Array, squared: bool) -> jax.Array:
+def hinge(v: jax.Array, squared: bool) -> jax.Array:
+    """``h(v) = max(0, v)``, or its square (shared with :mod:`svmjax.duals`)."""
     h = jnp.maximum(v, 0)
     return h * h if squared else h
 
@@ -128,7 +129,7 @@ def weston_watkins(
     """
     scores, _, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
     v = scores - true_score(scores, is_true)[..., None] + margin
-    loss = jnp.sum(jnp.where(is_true, 0, _hinge(v, squared)), axis=-1)
+    loss = jnp.sum(jnp.where(is_true, 0, hinge(v, squared)), axis=-1)
     return weigh(loss, is_true, class_weights)
 
 
@@ -176,7 +177,7 @@ def crammer_singer(
     """
     scores, _, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
     best_other = jnp.max(jnp.where(is_true, -jnp.inf, scores), axis=-1)
-    loss = _hinge(best_other - true_score(scores, is_true) + margin, squared)
+    loss = hinge(best_other - true_score(scores, is_true) + margin, squared)
     return weigh(loss, is_true, class_weights)
 
 
@@ -224,7 +225,7 @@ def one_vs_rest(
     """
     scores, _, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
     signed = jnp.where(is_true, scores, -scores)
-    loss = jnp.sum(_hinge(margin - signed, squared), axis=-1)
+    loss = jnp.sum(hinge(margin - signed, squared), axis=-1)
     return weigh(loss, is_true, class_weights)
 
 
@@ -296,7 +297,7 @@ def unified_hinge(
     scores, _, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
     true_margin = family.true_margin_or_default(spec, margin, true_margin)
     v, active = family.margin_terms(spec, scores, is_true, margin, true_margin)
-    values = _hinge(v, squared)
+    values = hinge(v, squared)
     weights = family.term_weights(spec, is_true, scores.dtype)
     if weights is not None:
         values = weights * values
@@ -532,9 +533,9 @@ def top_k_hinge(
     v = jnp.where(is_true, 0, scores - true_score(scores, is_true)[..., None] + margin)
     top = jax.lax.top_k(v, k)[0]
     if variant == "alpha":
-        loss = _hinge(jnp.mean(top, axis=-1), squared)
+        loss = hinge(jnp.mean(top, axis=-1), squared)
     else:
-        loss = jnp.mean(_hinge(top, squared), axis=-1)
+        loss = jnp.mean(hinge(top, squared), axis=-1)
     return weigh(loss, is_true, class_weights)
 
 
