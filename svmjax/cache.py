@@ -39,7 +39,8 @@ JAX's cache is used.
 ``fit_grid``'s epochs; :func:`jit`) pass to XLA: on CPU, XLA's older loop emitters instead
 of its MLIR fusion emitters, which compile their many small fusions in about two thirds
 of the time and run as fast or faster; the solver's loop also without the tree rewrite of
-its sums (:data:`NO_TREE_SUMS`). Measured in ``experiments/bench_sklearn.py`` and
+its sums (:data:`NO_TREE_SUMS`), and ``fit_grid``'s epoch with YNNPACK on its products
+alone (:data:`DOTS_ONLY`). Measured in ``experiments/bench_sklearn.py`` and
 ``experiments/bench_train.py``. Elsewhere, or where the installed XLA does not know an
 option, that option is left out (XLA from JAX 0.11 on has only the fusion emitters and
 refuses ``xla_cpu_use_fusion_emitters``). Which options XLA knows is asked with a
@@ -72,6 +73,7 @@ __all__ = [
     "jit",
     "ENV_VAR",
     "NO_TREE_SUMS",
+    "DOTS_ONLY",
     "serializable",
 ]
 
@@ -92,6 +94,15 @@ reductions. XLA:CPU rewrites each sum of more than 32 elements inside a loop int
 ``reduce-window`` and a reduce, the first a kernel of its own; without it such a sum is
 one vectorised reduction, as accurate at the sizes measured. Not for every program:
 ``fit``'s epoch compiles slower without it (one reduction became a large kernel)."""
+
+
+DOTS_ONLY: dict[str, Any] = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+}
+"""CPU options for a program of many short sums (``fit_grid``'s epoch: per-example sums
+over ``C`` classes for ``G·B`` rows): YNNPACK runs the matrix products alone, and XLA's
+own loops the sums it would otherwise hand to YNNPACK along with their neighbours
+(slower there for rows of ten; an XLA without this option leaves it out)."""
 
 
 def compiler_options(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:

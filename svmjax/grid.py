@@ -70,22 +70,30 @@ def _group_scores_fwd(W, b, X):
 def _group_scores_bwd(res, dS):
     W, X = res
     G, D, C = W.shape
-    M = jnp.moveaxis(dS, 0, 1).reshape(X.shape[0], G * C)  # [B, G·C]
-    # M.T @ X ([G·C, D]) is the fast layout on CPU; the barrier keeps XLA from folding the
-    # transpose back into the slow X.T @ M (see svmjax.fused).
-    Gt = jax.lax.optimization_barrier(M.T @ X)
+    Mt = jnp.moveaxis(dS, 1, 2).reshape(G * C, X.shape[0])  # [G·C, B]
+    # Mt @ X ([G·C, D]) is the fast layout on CPU; the barrier keeps XLA from folding the
+    # transpose back into the slow X.T @ M (see svmjax.fused). db sums the same Mt (along
+    # its rows), so the cotangents are laid out once, not once more as [G, B, C] for db.
+    Gt = jax.lax.optimization_barrier(Mt @ X)
     dW = jnp.moveaxis(Gt.reshape(G, C, D), 2, 1)
-    dX = M @ jnp.moveaxis(W, 0, 1).reshape(D, G * C).T  # dead code under fit_grid (DCE)
-    return dW, jnp.sum(dS, axis=1), dX
+    db = jnp.sum(Mt, axis=1).reshape(G, C)
+    dX = Mt.T @ jnp.moveaxis(W, 0, 1).reshape(D, G * C).T  # dead code under fit_grid (DCE)
+    return dW, db, dX
 
 
 _group_scores.defvjp(_group_scores_fwd, _group_scores_bwd)
 
 
 def _group_accuracy(params, X, y):
-    """Accuracy ``[G]`` of each of the ``G`` stacked models on ``(X, y)``."""
-    predicted = jnp.argmax(_group_scores(params["W"], params["b"], X), axis=-1)
-    return jnp.mean(predicted == y[None, :], axis=1)
+    """Accuracy ``[G]`` of each of the ``G`` stacked models on ``(X, y)``.
+
+    The scores are laid out ``[G, C, N]`` (one ``[G·C, D] x [D, N]`` product), so the
+    argmax runs over a major axis, ``N`` examples at a time; over ``[G, N, C]`` it is a
+    short scalar loop per example, which on CPU took longer than the product itself."""
+    W, b = params["W"], params["b"]
+    G, D, C = W.shape
+    scores = (jnp.moveaxis(W, 2, 1).reshape(G * C, D) @ X.T).reshape(G, C, -1) + b[:, :, None]
+    return jnp.mean(jnp.argmax(scores, axis=1) == y[None, :], axis=1)
 
 
 def group_epoch_fn(params, opt_state, order, regs, data, consts, static: Static):
@@ -137,7 +145,7 @@ def group_epoch_fn(params, opt_state, order, regs, data, consts, static: Static)
     return params, opt_state, metrics
 
 
-@functools.partial(cache.jit, static_argnames=("static", "mesh"))
+@functools.partial(cache.jit, cpu_options=cache.DOTS_ONLY, static_argnames=("static", "mesh"))
 def grid_epoch(params, opt_state, orders, regs, alive, data, consts, *, static, mesh):
     """One epoch of every configuration; a configuration that diverged stays frozen.
 

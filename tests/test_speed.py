@@ -314,6 +314,29 @@ def test_group_scores_gradient_matches_autodiff():
         assert_close(a, e, F32_TOL, name)
 
 
+def test_group_accuracy_is_each_models_accuracy_ties_to_the_first_class():
+    # Small integers: every score is exact in float32 whatever the order of the sums, so
+    # the ties are ties on any machine.
+    rng = np.random.default_rng(1)
+    W = rng.integers(-3, 4, (4, 5, 3)).astype(np.float32)
+    W[1] = 0  # every score tied: the first class is predicted
+    W[2, :, 2] = W[2, :, 0]  # classes 0 and 2 tied: 0 wins
+    b = rng.integers(-2, 3, (4, 3)).astype(np.float32)
+    b[1] = 0
+    b[2, 2] = b[2, 0]
+    X = rng.integers(-2, 3, (50, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 50)
+    correct = []
+    for g in range(4):
+        scores = X @ W[g] + b[g]
+        predicted = [np.flatnonzero(row == row.max())[0] for row in scores]
+        correct.append(np.sum(np.asarray(predicted) == y))
+    params = {"W": jnp.asarray(W), "b": jnp.asarray(b)}
+    got = np.asarray(grid._group_accuracy(params, jnp.asarray(X), jnp.asarray(y)))
+    np.testing.assert_array_equal(np.round(got * 50), correct)
+    assert correct[1] == np.sum(y == 0)
+
+
 @pytest.mark.parametrize("seeds", [(0,), (0, 3, 3)])
 def test_fit_grid_groups_by_seed_and_keeps_config_order(seeds):
     X, y = _digits(200)
