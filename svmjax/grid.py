@@ -3,12 +3,13 @@ r"""Training a grid of configurations at once: :func:`fit_grid` runs the epoch o
 
 Shared work. Configurations with the same seed see the same minibatches, so they share
 the gather of each batch and its matrix products: the ``G`` weight matrices of one seed
-are stacked along the class axis, ``[D, G·C]``, the scores of all of them come from one
-product ``X_b W`` (``[B, G·C]``), each configuration's loss and score cotangents ``M_g``
-from its slice, and the weight gradients from one product ``M^\top X_b`` (``[G·C, D]``,
-the fast layout of :mod:`svmjax.fused`). A batch of ``X`` is thus read twice per step for
-the whole group instead of twice per configuration, and the products run on ``G`` times
-more columns, where a CPU is far more efficient than on ``C = 10``. Distinct seeds are
+are stacked along the class axis, ``[G·C, D]``, the scores of all of them come from one
+product ``W^\top X_b^\top`` (``[G·C, B]``), each configuration's loss and score
+cotangents ``M_g`` from its slice, and the weight gradients from one product
+``M^\top X_b`` (``[G·C, D]``, the fast layout of :mod:`svmjax.fused`). A batch of ``X`` is
+thus read twice per step for the whole group instead of twice per configuration, and the
+products run on ``G`` times more rows, where a CPU is far more efficient than on
+``C = 10``. Distinct seeds are
 ``jax.vmap``-ed over (each with its own batches).
 
 One compiled program serves the whole grid; the loop over epochs never waits for the
@@ -57,10 +58,15 @@ class GridResult(NamedTuple):
 @jax.custom_vjp
 def _group_scores(W: jax.Array, b: jax.Array, X: jax.Array) -> jax.Array:
     """Scores ``[G, B, C]`` of ``G`` linear models ``W`` ``[G, D, C]``, ``b`` ``[G, C]`` on
-    the rows ``X`` ``[B, D]``, by one ``[B, D] x [D, G·C]`` product."""
+    the rows ``X`` ``[B, D]``, by one ``[G·C, D] x [D, B]`` product.
+
+    Class-major, as the weight gradient's cotangents ``[G·C, B]`` are: XLA then reads the
+    scores through the transpose inside the loss's own kernels. From ``X @ W`` (``[B,
+    G·C]``) it wrote them out transposed to ``[G, B, C]`` and the cotangents back, two
+    more passes over the ``G·B·C`` values per step."""
     G, D, C = W.shape
-    S = X @ jnp.moveaxis(W, 0, 1).reshape(D, G * C)
-    return jnp.moveaxis(S.reshape(X.shape[0], G, C), 1, 0) + b[:, None, :]
+    St = jnp.moveaxis(W, 2, 1).reshape(G * C, D) @ X.T
+    return jnp.swapaxes(St.reshape(G, C, X.shape[0]), 1, 2) + b[:, None, :]
 
 
 def _group_scores_fwd(W, b, X):
