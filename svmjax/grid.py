@@ -78,8 +78,8 @@ def _group_scores_bwd(res, dS):
     G, D, C = W.shape
     Mt = jnp.moveaxis(dS, 1, 2).reshape(G * C, X.shape[0])  # [G·C, B]
     # Mt @ X ([G·C, D]) is the fast layout on CPU; the barrier keeps XLA from folding the
-    # transpose back into the slow X.T @ M (see svmjax.fused). db sums the same Mt (along
-    # its rows), so the cotangents are laid out once, not once more as [G, B, C] for db.
+    # transpose back into the slow X.T @ M (see svmjax.fused). db sums the same Mt along
+    # its rows.
     Gt = jax.lax.optimization_barrier(Mt @ X)
     dW = jnp.moveaxis(Gt.reshape(G, C, D), 2, 1)
     db = jnp.sum(Mt, axis=1).reshape(G, C)
