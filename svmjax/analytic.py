@@ -50,7 +50,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from svmjax import family
-from svmjax.losses import prepare, true_score, weigh
+from svmjax.losses import prepare, weigh
 from svmjax.validation import one_hot
 
 __all__ = [
@@ -76,6 +76,17 @@ def _hinge_parts(v: jax.Array, squared: bool) -> tuple[jax.Array, jax.Array]:
     return positive, v > 0
 
 
+def _label_score(scores: jax.Array, labels: jax.Array) -> jax.Array:
+    """The score of each example's true class, ``[..., C] -> [...]``, by a gather.
+
+    The same values as :func:`svmjax.losses.true_score` (a masked sum over the classes,
+    which autodiff of the pure losses turns into a select rather than a scatter); here
+    nothing differentiates it, and on CPU one load per example is far cheaper than a
+    reduction over a short class axis. A label outside ``[0, C)`` is clipped: ``prepare``
+    has already made that example's scores NaN, so its score is NaN either way."""
+    return jnp.take_along_axis(scores, labels[..., None], axis=-1, mode="clip")[..., 0]
+
+
 def _nan_guard(x: jax.Array, is_nan: jax.Array) -> jax.Array:
     """``x`` with NaN in every example whose forward loss was NaN.
 
@@ -95,7 +106,7 @@ def _weston_watkins(squared, scores, labels, margin):
 
 def _weston_watkins_fwd(squared, scores, labels, margin):
     is_true = one_hot(labels, scores.shape[-1])
-    v = scores - true_score(scores, is_true)[..., None] + margin
+    v = scores - _label_score(scores, labels)[..., None] + margin
     h, dh = _hinge_parts(jnp.where(is_true, -jnp.inf, v), squared)
     loss = jnp.sum(h, axis=-1)
     return loss, (labels, dh, jnp.isnan(loss))
@@ -174,7 +185,7 @@ def _crammer_singer_fwd(squared, n_classes, scores, labels, margin):
     others = jnp.where(is_true, -jnp.inf, scores)
     best = jnp.argmax(others, axis=-1)  # the lowest index among tied maxima
     best_score = jnp.max(others, axis=-1)
-    loss, dh = _hinge_parts(best_score - true_score(scores, is_true) + margin, squared)
+    loss, dh = _hinge_parts(best_score - _label_score(scores, labels) + margin, squared)
     return loss, (labels, best, dh, jnp.isnan(loss))
 
 
@@ -562,7 +573,7 @@ def _top_k_hinge(k, variant, squared, n_classes, scores, labels, margin):
 
 def _top_k_hinge_fwd(k, variant, squared, n_classes, scores, labels, margin):
     is_true = one_hot(labels, n_classes)
-    v = jnp.where(is_true, 0, scores - true_score(scores, is_true)[..., None] + margin)
+    v = jnp.where(is_true, 0, scores - _label_score(scores, labels)[..., None] + margin)
     top, index = jax.lax.top_k(v, k)  # the lowest indices at ties
     if variant == "alpha":
         loss, dh = _hinge_parts(jnp.mean(top, axis=-1), squared)
