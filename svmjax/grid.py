@@ -9,8 +9,7 @@ cotangents ``M_g`` from its slice, and the weight gradients from one product
 ``M^\top X_b`` (``[G·C, D]``, the fast layout of :mod:`svmjax.fused`). A batch of ``X`` is
 thus read twice per step for the whole group instead of twice per configuration, and the
 products run on ``G`` times more rows, where a CPU is far more efficient than on
-``C = 10``. Distinct seeds are
-``jax.vmap``-ed over (each with its own batches).
+``C = 10``. Distinct seeds are ``jax.vmap``-ed over (each with its own batches).
 
 One compiled program serves the whole grid; the loop over epochs never waits for the
 device. With a mesh, the configuration axis is split over the devices (each device trains
@@ -55,18 +54,23 @@ class GridResult(NamedTuple):
     best: int
 
 
+def _class_major_scores(W: jax.Array, b: jax.Array, X: jax.Array) -> jax.Array:
+    """Scores ``[G, C, N]`` of ``G`` linear models ``W`` ``[G, D, C]``, ``b`` ``[G, C]`` on
+    the rows ``X`` ``[N, D]``, by one ``[G·C, D] x [D, N]`` product."""
+    G, D, C = W.shape
+    return (jnp.moveaxis(W, 2, 1).reshape(G * C, D) @ X.T).reshape(G, C, -1) + b[:, :, None]
+
+
 @jax.custom_vjp
 def _group_scores(W: jax.Array, b: jax.Array, X: jax.Array) -> jax.Array:
     """Scores ``[G, B, C]`` of ``G`` linear models ``W`` ``[G, D, C]``, ``b`` ``[G, C]`` on
-    the rows ``X`` ``[B, D]``, by one ``[G·C, D] x [D, B]`` product.
+    the rows ``X`` ``[B, D]``: :func:`_class_major_scores`, transposed.
 
     Class-major, as the weight gradient's cotangents ``[G·C, B]`` are: XLA then reads the
     scores through the transpose inside the loss's own kernels. From ``X @ W`` (``[B,
     G·C]``) it wrote them out transposed to ``[G, B, C]`` and the cotangents back, two
     more passes over the ``G·B·C`` values per step."""
-    G, D, C = W.shape
-    St = jnp.moveaxis(W, 2, 1).reshape(G * C, D) @ X.T
-    return jnp.swapaxes(St.reshape(G, C, X.shape[0]), 1, 2) + b[:, None, :]
+    return jnp.swapaxes(_class_major_scores(W, b, X), 1, 2)
 
 
 def _group_scores_fwd(W, b, X):
@@ -93,12 +97,10 @@ _group_scores.defvjp(_group_scores_fwd, _group_scores_bwd)
 def _group_accuracy(params, X, y):
     """Accuracy ``[G]`` of each of the ``G`` stacked models on ``(X, y)``.
 
-    The scores are laid out ``[G, C, N]`` (one ``[G·C, D] x [D, N]`` product), so the
-    argmax runs over a major axis, ``N`` examples at a time; over ``[G, N, C]`` it is a
-    short scalar loop per example, which on CPU took longer than the product itself."""
-    W, b = params["W"], params["b"]
-    G, D, C = W.shape
-    scores = (jnp.moveaxis(W, 2, 1).reshape(G * C, D) @ X.T).reshape(G, C, -1) + b[:, :, None]
+    The scores are laid out ``[G, C, N]`` (:func:`_class_major_scores`), so the argmax
+    runs over a major axis, ``N`` examples at a time; over ``[G, N, C]`` it is a short
+    scalar loop per example, slower on CPU than the product itself."""
+    scores = _class_major_scores(params["W"], params["b"], X)
     return jnp.mean(jnp.argmax(scores, axis=1) == y[None, :], axis=1)
 
 
