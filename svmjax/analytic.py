@@ -82,8 +82,9 @@ def _label_score(scores: jax.Array, labels: jax.Array) -> jax.Array:
     The same values as :func:`svmjax.losses.true_score` (a masked sum over the classes,
     which autodiff of the pure losses turns into a select rather than a scatter); here
     nothing differentiates it, and on CPU one load per example is far cheaper than a
-    reduction over a short class axis. A label outside ``[0, C)`` is clipped: ``prepare``
-    has already made that example's scores NaN, so its score is NaN either way."""
+    reduction over a short class axis. A label outside ``[0, C)`` reads some class
+    (``take_along_axis`` wraps negative indices and clips the rest), but ``prepare`` has
+    already made every score of that example NaN, so its score is NaN either way."""
     return jnp.take_along_axis(scores, labels[..., None], axis=-1, mode="clip")[..., 0]
 
 

@@ -66,10 +66,10 @@ def _group_scores(W: jax.Array, b: jax.Array, X: jax.Array) -> jax.Array:
     """Scores ``[G, B, C]`` of ``G`` linear models ``W`` ``[G, D, C]``, ``b`` ``[G, C]`` on
     the rows ``X`` ``[B, D]``: :func:`_class_major_scores`, transposed.
 
-    Class-major, as the weight gradient's cotangents ``[G·C, B]`` are: XLA then reads the
-    scores through the transpose inside the loss's own kernels. From ``X @ W`` (``[B,
-    G·C]``) it wrote them out transposed to ``[G, B, C]`` and the cotangents back, two
-    more passes over the ``G·B·C`` values per step."""
+    Class-major, as the weight gradient's cotangents ``[G·C, B]`` are: XLA reads the
+    scores through the transpose inside the loss's own kernels, where a ``[B, G·C]``
+    product would need the scores and the cotangents written out transposed, two more
+    passes over the ``G·B·C`` values per step."""
     return jnp.swapaxes(_class_major_scores(W, b, X), 1, 2)
 
 
