@@ -87,7 +87,7 @@ def _group_scores_bwd(res, dS):
     Gt = jax.lax.optimization_barrier(Mt @ X)
     dW = jnp.moveaxis(Gt.reshape(G, C, D), 2, 1)
     db = jnp.sum(Mt, axis=1).reshape(G, C)
-    dX = Mt.T @ jnp.moveaxis(W, 0, 1).reshape(D, G * C).T  # dead code under fit_grid (DCE)
+    dX = Mt.T @ jnp.moveaxis(W, 2, 1).reshape(G * C, D)  # dead code under fit_grid (DCE)
     return dW, db, dX
 
 
