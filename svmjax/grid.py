@@ -9,7 +9,12 @@ cotangents ``M_g`` from its slice, and the weight gradients from one product
 ``M^\top X_b`` (``[G·C, D]``, the fast layout of :mod:`svmjax.fused`). A batch of ``X`` is
 thus read twice per step for the whole group instead of twice per configuration, and the
 products run on ``G`` times more rows, where a CPU is far more efficient than on
-``C = 10``. Distinct seeds are ``jax.vmap``-ed over (each with its own batches).
+``C = 10``. Distinct seeds are ``jax.vmap``-ed over (each with its own batches). As in
+:func:`svmjax.train.fit`, an ``X`` of at most 64 MiB is gathered in batch order once per
+epoch, and each step takes its batch as a contiguous slice. The loss is called on the
+``[G, B, C]`` scores as they are (leading axes are batch axes to every loss) with the
+batch's labels broadcast, not on a ``[G·B, C]`` reshape with the labels tiled: XLA:CPU
+indexes the scores and labels of the first more cheaply in the loss's kernels.
 
 One compiled program serves the whole grid; the loop over epochs never waits for the
 device. With a mesh, the configuration axis is split over the devices (each device trains
@@ -34,7 +39,15 @@ from svmjax import cache, linear, registry, sharding
 from svmjax import validation as checks  # fit_grid's argument `validation` is the data
 from svmjax.batches import key_words, minibatches, prepare_consts, prepare_data
 from svmjax.optim import make_optimizer
-from svmjax.train import Static, all_finite, check_options, constrain, epoch_fn
+from svmjax.train import (
+    _GATHER_ONCE_BYTES,
+    Static,
+    all_finite,
+    check_options,
+    constrain,
+    epoch_fn,
+    gather_batches,
+)
 
 __all__ = ["GridResult", "fit_grid"]
 
@@ -118,26 +131,24 @@ def group_epoch_fn(params, opt_state, order, regs, data, consts, static: Static)
 
     def objectives(params, X_b, y_b, weight):
         S = _group_scores(params["W"], params["b"], X_b)  # [G, B, C]
-        G, B, C = S.shape
-        per = loss_fn(S.reshape(G * B, C), jnp.tile(y_b, G), **options).reshape(G, B)
+        per = loss_fn(S, jnp.broadcast_to(y_b, S.shape[:2]), **options)  # [G, B]
         data_term = jnp.sum(per * weight[None, :], axis=1) / jnp.sum(weight)
         values = data_term + regs * jnp.sum(params["W"] ** 2, axis=(1, 2))
         return jnp.sum(values), values
 
-    def step(carry, order_row):
+    def step(carry, batch):
         params, opt_state = carry
-        weight = (order_row >= 0).astype(X.dtype)  # padding slots (-1) get weight 0
-        index = jnp.maximum(order_row, 0)
-        (_, values), g = jax.value_and_grad(objectives, has_aux=True)(
-            params, X[index], y[index], weight
-        )
+        X_b, y_b, weight, count = batch if once else gather_batches(X, y, batch)
+        (_, values), g = jax.value_and_grad(objectives, has_aux=True)(params, X_b, y_b, weight)
         updates, opt_state = update(g, opt_state, params)
         params: Any = optax.apply_updates(params, updates)
         if entry.constraint == "sum_to_zero":
             params = jax.vmap(linear.project_sum_to_zero)(params)
-        return (params, opt_state), values * jnp.sum(weight)
+        return (params, opt_state), values * count
 
-    (params, opt_state), values = jax.lax.scan(step, (params, opt_state), order)
+    once = X.size * X.dtype.itemsize <= _GATHER_ONCE_BYTES  # as epoch_fn: X in batch order
+    batches = gather_batches(X, y, order) if once else order
+    (params, opt_state), values = jax.lax.scan(step, (params, opt_state), batches)
     # No per-step check of the gradients: with the optimizers of make_optimizer (sgd,
     # momentum, adam, any schedule) a non-finite gradient makes the parameters non-finite
     # for good (inf - inf, 0 * inf and NaN are NaN), so the parameters at the end of the
