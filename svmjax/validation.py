@@ -142,17 +142,23 @@ def check_loss_inputs(
     margin = jnp.asarray(margin, dtype=scores.dtype)
     if margin.ndim != 0:
         raise ValueError(f"margin must be a scalar, got shape {margin.shape}")
+    # Values are read from the caller's arrays: inside a trace, jnp.asarray of a NumPy
+    # array closed over is a tracer, although the values are known.
     if class_weights is not None:
-        class_weights = jnp.asarray(class_weights, dtype=scores.dtype)
+        weights_in = class_weights
+        with np.errstate(over="ignore"):  # a weight too large for the type: inf, named below
+            class_weights = jnp.asarray(class_weights, dtype=scores.dtype)
         if class_weights.shape != (n_classes,):
             raise ValueError(
                 f"class_weights must have shape ({n_classes},) (one weight per class), "
                 f"got shape {class_weights.shape}"
             )
-        if is_concrete(class_weights):  # a negative weight rewards violating the margin
-            check_class_weight_values(np.asarray(class_weights))
+        if is_concrete(weights_in):  # a negative weight rewards violating the margin
+            with np.errstate(over="ignore"):
+                values = np.asarray(weights_in).astype(class_weights.dtype)
+            check_class_weight_values(values)
     if is_concrete(labels_in) and labels.size:
-        check_labels(np.asarray(labels), n_classes)
+        check_labels(np.asarray(labels_in), n_classes)
     return scores, labels, margin, class_weights
 
 

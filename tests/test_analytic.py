@@ -1,11 +1,13 @@
 """Gradients: the analytic custom_vjp rules against closed forms, autodiff, finite
 differences, and (at kinks) the subgradient inequality."""
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import F32_TOL, LOSS_NAMES, TOL, assert_close, random_problem
+from conftest import F32_TOL, LOSS_NAMES, TOL, assert_close, random_problem, x64
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -61,6 +63,34 @@ def test_weston_watkins_gradient_is_the_indicator_count():
     labels = jnp.array([0, 1])
     got = grad_of_sum(analytic.weston_watkins)(scores, labels)
     np.testing.assert_array_equal(got, [[-2.0, 1.0, 0.0, 1.0], [0.0, -1.0, 0.0, 1.0]])
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32, jnp.float64])
+def test_weston_watkins_one_pass_sums_in_every_float_type(dtype):
+    # The forward sums the loss and the violation count in one pass (one complex sum) where
+    # the type has a complex counterpart, and in two sums where not (half precision). Either
+    # way: the loss of the plain evaluation and, on the true class, the exact count.
+    with x64() if dtype == jnp.float64 else contextlib.nullcontext():
+        _check_weston_watkins_sums(dtype)
+
+
+def _check_weston_watkins_sums(dtype):
+    raw, labels = random_problem(12, 64, 40, np.float32)  # 40 classes: over XLA's 32
+    scores = jnp.asarray(4 * raw, dtype)  # many violations per example
+    value, got = jax.jit(jax.value_and_grad(lambda s: jnp.sum(analytic.weston_watkins(s, labels))))(
+        scores
+    )
+    plain = jnp.sum(jax.jit(analytic.weston_watkins)(scores, labels))
+    assert value.dtype == got.dtype == dtype
+    assert abs(float(value) - float(plain)) <= 1e-6 * abs(float(plain))
+    # Reference in numpy, from the margins as this type rounds them (a half-precision
+    # margin near 0 can round to the other side of the kink than its float64 value).
+    is_true = np.arange(40)[None, :] == np.asarray(labels)[:, None]
+    own = jnp.take_along_axis(scores, jnp.asarray(labels)[:, None], axis=1)
+    violates = np.asarray((scores - own + jnp.asarray(1, dtype)) > 0) & ~is_true
+    want = violates - is_true * violates.sum(axis=1, keepdims=True)
+    np.testing.assert_array_equal(np.asarray(got, np.float64), want)
+    assert violates.sum(axis=1).max() > 20  # counts that need more than a few bits
 
 
 @pytest.mark.parametrize("name", LOSS_NAMES)

@@ -128,3 +128,21 @@ def test_negative_class_weights_raise_eagerly_and_give_nan_under_jit(module, nam
     ok = jnp.array([1.0, 2.0, 0.5])
     want = loss(scores, labels) * ok[labels]
     np.testing.assert_allclose(jax.jit(lambda s: loss(s, labels, class_weights=ok))(scores), want)
+
+
+@pytest.mark.parametrize("name", ["weston_watkins", "crammer_singer", "one_vs_rest"])
+@pytest.mark.parametrize("module", [losses, analytic], ids=["losses", "analytic"])
+def test_numpy_labels_and_weights_closed_over_by_jit_are_checked(module, name):
+    # Inside a trace, jnp.asarray of a NumPy array closed over is a tracer: the values are
+    # still known, so they are checked (this once crashed with TracerArrayConversionError).
+    loss = getattr(module, name)
+    scores = jnp.array([[1.0, 2.0, 0.5], [0.0, 1.0, 3.0], [2.0, 0.0, 1.0]])
+    labels, weights = np.array([0, 1, 2]), np.array([1.0, 2.0, 0.5])
+    got = jax.jit(lambda s: loss(s, labels, class_weights=weights))(scores)
+    np.testing.assert_allclose(got, loss(scores, jnp.asarray(labels)) * weights[labels])
+    with pytest.raises(ValueError, match=r"label 5 at position 1 is outside \[0, 3\)"):
+        jax.jit(lambda s: loss(s, np.array([0, 5, 2])))(scores)
+    with pytest.raises(ValueError, match=r"class_weights\[2\] = -1.0"):
+        jax.jit(lambda s: loss(s, labels, class_weights=np.array([1.0, 1.0, -1.0])))(scores)
+    with pytest.raises(ValueError, match=r"class_weights\[1\] = inf"):  # too large for float32
+        jax.jit(lambda s: loss(s, labels, class_weights=np.array([1.0, 1e40, 1.0])))(scores)
