@@ -95,11 +95,14 @@ def _group_scores_bwd(res, dS):
     G, D, C = W.shape
     Mt = jnp.moveaxis(dS, 1, 2).reshape(G * C, X.shape[0])  # [G·C, B]
     # Mt @ X ([G·C, D]) is the fast layout on CPU; the barrier keeps XLA from folding the
-    # transpose back into the slow X.T @ M (see svmjax.fused). db sums the same Mt along
-    # its rows.
+    # transpose back into the slow X.T @ M (see svmjax.fused).
     Gt = jax.lax.optimization_barrier(Mt @ X)
     dW = jnp.moveaxis(Gt.reshape(G, C, D), 2, 1)
-    db = jnp.sum(Mt, axis=1).reshape(G, C)
+    # db: the same Mt times a vector of ones, a matrix-vector product, where XLA:CPU made
+    # the row sum a copy of Mt and a tree of partial sums; HIGHEST keeps accelerators from
+    # rounding Mt to their faster, shorter default precision.
+    ones = jnp.ones(X.shape[0], Mt.dtype)
+    db = jnp.dot(Mt, ones, precision=jax.lax.Precision.HIGHEST).reshape(G, C)
     dX = Mt.T @ jnp.moveaxis(W, 2, 1).reshape(G * C, D)  # dead code under fit_grid (DCE)
     return dW, db, dX
 
