@@ -23,9 +23,14 @@ The forward pass saves only what the backward needs: the labels, the hinge deriv
 (a boolean mask for the plain hinge, a float for the squared one), the Weston–Watkins
 sum of the derivatives (summed in the same pass as the loss), the Crammer–Singer
 argmax, and a per-example flag for NaN losses (a NaN loss gets a NaN gradient).
-Class weights and the NaN guard for bad labels are applied outside the ``custom_vjp``
-as ordinary JAX code, so their derivatives come from autodiff. The ``margin`` gets its
-true cotangent too, so ``jax.grad`` with respect to it works.
+Class weights are applied outside the ``custom_vjp`` as ordinary JAX code, so their
+derivatives come from autodiff. Bad examples (a label outside ``[0, C)``, a negative or
+non-finite class weight) arrive labelled ``-1``
+(:func:`svmjax.validation.mark_invalid`): each forward rule makes their loss NaN, so
+the backward rule gives them NaN gradient rows, where :mod:`svmjax.losses` multiplies
+their scores by NaN (one select per example here instead of a multiplication per
+score). The ``margin`` gets its true cotangent too, so ``jax.grad`` with respect to it
+works.
 
 The unified template (:func:`unified_hinge`) has one rule for the whole family: with
 :math:`a_c = \partial L/\partial v_c` (indicator rule for a sum,
@@ -84,9 +89,16 @@ def _label_score(scores: jax.Array, labels: jax.Array) -> jax.Array:
     which autodiff of the pure losses turns into a select rather than a scatter); here
     nothing differentiates it, and on CPU one load per example is far cheaper than a
     reduction over a short class axis. A label outside ``[0, C)`` reads some class
-    (``take_along_axis`` wraps negative indices and clips the rest), but ``prepare`` has
-    already made every score of that example NaN, so its score is NaN either way."""
+    (``take_along_axis`` wraps negative indices and clips the rest); such a label is
+    ``-1`` here (``mark_invalid``), and the forward rules make that example's loss NaN."""
     return jnp.take_along_axis(scores, labels[..., None], axis=-1, mode="clip")[..., 0]
+
+
+def _poison(loss: jax.Array, labels: jax.Array) -> jax.Array:
+    """``loss`` with NaN for every example labelled ``-1`` (an invalid example,
+    :func:`svmjax.validation.mark_invalid`); each forward rule applies it before it flags
+    the NaN losses, so the backward rule gives those examples NaN gradient rows."""
+    return jnp.where(labels >= 0, loss, jnp.nan)
 
 
 def _nan_guard(x: jax.Array, is_nan: jax.Array) -> jax.Array:
@@ -126,13 +138,14 @@ def _sums(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _weston_watkins(squared, scores, labels, margin):
     h, _ = _weston_watkins_terms(squared, scores, labels, margin)
-    return jnp.sum(h, axis=-1)
+    return _poison(jnp.sum(h, axis=-1), labels)
 
 
 def _weston_watkins_fwd(squared, scores, labels, margin):
     h, dh = _weston_watkins_terms(squared, scores, labels, margin)
     # The loss and sum_j h'(v_j) (the violation count, for the plain hinge) in one pass.
     loss, count = _sums(h, dh)
+    loss = _poison(loss, labels)
     return loss, (labels, dh, count, jnp.isnan(loss))
 
 
@@ -189,7 +202,9 @@ def weston_watkins(
     Reference: Weston and Watkins, ESANN 1999; cs231n notes, "Optimization" (the
     analytic SVM gradient).
     """
-    scores, labels, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
+    scores, labels, is_true, margin, class_weights = prepare(
+        scores, labels, margin, class_weights, mark_labels=True
+    )
     return weigh(_weston_watkins(squared, scores, labels, margin), is_true, class_weights)
 
 
@@ -207,6 +222,7 @@ def _crammer_singer_fwd(squared, n_classes, scores, labels, margin):
     best = jnp.argmax(others, axis=-1)  # the lowest index among tied maxima
     best_score = jnp.max(others, axis=-1)
     loss, dh = _hinge_parts(best_score - _label_score(scores, labels) + margin, squared)
+    loss = _poison(loss, labels)
     return loss, (labels, best, dh, jnp.isnan(loss))
 
 
@@ -259,7 +275,9 @@ def crammer_singer(
 
     Reference: Crammer and Singer, JMLR 2001.
     """
-    scores, labels, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
+    scores, labels, is_true, margin, class_weights = prepare(
+        scores, labels, margin, class_weights, mark_labels=True
+    )
     loss = _crammer_singer(squared, scores.shape[-1], scores, labels, margin)
     return weigh(loss, is_true, class_weights)
 
@@ -275,7 +293,7 @@ def _one_vs_rest(squared, scores, labels, margin):
 def _one_vs_rest_fwd(squared, scores, labels, margin):
     is_true = one_hot(labels, scores.shape[-1])
     h, dh = _hinge_parts(margin - jnp.where(is_true, scores, -scores), squared)
-    loss = jnp.sum(h, axis=-1)
+    loss = _poison(jnp.sum(h, axis=-1), labels)
     return loss, (labels, dh, jnp.isnan(loss))
 
 
@@ -326,7 +344,9 @@ def one_vs_rest(
 
     Reference: Rifkin and Klautau, "In defense of one-vs-all classification", JMLR 2004.
     """
-    scores, labels, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
+    scores, labels, is_true, margin, class_weights = prepare(
+        scores, labels, margin, class_weights, mark_labels=True
+    )
     return weigh(_one_vs_rest(squared, scores, labels, margin), is_true, class_weights)
 
 
@@ -352,6 +372,7 @@ def _unified_hinge_fwd(spec, scores, labels, margin, true_margin):
     else:  # argmax rule: the lowest index among tied maxima
         best = jnp.argmax(h, axis=-1)
         loss, coef = jnp.max(h, axis=-1), jnp.where(one_hot(best, h.shape[-1]), dh, 0)
+    loss = _poison(loss, labels)
     return loss, (labels, coef, jnp.isnan(loss))
 
 
@@ -417,7 +438,9 @@ def unified_hinge(
     """
     spec = family.Template(margins, classes, aggregate, wrong_weight, true_weight, squared)
     spec = spec.checked()
-    scores, labels, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
+    scores, labels, is_true, margin, class_weights = prepare(
+        scores, labels, margin, class_weights, mark_labels=True
+    )
     true_margin = family.true_margin_or_default(spec, margin, true_margin)
     loss = _unified_hinge(spec, scores, labels, margin, true_margin)
     return weigh(loss, is_true, class_weights)
@@ -602,6 +625,7 @@ def _top_k_hinge_fwd(k, variant, squared, n_classes, scores, labels, margin):
     else:
         h, dh = _hinge_parts(top, squared)
         loss, coef = jnp.mean(h, axis=-1), dh.astype(scores.dtype) / k
+    loss = _poison(loss, labels)
     return loss, (labels, index, coef, jnp.isnan(loss))
 
 
@@ -654,7 +678,9 @@ def top_k_hinge(
     """
     if variant not in ("alpha", "beta"):
         raise ValueError(f"variant must be 'alpha' or 'beta', got {variant!r}")
-    scores, labels, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
+    scores, labels, is_true, margin, class_weights = prepare(
+        scores, labels, margin, class_weights, mark_labels=True
+    )
     n_classes = scores.shape[-1]
     k = family.check_k(k, n_classes, n_classes)
     loss = _top_k_hinge(k, variant, squared, n_classes, scores, labels, margin)
@@ -690,18 +716,19 @@ def _smooth_top_k(k, tau, squared, scores, labels, margin):
 def _smooth_top_k_fwd(k, tau, squared, scores, labels, margin):
     is_true = one_hot(labels, scores.shape[-1])
     z, x = family.smooth_top_k_logit(scores, is_true, k, tau, margin)
-    loss = tau * jax.nn.softplus(z)
+    loss = _poison(tau * jax.nn.softplus(z), labels)
     return (loss * loss if squared else loss), (labels, x, z, loss)
 
 
 def _smooth_top_k_bwd(k, tau, squared, residuals, g):
     labels, x, z, loss = residuals
+    is_nan = jnp.isnan(loss)  # a NaN score (z is NaN) or an invalid example
     p, q = _subset_marginals(x, k)
     coef = g * jax.nn.sigmoid(z) * (2 * loss if squared else 1)  # dL/d margin
-    coef = _nan_guard(coef, jnp.isnan(z))
+    coef = _nan_guard(coef, is_nan)
     is_true = one_hot(labels, x.shape[-1])
     d_scores = (coef / k)[..., None] * jnp.where(is_true, -1, p - q)
-    return _nan_guard(d_scores, jnp.isnan(z)), None, jnp.sum(coef)
+    return _nan_guard(d_scores, is_nan), None, jnp.sum(coef)
 
 
 _smooth_top_k.defvjp(_smooth_top_k_fwd, _smooth_top_k_bwd)
@@ -744,7 +771,9 @@ def smooth_top_k(
 
     Reference: Berrada, Zisserman and Kumar, ICLR 2018.
     """
-    scores, labels, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
+    scores, labels, is_true, margin, class_weights = prepare(
+        scores, labels, margin, class_weights, mark_labels=True
+    )
     k = family.check_k(k, scores.shape[-1], scores.shape[-1] - 1)
     tau = family.check_tau(tau)
     loss = _smooth_top_k(k, tau, squared, scores, labels, margin)

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from svmjax import family
-from svmjax.validation import check_loss_inputs, one_hot, poison_invalid
+from svmjax.validation import check_loss_inputs, mark_invalid, one_hot, poison_invalid
 
 __all__ = [
     "weston_watkins",
@@ -51,15 +51,20 @@ __all__ = [
 ]
 
 
-def prepare(scores, labels, margin, class_weights):
+def prepare(scores, labels, margin, class_weights, *, mark_labels: bool = False):
     """Check a loss call's inputs (shared with :mod:`svmjax.analytic`).
 
     Returns ``(scores, labels, is_true, margin, class_weights)`` as arrays, with the
     scores of every example whose label is outside ``[0, C)`` or whose class weight is
-    negative or non-finite set to NaN (see :func:`svmjax.validation.poison_invalid`).
+    negative or non-finite set to NaN (see :func:`svmjax.validation.poison_invalid`), or
+    with ``mark_labels`` (the analytic losses) its label set to ``-1`` instead
+    (:func:`svmjax.validation.mark_invalid`).
     """
     scores, labels, margin, class_weights = check_loss_inputs(scores, labels, margin, class_weights)
-    scores = poison_invalid(scores, labels, class_weights)
+    if mark_labels:
+        labels = mark_invalid(labels, scores.shape[-1], class_weights)
+    else:
+        scores = poison_invalid(scores, labels, class_weights)
     is_true = one_hot(labels, scores.shape[-1])
     return scores, labels, is_true, margin, class_weights
 

@@ -183,6 +183,25 @@ def poison_invalid(
     return scores * factor[..., None]
 
 
+def mark_invalid(
+    labels: jax.Array, n_classes: int, class_weights: jax.Array | None = None
+) -> jax.Array:
+    """Return ``labels`` with ``-1`` for every example :func:`poison_invalid` would poison
+    (label outside ``[0, n_classes)``, class weight negative or non-finite).
+
+    The per-example twin of :func:`poison_invalid`, for :mod:`svmjax.analytic`: its
+    forward rules give an example labelled ``-1`` a NaN loss, and their backward rules a NaN
+    gradient row (they guard on the NaN loss), so no score is touched. A select per
+    example instead of a multiplication per score: under ``jit`` XLA:CPU repeats that
+    multiplication, and the label test behind it, in every kernel that reads the scores.
+    """
+    valid = (labels >= 0) & (labels < n_classes)
+    if class_weights is not None:
+        w = jnp.take(class_weights, jnp.clip(labels, 0, n_classes - 1))
+        valid = valid & jnp.isfinite(w) & (w >= 0)
+    return jnp.where(valid, labels, -1)
+
+
 def one_hot(labels: jax.Array, n_classes: int) -> jax.Array:
     """Boolean mask ``[..., C]``, True at each example's label (all False when out of range)."""
     return jax.nn.one_hot(labels, n_classes, dtype=jnp.bool_)
