@@ -74,6 +74,7 @@ __all__ = [
     "ENV_VAR",
     "NO_TREE_SUMS",
     "DOTS_ONLY",
+    "XLA_DOTS",
     "serializable",
 ]
 
@@ -103,6 +104,14 @@ DOTS_ONLY: dict[str, Any] = {
 over ``C`` classes for ``G·B`` rows): YNNPACK runs the matrix products alone, and XLA's
 own loops the sums it would otherwise hand to YNNPACK along with their neighbours
 (slower there for rows of ten; an XLA without this option leaves it out)."""
+
+
+XLA_DOTS: dict[str, Any] = {"xla_cpu_experimental_ynn_fusion_type": ""}
+"""CPU options for a program whose matrix products are wide and short (``fit_grid``'s
+epoch for a large group on few features: ``[G·C, D] x [D, B]`` with ``G·C`` in the
+hundreds and ``D`` below ~128): no YNNPACK at all, XLA's own emitters (Eigen) for the
+products too, which run such shapes faster; YNNPACK's are faster on narrower or longer
+ones (the rule and its measurements: ``svmjax.grid``, ``docs/performance.md``)."""
 
 
 def compiler_options(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -167,8 +167,7 @@ def group_epoch_fn(params, opt_state, order, regs, data, consts, static: Static)
     return params, opt_state, metrics
 
 
-@functools.partial(cache.jit, cpu_options=cache.DOTS_ONLY, static_argnames=("static", "mesh"))
-def grid_epoch(params, opt_state, orders, regs, alive, data, consts, *, static, mesh):
+def _epoch(params, opt_state, orders, regs, alive, data, consts, *, static, mesh):
     """One epoch of every configuration; a configuration that diverged stays frozen.
 
     Without ``mesh`` the leading axes are ``[S, G]`` (seeds, configurations of a seed;
@@ -191,6 +190,30 @@ def grid_epoch(params, opt_state, orders, regs, alive, data, consts, *, static, 
     params, opt_state = jax.tree.map(keep, (new_params, new_opt_state), (params, opt_state))
     metrics["objective"] = jnp.where(alive, metrics["objective"], jnp.nan)
     return constrain((params, opt_state, alive, metrics), mesh, 0)
+
+
+grid_epoch = cache.jit(_epoch, cpu_options=cache.DOTS_ONLY, static_argnames=("static", "mesh"))
+grid_epoch_xla_dots = cache.jit(
+    _epoch, cpu_options=cache.XLA_DOTS, static_argnames=("static", "mesh")
+)
+
+# A group of at least this many score columns (configurations x classes) on at most this
+# many features runs its products faster with XLA's own emitters than with YNNPACK's.
+XLA_DOTS_MIN_COLUMNS = 128
+XLA_DOTS_MAX_FEATURES = 128
+
+
+def epoch_program(group_columns: int, n_features: int, mesh: Mesh | None):
+    """The compiled epoch for a group of ``group_columns = G·C`` score columns on
+    ``n_features`` features: :data:`grid_epoch_xla_dots` (:data:`svmjax.cache.XLA_DOTS`)
+    for a wide group on few features, where the step's products ``[G·C, D] x [D, B]`` and
+    ``[G·C, B] x [B, D]`` are wide and short, else :data:`grid_epoch`
+    (:data:`svmjax.cache.DOTS_ONLY`: YNNPACK for the products). Measured on AVX-512 and
+    with the AVX2 cap, JAX 0.10 and 0.12 (``docs/performance.md``); the two differ only in
+    speed, never in the numbers beyond float rounding. With a mesh, always
+    :data:`grid_epoch` (configurations apart, nothing shared)."""
+    wide = group_columns >= XLA_DOTS_MIN_COLUMNS and n_features <= XLA_DOTS_MAX_FEATURES
+    return grid_epoch_xla_dots if mesh is None and wide else grid_epoch
 
 
 def fit_grid(
@@ -295,11 +318,13 @@ def fit_grid(
             functools.partial(_by_seed, n_seeds=n_seeds), (stacked, opt_state, regs_k, alive)
         )
         words = words[:n_seeds]  # the seeds' keys, in order
+    n_classes = params["W"].shape[1]
+    program = epoch_program(len(padded) // n_seeds * n_classes, data.X.shape[1], mesh)
     for epoch in range(1, epochs + 1):
         orders = np.stack([minibatches(w, epoch, n, batch_size) for w in words])
         if mesh is not None:
             orders = split(orders, mesh)
-        stacked, opt_state, alive, metrics = grid_epoch(
+        stacked, opt_state, alive, metrics = program(
             stacked, opt_state, orders, regs_k, alive, data, consts, static=static, mesh=mesh
         )
         rows.append(metrics)

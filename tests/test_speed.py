@@ -364,6 +364,35 @@ def test_fit_grid_groups_by_seed_and_keeps_config_order(seeds):
     assert not np.allclose(by_config[(0.01, 0.0, 0)], by_config[(0.1, 0.0, 0)])
 
 
+def test_fit_grid_picks_its_epoch_program_by_shape_and_both_give_the_same_run(monkeypatch):
+    # The rule: XLA's own matrix products for a group of >= 128 score columns on <= 128
+    # features, YNNPACK's otherwise (and always with a mesh).
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("configs",))
+    assert grid.epoch_program(640, 40, None) is grid.grid_epoch_xla_dots
+    assert grid.epoch_program(640, 784, None) is grid.grid_epoch
+    assert grid.epoch_program(80, 40, None) is grid.grid_epoch
+    assert grid.epoch_program(640, 40, mesh) is grid.grid_epoch
+    # digits: 64 features, 16 configurations x 10 classes, so the XLA-dots program; the
+    # same run forced through the other one agrees to float rounding.
+    X, y = _digits(300)
+    params = {"W": jnp.zeros((64, 10)), "b": jnp.zeros(10)}
+    options = dict(key=jax.random.key(0), learning_rates=tuple(np.geomspace(1e-3, 0.3, 16)))
+    options |= dict(regs=(1e-3,), epochs=2, batch_size=64, validation=(X[:50], y[:50]))
+    used = []
+    original = grid.epoch_program
+    monkeypatch.setattr(grid, "epoch_program", lambda *a: used.append(original(*a)) or used[-1])
+    xla = grid.fit_grid(params, X, y, **options)
+    monkeypatch.setattr(grid, "epoch_program", lambda *a: grid.grid_epoch)
+    library = grid.fit_grid(params, X, y, **options)
+    assert used == [grid.grid_epoch_xla_dots]
+    assert_close(xla.params["W"], library.params["W"], F32_TOL, "W")
+    assert_close(xla.params["b"], library.params["b"], F32_TOL, "b")
+    assert_close(xla.history["objective"], library.history["objective"], F32_TOL, "objective")
+    # a prediction may flip where two classes' scores differ by rounding: one of 50 at most
+    gap = np.abs(xla.history["val_accuracy"] - library.history["val_accuracy"])
+    assert gap.max() <= 1 / 50 + 1e-6
+
+
 @pytest.mark.parametrize(
     "loss, fit_intercept", [("crammer_singer", True), ("weston_watkins", False)]
 )
