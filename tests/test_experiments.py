@@ -31,6 +31,7 @@ def test_bench_train_smoke(tmp_path):
         repeats=1,
         grid_sizes=(1, 2),
         grid_epochs=1,
+        grid_repeats=2,
         torch=False,
         scaling_shapes=("300x20x3",),
         scaling_sizes=(1, 4),
