@@ -9,7 +9,9 @@ jitted hot path. Three kinds live here:
   trace time inside ``jit`` too. :func:`poison_invalid` is the in-``jit`` fallback
   for label values: JAX clamps out-of-range indices instead of raising, so a bad label
   would otherwise give a finite, plausible loss. We turn that example's scores into NaN
-  instead, so its loss and its gradient are NaN.
+  instead, so its loss and its gradient are NaN; the analytic losses, whose backward rules
+  turn a NaN loss into a NaN gradient row themselves, mark the example instead
+  (:func:`mark_invalid`, label ``-1``) and poison its loss alone.
 * Option checks (:func:`scalar`, :func:`count`, :func:`class_weights`, :func:`as_key`,
   :func:`check_mesh`) turn Python options into checked values, with the same message
   wherever the option appears.
