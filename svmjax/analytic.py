@@ -137,8 +137,8 @@ def _sums(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _weston_watkins(squared, scores, labels, margin):
-    h, _ = _weston_watkins_terms(squared, scores, labels, margin)
-    return _poison(jnp.sum(h, axis=-1), labels)
+    h, dh = _weston_watkins_terms(squared, scores, labels, margin)
+    return _poison(_sums(h, dh)[0], labels)  # the forward rule's sum, to the bit
 
 
 def _weston_watkins_fwd(squared, scores, labels, margin):
@@ -381,7 +381,8 @@ def _unified_hinge_bwd(spec, residuals, g):
     a = _nan_guard(g[..., None] * coef, is_nan)  # dL/dv
     is_true = one_hot(labels, a.shape[-1])
     a_wrong = jnp.where(is_true, 0, a)
-    a_true = jnp.sum(jnp.where(is_true, a, 0), axis=-1, keepdims=True)
+    # a bad example (label -1) has no true class here: NaN, as its loss
+    a_true = _nan_guard(jnp.sum(jnp.where(is_true, a, 0), axis=-1, keepdims=True), is_nan)
     if spec.margins == "relative":  # v_c = margin + s_c - s_y; v_y = true_margin
         d_scores = a_wrong - jnp.sum(a_wrong, axis=-1, keepdims=True) * is_true
     else:  # v_c = margin + s_c; v_y = true_margin - s_y

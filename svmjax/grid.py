@@ -10,8 +10,9 @@ cotangents ``M_g`` from its slice, and the weight gradients from one product
 thus read twice per step for the whole group instead of twice per configuration, and the
 products run on ``G`` times more rows, where a CPU is far more efficient than on
 ``C = 10``. Distinct seeds are ``jax.vmap``-ed over (each with its own batches). As in
-:func:`svmjax.train.fit`, an ``X`` of at most 64 MiB is gathered in batch order once per
-epoch, and each step takes its batch as a contiguous slice. The loss is called on the
+:func:`svmjax.train.fit`, ``X`` is gathered in batch order once per epoch, and each step
+takes its batch as a contiguous slice, while the copies (one per seed) take at most 64
+MiB; else each step gathers its batch. The loss is called on the
 ``[G, B, C]`` scores as they are (leading axes are batch axes to every loss) with the
 batch's labels broadcast, not on a ``[G·B, C]`` reshape with the labels tiled: XLA:CPU
 indexes the scores and labels of the first more cheaply in the loss's kernels.
@@ -40,7 +41,7 @@ from svmjax import validation as checks  # fit_grid's argument `validation` is t
 from svmjax.batches import key_words, minibatches, prepare_consts, prepare_data
 from svmjax.optim import make_optimizer
 from svmjax.train import (
-    _GATHER_ONCE_BYTES,
+    GATHER_ONCE_BYTES,
     Static,
     all_finite,
     check_options,
@@ -120,11 +121,15 @@ def _group_accuracy(params, X, y):
     return jnp.mean(jnp.argmax(scores, axis=1) == y[None, :], axis=1)
 
 
-def group_epoch_fn(params, opt_state, order, regs, data, consts, static: Static):
+def group_epoch_fn(
+    params, opt_state, order, regs, data, consts, static: Static, gather_once: bool = True
+):
     """:func:`svmjax.train.epoch_fn` for ``G`` configurations that share the batch
     ``order`` (leading axis ``G`` on ``params``, ``opt_state`` and ``regs``), with the
     gathers and products shared (see the module docstring). Each configuration's
-    objective and gradient are those of :func:`svmjax.linear.objective` on the batch."""
+    objective and gradient are those of :func:`svmjax.linear.objective` on the batch.
+    With ``gather_once``, ``X`` is gathered in batch order once for the epoch, else
+    batch by batch."""
     X, y = data.X, data.y
     entry = registry.get(static.loss)
     loss_fn = entry.analytic if static.grad == "analytic" else entry.pure
@@ -149,7 +154,7 @@ def group_epoch_fn(params, opt_state, order, regs, data, consts, static: Static)
             params = jax.vmap(linear.project_sum_to_zero)(params)
         return (params, opt_state), values * count
 
-    once = X.size * X.dtype.itemsize <= _GATHER_ONCE_BYTES  # as epoch_fn: X in batch order
+    once = gather_once
     batches = gather_batches(X, y, order) if once else order
     (params, opt_state), values = jax.lax.scan(step, (params, opt_state), batches)
     # No per-step check of the gradients: with the optimizers of make_optimizer (sgd,
@@ -176,8 +181,9 @@ def _epoch(params, opt_state, orders, regs, alive, data, consts, *, static, mesh
     the devices; :func:`svmjax.train.epoch_fn` vmapped, each device trains its
     configurations alone.
     """
-    if mesh is None:
-        fn = functools.partial(group_epoch_fn, static=static)
+    if mesh is None:  # one copy of X in batch order per seed, if they fit the budget
+        once = orders.shape[0] * data.X.size * data.X.dtype.itemsize <= GATHER_ONCE_BYTES
+        fn = functools.partial(group_epoch_fn, static=static, gather_once=once)
     else:  # vmapped over configurations: no per-configuration copy of X
         fn = functools.partial(epoch_fn, static=static, gather_once=False)
     run = jax.vmap(fn, in_axes=(0, 0, 0, 0, None, None))
@@ -192,10 +198,17 @@ def _epoch(params, opt_state, orders, regs, alive, data, consts, *, static, mesh
     return constrain((params, opt_state, alive, metrics), mesh, 0)
 
 
-grid_epoch = cache.jit(_epoch, cpu_options=cache.DOTS_ONLY, static_argnames=("static", "mesh"))
-grid_epoch_xla_dots = cache.jit(
-    _epoch, cpu_options=cache.XLA_DOTS, static_argnames=("static", "mesh")
-)
+@functools.partial(cache.jit, cpu_options=cache.DOTS_ONLY, static_argnames=("static", "mesh"))
+def grid_epoch(params, opt_state, orders, regs, alive, data, consts, *, static, mesh):
+    """:func:`_epoch` compiled with YNNPACK on the products (:data:`svmjax.cache.DOTS_ONLY`)."""
+    return _epoch(params, opt_state, orders, regs, alive, data, consts, static=static, mesh=mesh)
+
+
+@functools.partial(cache.jit, cpu_options=cache.XLA_DOTS, static_argnames=("static", "mesh"))
+def grid_epoch_xla_dots(params, opt_state, orders, regs, alive, data, consts, *, static, mesh):
+    """:func:`_epoch` compiled with XLA's own products (:data:`svmjax.cache.XLA_DOTS`)."""
+    return _epoch(params, opt_state, orders, regs, alive, data, consts, static=static, mesh=mesh)
+
 
 # A group of at least this many score columns (configurations x classes) on at most this
 # many features runs its products faster with XLA's own emitters than with YNNPACK's.

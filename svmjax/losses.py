@@ -58,14 +58,16 @@ def prepare(scores, labels, margin, class_weights, *, mark_labels: bool = False)
     scores of every example whose label is outside ``[0, C)`` or whose class weight is
     negative or non-finite set to NaN (see :func:`svmjax.validation.poison_invalid`), or
     with ``mark_labels`` (the analytic losses) its label set to ``-1`` instead
-    (:func:`svmjax.validation.mark_invalid`).
+    (:func:`svmjax.validation.mark_invalid`); ``is_true`` is from the labels as given.
     """
     scores, labels, margin, class_weights = check_loss_inputs(scores, labels, margin, class_weights)
+    # From the caller's labels: an example with a bad class weight keeps its class here,
+    # so the class weight's gradient is NaN there too, as for the pure losses.
+    is_true = one_hot(labels, scores.shape[-1])
     if mark_labels:
         labels = mark_invalid(labels, scores.shape[-1], class_weights)
     else:
         scores = poison_invalid(scores, labels, class_weights)
-    is_true = one_hot(labels, scores.shape[-1])
     return scores, labels, is_true, margin, class_weights
 
 

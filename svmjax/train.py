@@ -101,7 +101,7 @@ class TrainingDiverged(FloatingPointError):
         self.epoch, self.params, self.history = epoch, params, history
 
 
-_GATHER_ONCE_BYTES = 64 * 2**20  # epoch_fn copies a smaller X in batch order once per epoch
+GATHER_ONCE_BYTES = 64 * 2**20  # epoch_fn copies a smaller X in batch order once per epoch
 
 
 class Static(NamedTuple):
@@ -203,7 +203,7 @@ def epoch_fn(
     options |= dict(grad=static.grad, class_weights=consts.class_weights)
     options |= dict(loss_options=dict(static.options))
 
-    once = mesh is None and gather_once and X.size * X.dtype.itemsize <= _GATHER_ONCE_BYTES
+    once = mesh is None and gather_once and X.size * X.dtype.itemsize <= GATHER_ONCE_BYTES
     batches = gather_batches(X, y, order) if once else order
     if mesh is not None:  # [devices, m, ...]: device d's rows, indexed locally
         X_local = constrain(X.reshape(mesh.size, -1, X.shape[1]), mesh, 0)

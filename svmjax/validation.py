@@ -78,7 +78,8 @@ def validate(
       ValueError: label 5 at position 1 is outside [0, 3) ...
 
     This runs on concrete values only; inside ``jit`` the losses fall back to
-    :func:`poison_invalid`, which turns an out-of-range label into a NaN loss.
+    :func:`poison_invalid` (the analytic ones to :func:`mark_invalid`), which turn an
+    out-of-range label into a NaN loss.
     """
     x = np.asarray(scores_or_X)
     y = np.asarray(labels)
@@ -121,7 +122,8 @@ def check_loss_inputs(
 
     Dtypes and shapes are checked always (they are static). Label and class-weight
     *values* (labels in ``[0, C)``; weights finite and ``>= 0``) are checked only when they
-    are concrete (eager calls); inside ``jit`` see :func:`poison_invalid`. The
+    are concrete (eager calls); inside ``jit`` see :func:`poison_invalid` and
+    :func:`mark_invalid`. The
     margin is not checked: any finite margin defines a valid loss (``margin=0`` is the
     multiclass perceptron criterion), and the training entry points, which need a positive
     one, check it there. Non-finite scores are not checked either: they propagate (a NaN
@@ -196,12 +198,14 @@ def mark_invalid(
     gradient row (they guard on the NaN loss), so no score is touched. A select per
     example instead of a multiplication per score: under ``jit`` XLA:CPU repeats that
     multiplication, and the label test behind it, in every kernel that reads the scores.
+    The labels come back as ``int32`` (a valid label is below ``n_classes``): ``-1`` in an
+    unsigned type would wrap to a large, valid-looking number.
     """
     valid = (labels >= 0) & (labels < n_classes)
     if class_weights is not None:
         w = jnp.take(class_weights, jnp.clip(labels, 0, n_classes - 1))
         valid = valid & jnp.isfinite(w) & (w >= 0)
-    return jnp.where(valid, labels, -1)
+    return jnp.where(valid, labels.astype(jnp.int32), -1)
 
 
 def one_hot(labels: jax.Array, n_classes: int) -> jax.Array:

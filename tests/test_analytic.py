@@ -252,6 +252,54 @@ def test_out_of_range_label_under_jit_gives_nan_loss_and_gradient(module, name):
     assert np.isfinite(g[0]).all() and np.isfinite(g[2]).all()
 
 
+@pytest.mark.parametrize("module", [analytic, losses], ids=["analytic", "losses"])
+@pytest.mark.parametrize("name", list(registry.names()))
+def test_unsigned_labels_and_bad_class_weights_under_jit_give_nan(module, name):
+    # uint8 labels (MNIST's type): a bad label must not wrap into a valid-looking one; and
+    # a negative class weight makes its example's loss, score gradient and class-weight
+    # gradient NaN, in both modules.
+    entry = registry.get(name)
+    fn = entry.analytic if module is analytic else entry.pure
+    scores, _ = random_problem(17, 3, 4, np.float32)
+    labels = jnp.array([0, 200, 2], jnp.uint8)  # 200 is out of range for C = 4
+    loss = np.asarray(jax.jit(fn)(scores, labels))
+    assert np.isnan(loss[1]) and np.isfinite(loss[[0, 2]]).all()
+    g = np.asarray(jax.jit(jax.grad(lambda s, y: jnp.sum(fn(s, y))))(scores, labels))
+    assert np.isnan(g[1]).all() and np.isfinite(g[[0, 2]]).all()
+    weights = jnp.array([1.0, 1.0, -1.0, 1.0])  # class 2 negative: example 2 is bad
+    good = jnp.array([0, 1, 2], jnp.uint8)
+
+    def total(s, w):
+        return jnp.sum(fn(s, good, class_weights=w))
+
+    g_s, g_w = map(np.asarray, jax.jit(jax.grad(total, argnums=(0, 1)))(scores, weights))
+    assert np.isnan(g_s[2]).all() and np.isfinite(g_s[:2]).all()
+    assert np.isnan(g_w[2]) and np.isfinite(g_w[[0, 1, 3]]).all()
+
+
+def test_true_margin_gradient_of_a_bad_example_is_nan():
+    scores, _ = random_problem(18, 3, 4, np.float32)
+    options = dict(margins="absolute", classes="true", squared=True)
+
+    def grad_true_margin(module, labels, weights=None):
+        def total(nu, y, w):  # as arguments: closed over, bad values would raise
+            return jnp.sum(
+                module.unified_hinge(scores, y, true_margin=nu, class_weights=w, **options)
+            )
+
+        return jax.jit(jax.grad(total))(1.0, labels, jnp.ones(4) if weights is None else weights)
+
+    good = jnp.array([0, 1, 2])
+    # the analytic rule: a bad label makes the true margin's gradient NaN (autodiff of the
+    # pure loss drops that example from it instead: its true-class mask is empty)
+    assert np.isnan(grad_true_margin(analytic, jnp.array([0, 7, 2])))
+    negative = jnp.array([1.0, -1.0, 1.0, 1.0])  # example 1's class weight: NaN in both
+    for module in (analytic, losses):
+        assert np.isnan(grad_true_margin(module, good, negative))
+    # and with good inputs the two modules agree
+    assert_close(grad_true_margin(analytic, good), grad_true_margin(losses, good), F32_TOL)
+
+
 @pytest.mark.parametrize("name", LOSS_NAMES)
 def test_nan_score_gives_nan_gradient_row(name):
     scores = jnp.array([[0.0, jnp.nan, 1.0], [0.5, 0.1, 2.0]])

@@ -11,6 +11,7 @@ from conftest import F32_TOL, assert_close
 
 from svmjax import cache, cli, continuation, grid, metrics, registry, solve
 from svmjax.gradcheck import x64
+from svmjax.train import gather_batches
 
 CACHE_TEST = """
 import sys, jax, svmjax.cache
@@ -362,6 +363,35 @@ def test_fit_grid_groups_by_seed_and_keeps_config_order(seeds):
                 twin = result.configs.index(config)  # the first with this (lr, reg, seed)
                 np.testing.assert_array_equal(result.params["W"][i], result.params["W"][twin])
     assert not np.allclose(by_config[(0.01, 0.0, 0)], by_config[(0.1, 0.0, 0)])
+
+
+def test_fit_grid_gathers_once_per_epoch_or_per_step_with_the_same_result(monkeypatch):
+    # X in batch order once per epoch (one copy per seed) while the copies fit the budget,
+    # else batch by batch; the same batches either way.
+    X, y = _digits(200)
+    params = {"W": jnp.zeros((64, 10)), "b": jnp.zeros(10)}
+    options = dict(key=jax.random.key(0), learning_rates=(0.01, 0.1), seeds=(0, 1), epochs=2)
+    gathered = []  # the rank of each order gathered: 2 for an epoch, 1 for a batch
+
+    def gather(X, y, order):
+        gathered.append(order.ndim)
+        return gather_batches(X, y, order)
+
+    def fresh_program(*_):  # a new function each call: traced again, with the patches
+        def epoch(*args, **kwargs):
+            return grid._epoch(*args, **kwargs)
+
+        return jax.jit(epoch, static_argnames=("static", "mesh"))
+
+    monkeypatch.setattr(grid, "gather_batches", gather)
+    monkeypatch.setattr(grid, "epoch_program", fresh_program)
+    once = grid.fit_grid(params, X, y, batch_size=64, **options)
+    assert gathered == [2]
+    monkeypatch.setattr(grid, "GATHER_ONCE_BYTES", X.nbytes)  # one copy fits, two do not
+    stepwise = grid.fit_grid(params, X, y, batch_size=64, **options)
+    assert gathered == [2, 1]
+    assert_close(once.params["W"], stepwise.params["W"], F32_TOL, "W")
+    assert_close(once.history["objective"], stepwise.history["objective"], F32_TOL)
 
 
 def test_fit_grid_picks_its_epoch_program_by_shape_and_both_give_the_same_run(monkeypatch):
