@@ -34,7 +34,13 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from svmjax import family
-from svmjax.validation import check_loss_inputs, mark_invalid, one_hot, poison_invalid
+from svmjax.validation import (
+    check_loss_inputs,
+    is_concrete,
+    mark_invalid,
+    one_hot,
+    poison_invalid,
+)
 
 __all__ = [
     "weston_watkins",
@@ -59,11 +65,15 @@ def prepare(scores, labels, margin, class_weights, *, mark_labels: bool = False)
     negative or non-finite set to NaN (see :func:`svmjax.validation.poison_invalid`), or
     with ``mark_labels`` (the analytic losses) its label set to ``-1`` instead
     (:func:`svmjax.validation.mark_invalid`); ``is_true`` is from the labels as given.
+    Concrete labels and class weights (an eager call) have been checked, so nothing is
+    guarded then: no bad example can be there.
     """
     scores, labels, margin, class_weights = check_loss_inputs(scores, labels, margin, class_weights)
     # From the caller's labels: an example with a bad class weight keeps its class here,
     # so the class weight's gradient is NaN there too, as for the pure losses.
     is_true = one_hot(labels, scores.shape[-1])
+    if is_concrete(labels, class_weights):  # checked above: no bad example to guard
+        return scores, labels, is_true, margin, class_weights
     if mark_labels:
         labels = mark_invalid(labels, scores.shape[-1], class_weights)
     else:
