@@ -113,13 +113,6 @@ def _nan_guard(x: jax.Array, is_nan: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------------------- Weston–Watkins
 
 
-def _weston_watkins_terms(squared, scores, labels, margin):
-    """The hinge terms ``h(v_j)`` and their derivatives, 0 and False on the true class."""
-    is_true = one_hot(labels, scores.shape[-1])
-    v = scores - _label_score(scores, labels)[..., None] + margin
-    return _hinge_parts(jnp.where(is_true, -jnp.inf, v), squared)
-
-
 def _sums(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(sum(a), sum(b))`` over the last axis, in one pass where the dtype allows.
 
@@ -137,12 +130,13 @@ def _sums(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _weston_watkins(squared, scores, labels, margin):
-    h, dh = _weston_watkins_terms(squared, scores, labels, margin)
-    return _poison(_sums(h, dh)[0], labels)  # the forward rule's sum, to the bit
+    return _weston_watkins_fwd(squared, scores, labels, margin)[0]
 
 
 def _weston_watkins_fwd(squared, scores, labels, margin):
-    h, dh = _weston_watkins_terms(squared, scores, labels, margin)
+    is_true = one_hot(labels, scores.shape[-1])
+    v = scores - _label_score(scores, labels)[..., None] + margin
+    h, dh = _hinge_parts(jnp.where(is_true, -jnp.inf, v), squared)
     # The loss and sum_j h'(v_j) (the violation count, for the plain hinge) in one pass.
     loss, count = _sums(h, dh)
     loss = _poison(loss, labels)

@@ -41,13 +41,13 @@ from svmjax import validation as checks  # fit_grid's argument `validation` is t
 from svmjax.batches import key_words, minibatches, prepare_consts, prepare_data
 from svmjax.optim import make_optimizer
 from svmjax.train import (
-    GATHER_ONCE_BYTES,
     Static,
     all_finite,
     check_options,
     constrain,
     epoch_fn,
     gather_batches,
+    gather_fits,
 )
 
 __all__ = ["GridResult", "fit_grid"]
@@ -146,7 +146,7 @@ def group_epoch_fn(
 
     def step(carry, batch):
         params, opt_state = carry
-        X_b, y_b, weight, count = batch if once else gather_batches(X, y, batch)
+        X_b, y_b, weight, count = batch if gather_once else gather_batches(X, y, batch)
         (_, values), g = jax.value_and_grad(objectives, has_aux=True)(params, X_b, y_b, weight)
         updates, opt_state = update(g, opt_state, params)
         params: Any = optax.apply_updates(params, updates)
@@ -154,8 +154,7 @@ def group_epoch_fn(
             params = jax.vmap(linear.project_sum_to_zero)(params)
         return (params, opt_state), values * count
 
-    once = gather_once
-    batches = gather_batches(X, y, order) if once else order
+    batches = gather_batches(X, y, order) if gather_once else order
     (params, opt_state), values = jax.lax.scan(step, (params, opt_state), batches)
     # No per-step check of the gradients: with the optimizers of make_optimizer (sgd,
     # momentum, adam, any schedule) a non-finite gradient makes the parameters non-finite
@@ -182,7 +181,7 @@ def _epoch(params, opt_state, orders, regs, alive, data, consts, *, static, mesh
     configurations alone.
     """
     if mesh is None:  # one copy of X in batch order per seed, if they fit the budget
-        once = orders.shape[0] * data.X.size * data.X.dtype.itemsize <= GATHER_ONCE_BYTES
+        once = gather_fits(data.X, copies=orders.shape[0])
         fn = functools.partial(group_epoch_fn, static=static, gather_once=once)
     else:  # vmapped over configurations: no per-configuration copy of X
         fn = functools.partial(epoch_fn, static=static, gather_once=False)

@@ -104,6 +104,12 @@ class TrainingDiverged(FloatingPointError):
 GATHER_ONCE_BYTES = 64 * 2**20  # epoch_fn copies a smaller X in batch order once per epoch
 
 
+def gather_fits(X: jax.Array, copies: int = 1) -> bool:
+    """Whether ``copies`` copies of ``X`` in batch order (one per epoch, see
+    :func:`gather_batches`) fit the budget :data:`GATHER_ONCE_BYTES`."""
+    return copies * X.size * X.dtype.itemsize <= GATHER_ONCE_BYTES
+
+
 class Static(NamedTuple):
     """The compile-time options of an epoch (hashable)."""
 
@@ -203,7 +209,7 @@ def epoch_fn(
     options |= dict(grad=static.grad, class_weights=consts.class_weights)
     options |= dict(loss_options=dict(static.options))
 
-    once = mesh is None and gather_once and X.size * X.dtype.itemsize <= GATHER_ONCE_BYTES
+    once = mesh is None and gather_once and gather_fits(X)
     batches = gather_batches(X, y, order) if once else order
     if mesh is not None:  # [devices, m, ...]: device d's rows, indexed locally
         X_local = constrain(X.reshape(mesh.size, -1, X.shape[1]), mesh, 0)

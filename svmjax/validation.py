@@ -179,10 +179,7 @@ def poison_invalid(
     violating the margin (torch's ``MultiMarginLoss`` accepts one and returns a negative
     loss; svmjax refuses it, eagerly with an error and under ``jit`` with NaN).
     """
-    valid = (labels >= 0) & (labels < scores.shape[-1])
-    if class_weights is not None:
-        w = jnp.take(class_weights, jnp.clip(labels, 0, scores.shape[-1] - 1))
-        valid = valid & jnp.isfinite(w) & (w >= 0)
+    valid = _valid_examples(labels, scores.shape[-1], class_weights)
     factor = jnp.where(valid, jnp.ones((), scores.dtype), jnp.full((), jnp.nan, scores.dtype))
     return scores * factor[..., None]
 
@@ -201,11 +198,20 @@ def mark_invalid(
     The labels come back as ``int32`` (a valid label is below ``n_classes``): ``-1`` in an
     unsigned type would wrap to a large, valid-looking number.
     """
+    valid = _valid_examples(labels, n_classes, class_weights)
+    return jnp.where(valid, labels.astype(jnp.int32), -1)
+
+
+def _valid_examples(
+    labels: jax.Array, n_classes: int, class_weights: jax.Array | None
+) -> jax.Array:
+    """Per example: label in ``[0, n_classes)`` and, with ``class_weights``, its class
+    weight finite and ``>= 0`` (what :func:`poison_invalid` and :func:`mark_invalid` test)."""
     valid = (labels >= 0) & (labels < n_classes)
     if class_weights is not None:
         w = jnp.take(class_weights, jnp.clip(labels, 0, n_classes - 1))
         valid = valid & jnp.isfinite(w) & (w >= 0)
-    return jnp.where(valid, labels.astype(jnp.int32), -1)
+    return valid
 
 
 def one_hot(labels: jax.Array, n_classes: int) -> jax.Array:

@@ -387,7 +387,7 @@ def test_fit_grid_gathers_once_per_epoch_or_per_step_with_the_same_result(monkey
     monkeypatch.setattr(grid, "epoch_program", fresh_program)
     once = grid.fit_grid(params, X, y, batch_size=64, **options)
     assert gathered == [2]
-    monkeypatch.setattr(grid, "GATHER_ONCE_BYTES", X.nbytes)  # one copy fits, two do not
+    monkeypatch.setattr("svmjax.train.GATHER_ONCE_BYTES", X.nbytes)  # one copy fits, two not
     stepwise = grid.fit_grid(params, X, y, batch_size=64, **options)
     assert gathered == [2, 1]
     assert_close(once.params["W"], stepwise.params["W"], F32_TOL, "W")
