@@ -14,6 +14,7 @@ that sit within reach of a kink.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from svmjax import linear, registry
+from svmjax import cache, linear, registry
 
 __all__ = ["x64", "numerical_gradient", "sparse_check", "rel_error", "compare", "format_table"]
 
@@ -49,7 +50,8 @@ def _centred_differences(f, flat: jax.Array, unravel, entries: jax.Array, eps: f
         step = jnp.zeros_like(flat).at[k].set(eps)
         return (f(unravel(flat + step)) - f(unravel(flat - step))) / (2 * eps)
 
-    return jax.jit(lambda: jax.lax.map(difference, entries))()
+    options = cache.compiler_options()
+    return jax.jit(lambda: jax.lax.map(difference, entries), compiler_options=options)()
 
 
 def numerical_gradient(f: Callable[[Any], jax.Array], x: Any, *, eps: float = 1e-5) -> Any:
@@ -201,17 +203,11 @@ def compare(
     options: dict[str, Any] = dict(loss=loss, reg=reg, margin=margin, squared=squared)
     options["loss_options"] = loss_options
     with x64(), jax.default_matmul_precision("highest"):
-        kx, ky, kw, kb = jax.random.split(key, 4)
-        X64 = jax.random.normal(kx, (n, d), jnp.float64)
-        y = jax.random.randint(ky, (n,), 0, c)
-        params64 = {
-            "W": jax.random.normal(kw, (d, c), jnp.float64) / np.sqrt(d),
-            "b": 0.1 * jax.random.normal(kb, (c,), jnp.float64),
-        }
+        X64, y, params64 = _random_problem(key, n=n, d=d, c=c)
         g_numeric = numerical_gradient(
             lambda p: linear.objective(p, X64, y, grad="autodiff", **options), params64, eps=eps
         )
-        reach = eps * (1 + float(jnp.max(jnp.abs(X64))))
+        reach = eps * (1 + float(np.abs(np.asarray(X64)).max()))
         distances = None
         if entry.kinks is not None:
             distances = entry.kinks(
@@ -219,19 +215,27 @@ def compare(
             )
 
         X, params = X64.astype(dtype), jax.tree.map(lambda a: a.astype(dtype), params64)
+        closed_form = loss == "weston_watkins" and not squared
 
-        def gradient(p, grad):
-            g = jax.grad(linear.objective)(p, X, y, grad=grad, **options)
-            assert g["W"].dtype == dtype, f"gradient came back in {g['W'].dtype}, not {dtype}"
-            return g
+        def gradients(params, X, y):
+            def grad(p, how):
+                return jax.grad(linear.objective)(p, X, y, grad=how, **options)
 
-        g_analytic = gradient(params, "analytic")
-        g_autodiff = gradient(params, "autodiff")
-        closed = None
-        if loss == "weston_watkins" and not squared:
-            _, dW = linear.weston_watkins_closed_form(params["W"], X, y, reg=reg, margin=margin)
-            no_bias = gradient({"W": params["W"], "b": jnp.zeros_like(params["b"])}, "analytic")
-            closed = rel_error(dW, no_bias["W"])
+            out = {"analytic": grad(params, "analytic"), "autodiff": grad(params, "autodiff")}
+            if closed_form:
+                W = params["W"]
+                out["closed"] = linear.weston_watkins_closed_form(W, X, y, reg=reg, margin=margin)
+                out["no_bias"] = grad({"W": W, "b": jnp.zeros_like(params["b"])}, "analytic")
+            return out
+
+        # One compiled program for all of them: op by op, the losses' internal loops were
+        # retraced and compiled again at every call (the demo's table: 17 s instead of 6).
+        g = jax.jit(gradients, compiler_options=cache.compiler_options())(params, X, y)
+        for how in ("analytic", "autodiff"):
+            got = g[how]["W"].dtype
+            assert got == dtype, f"{how} gradient came back in {got}, not {dtype}"
+        g_analytic, g_autodiff = g["analytic"], g["autodiff"]
+        closed = rel_error(g["closed"][1], g["no_bias"]["W"]) if closed_form else None
         return {
             "loss": loss,
             "squared": squared,
@@ -243,6 +247,22 @@ def compare(
             "closed_form_vs_analytic": closed,
             "kink_share": None if distances is None else float(jnp.mean(distances < reach)),
         }
+
+
+@functools.partial(jax.jit, static_argnames=("n", "d", "c"))
+def _random_problem(
+    key: jax.Array, *, n: int, d: int, c: int
+) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
+    """:func:`compare`'s problem in float64 (call inside :func:`x64`): ``X [n, d]``,
+    labels ``[n]`` and ``{"W": [d, c], "b": [c]}``; jitted, so that a table's rows
+    compile it once (drawn op by op, ``W`` and ``b`` can differ in the last bit: XLA
+    fuses the scaling differently)."""
+    kx, ky, kw, kb = jax.random.split(key, 4)
+    params = {
+        "W": jax.random.normal(kw, (d, c), jnp.float64) / np.sqrt(d),
+        "b": 0.1 * jax.random.normal(kb, (c,), jnp.float64),
+    }
+    return jax.random.normal(kx, (n, d), jnp.float64), jax.random.randint(ky, (n,), 0, c), params
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

@@ -26,12 +26,14 @@ Here those files go through the CLI.
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
 import gzip
+import io
+import os
 import struct
 import subprocess
-import sys
 from pathlib import Path
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +41,8 @@ import numpy as np
 import pytest
 
 import svmjax
-from svmjax import analytic, grid, linear, losses, optim, train
+import svmjax.cache
+from svmjax import analytic, cli, grid, linear, losses, optim, train
 
 N, D, C = 4, 5, 3
 KEY = jax.random.key(0)
@@ -430,26 +433,36 @@ _CLI = {
 }  # fmt: skip
 
 
+def _run_cli(args: list[str]) -> subprocess.CompletedProcess:
+    """``svmjax.cli.main(args)`` in this process, as a finished command: its exit status
+    (argparse's ``SystemExit`` included) and what it printed. An exception that escapes
+    ``main`` (a traceback for the user) propagates and fails the test."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    environment = {k: v for k, v in os.environ.items() if k != svmjax.cache.ENV_VAR}
+    with (
+        mock.patch.dict(os.environ, environment, clear=True),
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+    ):
+        try:
+            status = cli.main(args)
+        except SystemExit as exit_:
+            status = exit_.code
+    return subprocess.CompletedProcess(args, status, stdout.getvalue(), stderr.getvalue())
+
+
 @pytest.fixture(scope="module")
 def cli_results(tmp_path_factory):
-    """Run every CLI case, four processes at a time; ``{name: CompletedProcess}``."""
+    """Every CLI case, run in this process (a fresh interpreter per case cost ~1 s; the
+    command's own entry point, ``python -m svmjax.cli``, is driven in a subprocess by
+    tests/test_cli.py::test_bad_flags_give_one_line_and_no_traceback);
+    ``{name: CompletedProcess}``."""
     directory = tmp_path_factory.mktemp("cli")
 
     def argv(args):
         return [str(a(directory)) if callable(a) else a.format(dir=directory) for a in args]
 
-    def run(args):
-        return subprocess.run(
-            [sys.executable, "-m", "svmjax.cli", *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-    cases = {name: argv(args) for name, (args, _) in _CLI.items()}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        futures = {name: pool.submit(run, args) for name, args in cases.items()}
-        return {name: future.result() for name, future in futures.items()}
+    return {name: _run_cli(argv(args)) for name, (args, _) in _CLI.items()}
 
 
 @pytest.mark.parametrize("name", list(_CLI))

@@ -53,6 +53,7 @@ def test_gradcheck_prints_every_variant():
         (["train", "--svmlight", "/no/such/file.svm"], "No such file or directory"),
         (["train", "--mnist", "/no/such/dir"], "train: error:"),
         (["sweep", "--lrs"], "expected at least one argument"),
+        (["train", "--lr", "1e30", "--squared", "--epochs", "2"], "diverged in epoch 1"),
     ],
 )
 def test_bad_flags_give_one_line_and_no_traceback(args, message):
