@@ -44,12 +44,19 @@ KINKS = {
 }
 
 
-def _subgradient_violations(f, s, g, key, num_z: int) -> int:
-    """How many random z break f(z) >= f(s) + <g, z - s> (beyond float64 rounding)."""
-    scales = jnp.geomspace(1e-4, 10.0, num_z)[:, None, None]
-    z = s[None] + scales * jax.random.normal(key, (num_z, *s.shape), s.dtype)
-    lower = f(s) + jnp.sum(g[None] * (z - s[None]), axis=(1, 2))
-    return int(jnp.sum(jax.vmap(f)(z) < lower - 1e-12))
+def _at_kink(f, s, z, direction, t) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``f``'s gradient ``g`` at ``s``, how many of the candidates ``z`` break
+    ``f(z) >= f(s) + <g, z - s>`` (beyond float64 rounding), and ``f`` along
+    ``s + t * direction``: one compiled program (op by op, seconds of compilation)."""
+
+    @jax.jit
+    def run(s, z, direction, t):
+        g = jax.grad(f)(s)
+        lower = f(s) + jnp.sum(g[None] * (z - s[None]), axis=(1, 2))
+        violations = jnp.sum(jax.vmap(f)(z) < lower - 1e-12)
+        return g, violations, jax.vmap(lambda t: f(s + t * direction))(t)
+
+    return run(s, z, direction, t)
 
 
 def _plot(kink_rows: list[dict], path) -> None:
@@ -79,6 +86,8 @@ def _kink_row(name: str, scores, labels, where: str, key: jax.Array, num_z: int)
     s, y = jnp.asarray(scores, jnp.float64), jnp.asarray(labels)
     direction_key, z_key = jax.random.split(key)
     direction = jax.random.normal(direction_key, s.shape, jnp.float64)
+    scales = jnp.geomspace(1e-4, 10.0, num_z)[:, None, None]
+    z = s[None] + scales * jax.random.normal(z_key, (num_z, *s.shape), s.dtype)
     t = jnp.linspace(-1.0, 1.0, 201)
     row = {"loss": name, "where": where, "scores": scores, "labels": labels, "t": t.tolist()}
     for module_name, module in (("analytic", analytic), ("autodiff", losses)):
@@ -86,11 +95,11 @@ def _kink_row(name: str, scores, labels, where: str, key: jax.Array, num_z: int)
         def f(x, module=module):
             return jnp.sum(getattr(module, name)(x, y))
 
-        g = jax.grad(f)(s)
+        g, violations, along = _at_kink(f, s, z, direction, t)
         row[f"{module_name}_gradient"] = np.asarray(g).tolist()
         row[f"{module_name}_slope"] = float(jnp.sum(g * direction))
-        row[f"{module_name}_violations"] = _subgradient_violations(f, s, g, z_key, num_z)
-        row["slice"] = np.asarray(jax.vmap(lambda t, f=f: f(s + t * direction))(t)).tolist()
+        row[f"{module_name}_violations"] = int(violations)
+        row["slice"] = np.asarray(along).tolist()
     return row
 
 
