@@ -228,8 +228,8 @@ def compare(
                 out["no_bias"] = grad({"W": W, "b": jnp.zeros_like(params["b"])}, "analytic")
             return out
 
-        # One compiled program for all of them: op by op, the losses' internal loops were
-        # retraced and compiled again at every call (the demo's table: 17 s instead of 6).
+        # One compiled program for all of them: op by op, the losses' internal loops are
+        # traced and compiled again at every call, most of a table's time.
         g = jax.jit(gradients, compiler_options=cache.compiler_options())(params, X, y)
         for how in ("analytic", "autodiff"):
             got = g[how]["W"].dtype

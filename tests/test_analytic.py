@@ -183,8 +183,8 @@ def tied_problem(draw):
 def subgradient_gaps(s, y, z, margin, *, name, squared):
     """Per module (analytic, losses): ``f(z) - f(s) - <g, z - s>`` for each candidate ``z``,
     ``g`` the module's gradient of the total loss ``f`` at ``s``; all >= 0 iff ``g`` is a
-    subgradient there. One program per name, ``squared`` and shape (the margin is traced):
-    run eagerly, every new shape recompiled each operation, ten times slower."""
+    subgradient there. One program per name, ``squared`` and shape (the margin is traced);
+    op by op, every new shape compiled each operation anew, several times slower."""
     gaps = []
     for module in (analytic, losses):
 
