@@ -1,5 +1,7 @@
 """Shared test settings: strict rank promotion, scoped float64, tolerances per dtype."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,6 +50,19 @@ TRAIN_TOL = 1e-4
 
 # The losses with hand-tuned backward rules and a dual (the exact solver's), from the registry.
 LOSS_NAMES = registry.names(solver=True)
+
+
+@functools.cache
+def compiled(fn, squared, options):
+    """Jitted total loss, its gradient and a vmap over candidate scores, for the loss ``fn``
+    with hashable ``options`` (a tuple of items); the margin is an argument (no
+    recompiles). For the property tests, which call them on many small problems: op by
+    op, every new shape compiles each operation anew."""
+
+    def total(s, y, margin):
+        return jnp.sum(fn(s, y, margin=margin, squared=squared, **dict(options)))
+
+    return jax.jit(total), jax.jit(jax.grad(total)), jax.jit(jax.vmap(total, (0, None, None)))
 
 
 def rel_error(a, b) -> float:

@@ -2,7 +2,6 @@
 the top-k accuracy, against readable naive loops, finite differences, autodiff, and the
 subgradient inequality at ties."""
 
-import functools
 import itertools
 import math
 
@@ -10,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import random_problem
+from conftest import compiled, random_problem
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -199,17 +198,6 @@ def tied_problem(draw, n=3, c=5):
     margin = draw(st.sampled_from([1.0, 0.5]))
     seed = draw(st.integers(0, 2**32 - 1))
     return np.array(scores, np.float32).reshape(n, c), np.array(labels, np.int32), margin, seed
-
-
-@functools.cache
-def compiled(fn, squared, options):
-    """Jitted total loss, its gradient and a vmap over candidate scores, for ``fn`` with
-    hashable ``options`` (a tuple of items); the margin is an argument (no recompiles)."""
-
-    def total(s, y, margin):
-        return jnp.sum(fn(s, y, margin=margin, squared=squared, **dict(options)))
-
-    return jax.jit(total), jax.jit(jax.grad(total)), jax.jit(jax.vmap(total, (0, None, None)))
 
 
 @settings(max_examples=40, deadline=None)
