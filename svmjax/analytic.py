@@ -94,6 +94,13 @@ def _label_score(scores: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.take_along_axis(scores, labels[..., None], axis=-1, mode="clip")[..., 0]
 
 
+def _prepare(scores, labels, margin, class_weights):
+    """:func:`svmjax.losses.prepare` as every analytic loss calls it: bad examples arrive
+    labelled ``-1`` (``mark_labels``) and :func:`_poison` makes their loss NaN, instead
+    of their scores multiplied by NaN."""
+    return prepare(scores, labels, margin, class_weights, mark_labels=True)
+
+
 def _poison(loss: jax.Array, labels: jax.Array) -> jax.Array:
     """``loss`` with NaN for every example labelled ``-1`` (an invalid example,
     :func:`svmjax.validation.mark_invalid`); each forward rule applies it before it flags
@@ -196,9 +203,7 @@ def weston_watkins(
     Reference: Weston and Watkins, ESANN 1999; cs231n notes, "Optimization" (the
     analytic SVM gradient).
     """
-    scores, labels, is_true, margin, class_weights = prepare(
-        scores, labels, margin, class_weights, mark_labels=True
-    )
+    scores, labels, is_true, margin, class_weights = _prepare(scores, labels, margin, class_weights)
     return weigh(_weston_watkins(squared, scores, labels, margin), is_true, class_weights)
 
 
@@ -269,9 +274,7 @@ def crammer_singer(
 
     Reference: Crammer and Singer, JMLR 2001.
     """
-    scores, labels, is_true, margin, class_weights = prepare(
-        scores, labels, margin, class_weights, mark_labels=True
-    )
+    scores, labels, is_true, margin, class_weights = _prepare(scores, labels, margin, class_weights)
     loss = _crammer_singer(squared, scores.shape[-1], scores, labels, margin)
     return weigh(loss, is_true, class_weights)
 
@@ -338,9 +341,7 @@ def one_vs_rest(
 
     Reference: Rifkin and Klautau, "In defense of one-vs-all classification", JMLR 2004.
     """
-    scores, labels, is_true, margin, class_weights = prepare(
-        scores, labels, margin, class_weights, mark_labels=True
-    )
+    scores, labels, is_true, margin, class_weights = _prepare(scores, labels, margin, class_weights)
     return weigh(_one_vs_rest(squared, scores, labels, margin), is_true, class_weights)
 
 
@@ -433,9 +434,7 @@ def unified_hinge(
     """
     spec = family.Template(margins, classes, aggregate, wrong_weight, true_weight, squared)
     spec = spec.checked()
-    scores, labels, is_true, margin, class_weights = prepare(
-        scores, labels, margin, class_weights, mark_labels=True
-    )
+    scores, labels, is_true, margin, class_weights = _prepare(scores, labels, margin, class_weights)
     true_margin = family.true_margin_or_default(spec, margin, true_margin)
     loss = _unified_hinge(spec, scores, labels, margin, true_margin)
     return weigh(loss, is_true, class_weights)
@@ -673,9 +672,7 @@ def top_k_hinge(
     """
     if variant not in ("alpha", "beta"):
         raise ValueError(f"variant must be 'alpha' or 'beta', got {variant!r}")
-    scores, labels, is_true, margin, class_weights = prepare(
-        scores, labels, margin, class_weights, mark_labels=True
-    )
+    scores, labels, is_true, margin, class_weights = _prepare(scores, labels, margin, class_weights)
     n_classes = scores.shape[-1]
     k = family.check_k(k, n_classes, n_classes)
     loss = _top_k_hinge(k, variant, squared, n_classes, scores, labels, margin)
@@ -766,9 +763,7 @@ def smooth_top_k(
 
     Reference: Berrada, Zisserman and Kumar, ICLR 2018.
     """
-    scores, labels, is_true, margin, class_weights = prepare(
-        scores, labels, margin, class_weights, mark_labels=True
-    )
+    scores, labels, is_true, margin, class_weights = _prepare(scores, labels, margin, class_weights)
     k = family.check_k(k, scores.shape[-1], scores.shape[-1] - 1)
     tau = family.check_tau(tau)
     loss = _smooth_top_k(k, tau, squared, scores, labels, margin)
