@@ -285,6 +285,7 @@ def main(config: Config) -> dict:
 
     sequential = _timed(sequential_run, 1)
     one = grid_times[min(config.grid_sizes)]["median"]
+    one_min = grid_times[min(config.grid_sizes)]["min"]
 
     scaling = _scaling(config)
     results = {
@@ -296,8 +297,7 @@ def main(config: Config) -> dict:
         "fit_grid_seconds": {str(k): v for k, v in grid_times.items()},
         "fit_grid_cost_vs_one_config": {str(k): v["median"] / one for k, v in grid_times.items()},
         "fit_grid_cost_vs_one_config_min": {
-            str(k): v["min"] / grid_times[min(config.grid_sizes)]["min"]
-            for k, v in grid_times.items()
+            str(k): v["min"] / one_min for k, v in grid_times.items()
         },
         f"sequential_{k_max}_fits_seconds": sequential,
         f"sequential_{k_max}_cost_vs_one_grid_config": sequential["median"] / one,
@@ -324,7 +324,6 @@ def main(config: Config) -> dict:
         "cost vs 1 config (min) |",
         "|---|---|---|---|---|",
     ]
-    one_min = grid_times[min(config.grid_sizes)]["min"]
     for k, t in grid_times.items():
         lines.append(
             f"| {k} | {t['median']:.3f} | {t['median'] / one:.1f}× | {t['min']:.3f} | "
