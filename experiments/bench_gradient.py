@@ -11,8 +11,8 @@ Methods, all computing the loss *and* the gradient on the same float32 problem (
   with ``block=N``): two passes over ``X``, weight gradient in the fast layout;
 * ``blocked``: the same forced to the CPU block size (``min(1024, 16 MiB // row_bytes)``
   rows): one sweep over ``X`` in row blocks;
-* ``scores_vjp``: the previous analytic path, ``svmjax.analytic``'s ``custom_vjp`` on the
-  scores only, the weight gradient left to autodiff;
+* ``scores_vjp``: ``svmjax.analytic``'s ``custom_vjp`` on the scores only, the weight
+  gradient left to autodiff (the analytic loss without the fused path);
 * ``autodiff``: ``objective(..., grad="autodiff")`` (``jax.grad`` of the pure loss);
 * ``closed_form``: ``svmjax.linear.weston_watkins_closed_form``, jitted (no bias);
 * ``numpy``: cs231n's vectorised ``svm_loss_vectorized`` in NumPy (no bias);
@@ -32,7 +32,7 @@ instruction set, capped with ``XLA_FLAGS=--xla_cpu_max_isa=<ISA>`` (so a machine
 AVX-512 also shows what an AVX2-only CPU would get), and reports, per size and ISA, which
 of the project's three gradient paths (one-pass blocked sweep, two passes in one block,
 autodiff) is fastest and whether :func:`svmjax.fused.block_rows` picked it. The default
-run does both (``--isas default AVX2``) and includes the issue's 20000 x 3073 x 10.
+run does both (``--isas default AVX2``) and includes 20000 x 3073 x 10.
 
 Writes ``results.json`` and ``timings.png`` into the output folder.
 
@@ -78,7 +78,7 @@ SIZES = {
     "5000x3073x10": (5000, 3073, 10),  # 59 MiB
     "60000x784x10": (60000, 784, 10),  # MNIST's training set (179 MiB)
     "10000x3073x10": (10000, 3073, 10),
-    "20000x3073x10": (20000, 3073, 10),  # the issue's target size (245 MB)
+    "20000x3073x10": (20000, 3073, 10),  # 234 MiB: the headline size of docs/performance.md
     "49000x3073x10": (49000, 3073, 10),  # cs231n's CIFAR-10 training split (600 MB)
 }
 PATHS = ("blocked", "two_pass", "autodiff")  # the project's gradient paths

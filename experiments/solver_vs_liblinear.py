@@ -10,7 +10,7 @@ against a long dual coordinate-ascent run: objective, duality gap, accuracy and 
    same objective), and for Weston–Watkins, which liblinear lacks, a float64 dual
    coordinate ascent written here (one coordinate at a time, exact steps).
 3. Optionally (``--mnist1d``, slow): mnist1d at C=1 with LinearSVC's defaults — the setting
-   of the issue, intercept on, which liblinear implements as a penalised constant feature —
+   a user gets, intercept on, which liblinear implements as a penalised constant feature —
    against ``solve`` on the same problem (``conventions.liblinear_features``).
 
 Timings: svmjax's first call includes compilation and is reported separately; "time" is the
