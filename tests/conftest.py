@@ -113,3 +113,46 @@ def random_problem(seed, n, c, dtype, scale=3.0):
     scores = (scale * rng.standard_normal((n, c))).astype(dtype)
     labels = rng.integers(0, c, size=n).astype(np.int32)
     return scores, labels
+
+
+# --- accelerators: matmul precision, and tests that hold on CPU only --------------------------
+#
+# JAX's default float32 product is the backend's: float32 on CPU, TF32 (10-bit mantissa) on
+# NVIDIA GPUs since Ampere, one bfloat16 pass (8 bits) on a TPU. svmjax leaves that default
+# to the user where a training step may round (linear.scores and objective, the fused
+# gradient path, fit, fit_grid's dW, the estimator's SGD solver) and forces Precision.HIGHEST
+# where results must certify or check something (solve, solve_path and primal_objective, the
+# dual's class sums, fit_grid's db, gradcheck.compare); the estimator predicts in NumPy
+# float64. This suite runs at HIGHEST (above), where a GPU multiplies float32 in float32 and
+# a TPU in six bfloat16 passes, so F32_TOL (= HIGHEST_MATMUL_TOL) and TRAIN_TOL hold on every
+# backend. A test of a path at the backend's default precision compares with
+# DEFAULT_MATMUL_TOL[backend]: a float32 product against float64, max-norm relative error.
+# TF32 rounds each input by up to 2^-11 = 4.9e-4 (the product was 3.7e-4 off on an H200,
+# docs/performance.md), one bfloat16 pass by up to 2^-8 = 3.9e-3.
+HIGHEST_MATMUL_TOL = F32_TOL
+DEFAULT_MATMUL_TOL = {"cpu": F32_TOL, "gpu": 2e-3, "tpu": 2e-2}
+FLOAT64_BACKENDS = ("cpu", "gpu")  # a TPU has no float64
+
+
+def backend_skip_reason(item, backend: str) -> str | None:
+    """Why the test ``item`` cannot hold on ``backend`` (None: it runs there). A test marked
+    ``@pytest.mark.cpu_only("why")`` (bits or programs promised on CPU only) skips off the
+    CPU; one marked ``float64``, or a ``dtype`` case in float64, where the backend has none."""
+    marker = item.get_closest_marker("cpu_only")
+    if marker is not None:
+        reason = marker.args[0] if marker.args else marker.kwargs.get("reason")
+        if not reason:
+            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.cpu_only needs a reason")
+        if backend != "cpu":
+            return f"cpu_only: {reason}"
+    params = item.callspec.params if hasattr(item, "callspec") else {}
+    float64 = item.get_closest_marker("float64") is not None or params.get("dtype") is jnp.float64
+    if float64 and backend not in FLOAT64_BACKENDS:
+        return f"float64: the {backend} backend has no float64"
+    return None
+
+
+def pytest_runtest_setup(item):
+    reason = backend_skip_reason(item, jax.default_backend())
+    if reason is not None:
+        pytest.skip(reason)
