@@ -1,51 +1,28 @@
 """How svmjax's programs compile: an opt-in persistent compilation cache (compile a program
 once per machine, not per process), and the compile options of svmjax's own programs.
 
-A fresh Python process pays for XLA compilation again (the exact solver's program takes a
-couple of seconds to compile on CPU, more than solving a small problem). JAX can keep
-compiled programs on disk; :func:`enable` turns that on for svmjax's programs (and every
-other JAX program of the process), with thresholds low enough that small programs are
-kept too. Nothing is changed on import: call it yourself, or use the command line's
-``--cache DIR`` flag (or the ``SVMJAX_CACHE`` environment variable).
+:func:`enable` keeps compiled programs in a folder (also the command line's ``--cache DIR``
+or the ``SVMJAX_CACHE`` environment variable); nothing changes on import. svmjax runs the
+programs it loads from there, so the folder must be as trusted as the code: :func:`enable`
+refuses one that others can write or replace (see "Files and trust" in the docs).
 
 Example:
-  >>> import svmjax.cache
-  >>> path = svmjax.cache.enable("/tmp/svmjax-cache-doctest")
-  >>> path.name
-  'svmjax-cache-doctest'
+  >>> import tempfile, svmjax.cache
+  >>> path = svmjax.cache.enable(tempfile.mkdtemp(suffix="-svmjax-cache"))
+  >>> path.name.endswith("-svmjax-cache")
+  True
   >>> svmjax.cache.disable()
 
-The cache key covers the program, the JAX and XLA versions, the device and the compile
-options, so a stale entry is never used; delete the folder to reclaim space.
+Besides JAX's compiled programs, svmjax's own (:func:`jit` of a function defined in
+svmjax) are kept in their lowered form, exported with :mod:`jax.export` into the folder's
+``svmjax-exported`` subfolder, so that a later process skips tracing them too (this needs
+``flatbuffers``: ``pip install 'svmjax[cache]'``). Every key covers what changes the
+program (the code, the JAX and XLA versions, the device, the settings and options, the
+argument types), so a stale entry is never used; delete the folder to reclaim space.
 
-JAX's cache keeps the compiled program, but a new process still traces and lowers the
-Python function to find its key (for the exact solver about 0.3 s on CPU, several times
-the solve of a small problem). So while the cache is enabled, svmjax's own programs
-(:func:`jit` of a function defined in svmjax) also keep their lowered form, exported with
-:mod:`jax.export`, in the folder's ``svmjax-exported`` subfolder, and a later process
-loads it instead of tracing: about 0.1 s from a call to a running program. The key of an
-exported program covers svmjax's source files (as imported), the JAX and jaxlib
-versions, the device, the JAX settings that change tracing (``jax_enable_x64``, matmul
-precision, ...), the compile options, the static arguments and the types of the others
-(shape, dtype, weak type). Not exported, but jitted as usual: functions defined outside
-svmjax or with a closure (their code is not in the key), static arguments that are not
-plain values (strings, numbers, tuples) or not passed by keyword, calls whose statics
-``export_if`` refuses (the solver's, for a loss the user registered or replaced: its code
-is not svmjax's), and arguments on a device other than the default one. Serialising
-needs the ``flatbuffers`` package (``pip install 'svmjax[cache]'``); without it only
-JAX's cache is used.
-
-:func:`compiler_options` is what svmjax's programs (the exact solver's loop, ``fit``'s and
-``fit_grid``'s epochs; :func:`jit`) pass to XLA: on CPU, XLA's older loop emitters instead
-of its MLIR fusion emitters, which compile their many small fusions in about two thirds
-of the time and run as fast or faster; the solver's loop also without the tree rewrite of
-its sums (:data:`NO_TREE_SUMS`), and ``fit_grid``'s epoch with YNNPACK on its products
-alone (:data:`DOTS_ONLY`). Measured in ``experiments/bench_sklearn.py`` and
-``experiments/bench_train.py``. Elsewhere, or where the installed XLA does not know an
-option, that option is left out (XLA from JAX 0.11 on has only the fusion emitters and
-refuses ``xla_cpu_use_fusion_emitters``). Which options XLA knows is asked with a
-one-operation compilation, except where an exported program is loaded: that is compiled
-with the options asked for and asks only if one is refused.
+:func:`compiler_options` is what svmjax's programs pass to XLA on CPU (the loop emitters,
+and :data:`NO_TREE_SUMS`, :data:`DOTS_ONLY` or :data:`XLA_DOTS` for some programs), each
+left out where the installed XLA does not know it.
 """
 
 from __future__ import annotations
@@ -63,7 +40,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from svmjax.validation import is_concrete
+from svmjax._checks import is_concrete
+from svmjax._files import remove_stale, trusted_folder
 
 __all__ = [
     "enable",
@@ -72,6 +50,7 @@ __all__ = [
     "compiler_options",
     "jit",
     "ENV_VAR",
+    "SHARED_ENV_VAR",
     "NO_TREE_SUMS",
     "DOTS_ONLY",
     "XLA_DOTS",
@@ -79,7 +58,9 @@ __all__ = [
 ]
 
 ENV_VAR = "SVMJAX_CACHE"
+SHARED_ENV_VAR = "SVMJAX_CACHE_SHARED"
 _folder: Path | None = None  # the enabled cache folder, where exporting is possible
+_mode = 0o700  # of the folders created in it: 0o777 (less the umask) for a shared cache
 _SETTINGS = {  # keep every program, however small or quick to compile
     "jax_persistent_cache_min_compile_time_secs": 0.0,
     "jax_persistent_cache_min_entry_size_bytes": -1,
@@ -338,7 +319,7 @@ def _save(path: Path, data: bytes | bytearray) -> None:
     """Write ``data`` to ``path`` atomically (a reader sees all of it or nothing); in a
     folder that cannot be written, nothing (the program then serves this process only)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=_mode, exist_ok=True)
         handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     except OSError:
         return
@@ -348,6 +329,8 @@ def _save(path: Path, data: bytes | bytearray) -> None:
         os.replace(partial, path)
     except OSError:
         Path(partial).unlink(missing_ok=True)
+        return
+    remove_stale(path.parent, r"\..+\.[a-z0-9_]{8}")  # what killed writers left
 
 
 def _load(path: Path) -> Any:
@@ -362,7 +345,8 @@ def _load(path: Path) -> Any:
 
 
 def default_path() -> Path:
-    """``$SVMJAX_CACHE`` if set, else ``$XDG_CACHE_HOME/svmjax/jax`` (``~/.cache/...``)."""
+    """``$SVMJAX_CACHE`` if set, else ``$XDG_CACHE_HOME/svmjax/jax`` (``~/.cache/...``);
+    :func:`enable` creates the missing folders with mode 0o700."""
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -380,24 +364,40 @@ def _reset() -> None:
         pass
 
 
-def enable(path: str | os.PathLike | None = None) -> Path:
-    """Keep compiled programs in ``path`` (created; default :func:`default_path`) and
-    reuse them in later processes. Returns the folder.
+def enable(path: str | os.PathLike | None = None, *, shared: bool | None = None) -> Path:
+    """Keep compiled programs in ``path`` (default :func:`default_path`) and reuse them in
+    later processes. Returns the folder, symlinks resolved.
+
+    svmjax runs what it loads from the folder, so the folder must be as trusted as the
+    code: it is refused where someone other than you (or root) could change it, i.e. if
+    it, anything in it or a folder above it belongs to another user, or it or anything in
+    it can be written by others, or a folder above it can be written by others and lacks
+    the sticky bit (as ``/tmp`` has). Missing folders are created with mode 0o700. A
+    cache shared by a team on purpose (``shared=True``, or ``SVMJAX_CACHE_SHARED=1``
+    where ``shared`` is None) gives a warning instead. Not checked where ``os.geteuid``
+    does not exist (Windows).
 
     Sets ``jax_compilation_cache_dir`` and lowers the thresholds
     ``jax_persistent_cache_min_compile_time_secs`` (to 0) and
     ``jax_persistent_cache_min_entry_size_bytes`` (to -1, no minimum) for this process;
     with ``flatbuffers`` installed, svmjax's programs are also kept exported in
     ``path / "svmjax-exported"`` (see the module docstring).
+
+    Raises:
+      PermissionError: the folder is not trusted, e.g. ``cache folder /tmp/c can be
+        written by others (mode 0o777), and svmjax runs the programs it loads from there:
+        run "chmod go-w /tmp/c" or choose a folder you own (...)``.
     """
-    global _folder
-    folder = Path(path).expanduser() if path is not None else default_path()
-    folder.mkdir(parents=True, exist_ok=True)
+    global _folder, _mode
+    if shared is None:
+        shared = os.environ.get(SHARED_ENV_VAR, "").lower() in ("1", "true", "yes", "on")
+    folder = trusted_folder(path if path is not None else default_path(), shared=shared)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     for name, value in _SETTINGS.items():
         jax.config.update(name, value)
     _reset()
     _folder = folder if importlib.util.find_spec("flatbuffers") is not None else None
+    _mode = 0o777 if shared else 0o700
     return folder
 
 

@@ -430,7 +430,11 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.cache:
-        cache.enable(args.cache)
+        try:
+            cache.enable(args.cache)
+        except PermissionError as error:  # a cache folder others could change
+            print(f"svmjax {args.command}: error: {error}", file=sys.stderr)
+            return 2
     try:
         return args.run(args)
     # Expected: bad input files, a missing optional extra (matplotlib, tqdm, scikit-learn),
