@@ -4,14 +4,16 @@ A checkpoint holds the leaves of ``(params, opt_state)``, the key's data, the hi
 JSON manifest (format, epoch, tree structure, leaf names, shapes and dtypes, key
 implementation, the training options). It is written to a temporary file in the same
 directory and moved into place with ``os.replace``, so a crash mid-write leaves the previous
-checkpoint intact, and read with ``allow_pickle=False``. Arrays are plain (layout-free): a
-run checkpointed on a mesh resumes on one device or another mesh.
+checkpoint intact (and a temporary file, which a later save removes), and read with
+``allow_pickle=False``. Arrays are plain (layout-free): a run checkpointed on a mesh resumes
+on one device or another mesh.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import zipfile
 import zlib
@@ -21,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from svmjax._files import remove_stale
 
 __all__ = ["TrainState", "save", "load"]
 
@@ -59,8 +63,10 @@ def save(
     ``manifest``: a JSON string with the format, epoch, tree structure, leaf names, shapes
     and dtypes, key implementation, history names and ``options`` (any JSON-serialisable
     dict; :func:`svmjax.train.fit` stores its options there). Nothing is pickled. Missing
-    directories are created; a failure while writing leaves any previous file at ``path`` untouched
-    (a process killed mid-write may leave a ``<name>.*.tmp`` file next to it, never read).
+    directories are created; a failure while writing leaves any previous file at ``path``
+    untouched. A process killed mid-write leaves a ``<name>.<8 characters>.tmp`` file next
+    to it, never read; a later successful save removes those older than five minutes (a
+    live writer's is younger) and no other file.
 
     Example:
       >>> import os, tempfile
@@ -93,6 +99,8 @@ def save(
         os.unlink(tmp)
         raise
     _sync_directory(directory)
+    # What writers of this checkpoint killed midway left (a live writer's file is younger).
+    remove_stale(directory, re.escape(os.path.basename(path)) + r"\.[a-z0-9_]{8}\.tmp")
 
 
 def _sync_directory(directory: str) -> None:

@@ -1,5 +1,6 @@
 """Fault injection: poisoned minibatches mid-training, checkpoint writes that fail or are
-killed midway, corrupt checkpoint files.
+killed midway (and the temporary files they leave, which a later save removes), corrupt
+checkpoint files.
 
 Already covered in tests/test_train.py (not repeated here): a NaN *update* from a faulty
 optimizer (``test_divergence_names_the_epoch_and_keeps_the_last_finite_state``), a
@@ -12,16 +13,19 @@ imports :func:`poisoned_batches` from here.
 
 import contextlib
 import os
+import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from svmjax import checkpoint, linear, optim, train
+from svmjax import _files, checkpoint, linear, optim, train
 
 N, D, C, BATCH = 40, 5, 3, 10  # 4 minibatches per epoch
 POISON_EPOCH = 3
@@ -214,6 +218,66 @@ def test_a_writer_killed_midway_leaves_the_previous_checkpoint_and_resume_is_exa
     clean, clean_history = train.fit(_init(), X, y, **run)
     _assert_trees_equal(resumed, clean)  # across processes, bit for bit
     _assert_trees_equal(resumed_history, clean_history)
+
+
+_SIGKILLED_WRITER = """
+import sys, time
+import jax, numpy as np
+from svmjax import checkpoint
+
+def stalled(file, **arrays):
+    file.write(b"PK\\x03\\x04 part of a zip")
+    file.flush()
+    print("writing", flush=True)
+    time.sleep(300)  # until killed
+
+np.savez = stalled
+state = checkpoint.TrainState({{"w": np.ones(3, np.float32)}}, (), jax.random.key(0), 1, {{}})
+checkpoint.save({path!r}, state)
+"""
+
+
+def test_a_save_removes_its_own_old_temporary_files_and_nothing_else(tmp_path):
+    path = tmp_path / "ckpt.npz"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _SIGKILLED_WRITER.format(path=str(path))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "writing\n"
+    finally:
+        writer.kill()  # SIGKILL on POSIX: mid-save, nothing cleaned up
+        writer.wait(timeout=60)
+        if writer.stdout is not None:
+            writer.stdout.close()
+    assert writer.returncode == (-signal.SIGKILL if hasattr(signal, "SIGKILL") else 1)
+    (killed,) = tmp_path.iterdir()
+    assert re.fullmatch(r"ckpt\.npz\.[a-z0-9_]{8}\.tmp", killed.name)
+    old, young = _files.STALE_SECONDS + 60, _files.STALE_SECONDS - 60
+    live = tmp_path / "ckpt.npz.live0001.tmp"  # a concurrent writer's, written a while ago
+    foreign = [
+        tmp_path / "other.npz.abcd1234.tmp",  # another checkpoint's
+        tmp_path / "ckpt.npz.abcd1234.tmp.bak",
+        tmp_path / "xckpt.npz.abcd1234.tmp",
+        tmp_path / "ckpt.npz.notes",
+    ]
+    for file in [live, *foreign]:
+        file.write_bytes(b"not this save's to remove")
+    (tmp_path / "ckpt.npz.dir12345.tmp").mkdir()  # a folder, whatever its name
+    now = time.time()
+    for file, age in [(killed, old), (live, young), *[(f, old) for f in foreign]]:
+        os.utime(file, (now - age, now - age))
+    os.utime(tmp_path / "ckpt.npz.dir12345.tmp", (now - old, now - old))
+    left = {p.name for p in tmp_path.iterdir()} - {killed.name}
+
+    template = _template()
+    checkpoint.save(path, template._replace(epoch=2))
+    assert {p.name for p in tmp_path.iterdir()} == left | {"ckpt.npz"}
+    assert checkpoint.load(path, template).epoch == 2
+    os.utime(live, (now - old, now - old))  # the same file once it is old: a dead writer's
+    checkpoint.save(path, template._replace(epoch=3))
+    assert {p.name for p in tmp_path.iterdir()} == left - {live.name} | {"ckpt.npz"}
 
 
 # --- corrupt checkpoint files ----------------------------------------------------------------
