@@ -5,7 +5,8 @@ Sphinx would understand and Markdown does not. Before mkdocstrings renders a doc
 rewrites them:
 
 * ``.. math::`` blocks (indented body, or the formula on the same line) become ``$$ ... $$``
-  blocks, and ``:math:`x``` becomes ``\\(x\\)``; ``pymdownx.arithmatex`` and MathJax render them;
+  blocks, and ``:math:`x``` becomes ``\\(x\\)``; ``pymdownx.arithmatex`` marks them and
+  ``docs/hooks/mathml.py`` renders them as MathML;
 * ``:mod:``, ``:func:``, ``:class:``, ``:data:`` ... roles become optional cross-references:
   a link when the target has an API page, plain code otherwise (a private helper, a name
   outside svmjax), so a reference never breaks the strict build;
