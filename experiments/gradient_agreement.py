@@ -60,9 +60,11 @@ def _at_kink(f, s, z, direction, t) -> tuple[jax.Array, jax.Array, jax.Array]:
 
 
 def _plot(kink_rows: list[dict], path) -> None:
-    from svmjax.plots import _pyplot
+    import matplotlib
 
-    plt = _pyplot()
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, len(kink_rows), figsize=(4 * len(kink_rows), 3.2))
     for ax, row in zip(axes, kink_rows, strict=True):
         t = np.asarray(row["t"])

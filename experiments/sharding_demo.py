@@ -35,7 +35,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from svmjax import batches, continuation, data, grid, linear, optim, sharding, solve, train
+from svmjax import (
+    _epoch,
+    _inputs,
+    batches,
+    continuation,
+    data,
+    grid,
+    linear,
+    optim,
+    sharding,
+    solve,
+    train,
+)
 
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 
@@ -142,9 +154,9 @@ def fit_reference(params, X, y, options, devices: int):
     device ``d``'s local row ``i`` is global row ``d * ceil(N / devices) + i``)."""
     n, m = len(y), -(-len(y) // devices)
     tx = options["optimizer"]
-    prepared = batches.prepare_data(params, X, y, None)
-    consts = batches.prepare_consts(params, 1.0, None)
-    static = train.Static(tx.update, "weston_watkins", "analytic", False, (), None)
+    prepared = _inputs.prepare_data(params, X, y, None)
+    consts = _inputs.prepare_consts(params, 1.0, None)
+    static = _epoch.Static(tx.update, "weston_watkins", "analytic", False, (), None)
     words = batches.key_words(options["key"])
     state = (params, tx.init(params))
     for epoch in range(1, options["epochs"] + 1):
@@ -156,7 +168,7 @@ def fit_reference(params, X, y, options, devices: int):
             axis=1,
         )
         rows = np.where(local >= 0, local + m * np.arange(devices)[None, :, None], -1)
-        *state, _ = train.run_epoch(
+        *state, _ = _epoch.run_epoch(
             *state, rows.reshape(len(rows), -1), jnp.float32(0), prepared, consts, static=static
         )
     return state[0]

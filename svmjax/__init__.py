@@ -1,6 +1,6 @@
 """svmjax: multiclass SVM (hinge-family) losses in JAX, with analytic gradients.
 
-Modules, one concern each:
+Modules, one concern each (modules whose name starts with ``_`` are internal):
 
 * :mod:`svmjax.losses` — pure ``jnp`` definitions (``jax.grad`` differentiates them);
 * :mod:`svmjax.analytic` — the same losses with hand-written ``custom_vjp`` gradients;
@@ -9,13 +9,12 @@ Modules, one concern each:
 * :mod:`svmjax.fused` — the fast analytic objective (one pass over ``X``, bfloat16 ``X``);
 * :mod:`svmjax.optim` — optimizers by name, learning rate in the state;
 * :mod:`svmjax.train` — optax training: ``fit``;
-* :mod:`svmjax.batches` — the checked, placed training data and every epoch's batch order;
+* :mod:`svmjax.batches` — every epoch's minibatch order, drawn from the key;
 * :mod:`svmjax.grid` — ``fit_grid``: many configurations in one vmapped run;
 * :mod:`svmjax.checkpoint` — atomic ``.npz`` checkpoints, no pickle;
 * :mod:`svmjax.cache` — an opt-in persistent compilation cache;
-* :mod:`svmjax.solve` — an exact full-batch primal solver with a duality-gap certificate,
-  looping in :mod:`svmjax.continuation` on :mod:`svmjax.lbfgs` and the duals of
-  :mod:`svmjax.duals`;
+* :mod:`svmjax.solve` — an exact solver with a duality-gap certificate, looping in
+  :mod:`svmjax.continuation` on :mod:`svmjax.lbfgs` and the duals of :mod:`svmjax.duals`;
 * :class:`svmjax.SVMClassifier` — a scikit-learn estimator (needs the ``data`` extra);
 * :mod:`svmjax.conventions` — conversions to torch, optax, Keras, liblinear, sklearn, cs231n;
 * :mod:`svmjax.metrics` — classification metrics (:func:`~svmjax.metrics.top_k_accuracy`);

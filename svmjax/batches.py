@@ -1,54 +1,32 @@
-r"""What training reads: the data, checked once and placed on its devices, and the
-minibatch order of every epoch.
+r"""The minibatch order of every epoch of :func:`svmjax.train.fit` and
+:func:`svmjax.grid.fit_grid`, drawn on the host with NumPy from the key alone.
 
-Shared by :func:`svmjax.train.fit` and :func:`svmjax.grid.fit_grid`; the orders are
-documented in :mod:`svmjax.train`. Without a mesh, the data is cast to the dtype of ``W``
-and every epoch's order is drawn on the host with NumPy (:func:`minibatches`); with a mesh,
-the rows are split over the devices (:func:`shard_data`, padding labelled ``-1``) and each
-device permutes its own rows (:func:`device_minibatches`).
+One device: epoch ``e`` (1-based) visits the ``N`` examples in the order
+``np.random.default_rng([*key_words(key), e]).permutation(N)``, cut into
+``ceil(N / batch_size)`` batches (:func:`minibatches`); the last one is padded with slots
+``-1``, which get weight 0, so every example counts and none is dropped.
+
+A mesh of ``P`` devices: device ``d`` holds rows ``[d m, (d + 1) m)``, ``m = ceil(N / P)``,
+and permutes its own ``n_d`` real rows with ``default_rng([*key_words(key), e,
+d]).permutation(n_d)``, cut into ``ceil(m / b)`` batches of ``b = ceil(batch_size / P)``
+slots (:func:`device_minibatches`); step ``k`` trains on every device's batch ``k``.
+
+The order depends only on ``(key, e)`` (and ``P``), so the same key gives the same bits, a
+resumed run sees the same batches as an uninterrupted one, and a raw key
+(``jax.random.PRNGKey``) and a typed key (``jax.random.key``) of the same seed give the
+same order. NumPy draws it because a ``jax.random.permutation`` on XLA:CPU costs about as
+much as a dozen training steps.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
 from svmjax import sharding
-from svmjax import validation as checks
 
-__all__ = [
-    "Consts",
-    "Data",
-    "device_minibatches",
-    "key_words",
-    "mesh_order",
-    "minibatches",
-    "prepare_consts",
-    "prepare_data",
-    "shard_data",
-]
-
-Params = dict[str, jax.Array]
-
-
-class Data(NamedTuple):
-    """Checked training data: features cast to the dtype of ``W``, labels int32."""
-
-    X: jax.Array
-    y: jax.Array
-    X_val: jax.Array | None
-    y_val: jax.Array | None
-
-
-class Consts(NamedTuple):
-    """Checked loss constants, as arrays of the dtype of ``W``."""
-
-    margin: jax.Array
-    class_weights: jax.Array | None
+__all__ = ["device_minibatches", "key_words", "mesh_order", "minibatches"]
 
 
 def key_words(key: jax.Array) -> list[int]:
@@ -57,9 +35,14 @@ def key_words(key: jax.Array) -> list[int]:
 
 
 def minibatches(words: list[int], epoch: int, n: int, batch_size: int) -> np.ndarray:
-    """Row indices ``[ceil(n / batch_size), batch_size]`` of one epoch: row ``r`` is batch
-    ``r`` of :func:`svmjax.train.fit`'s documented order; the slots past ``n`` in the last
-    batch are ``-1`` (padding)."""
+    """Row indices ``[ceil(n / batch_size), batch_size]`` of epoch ``epoch`` on one device:
+    row ``r`` is batch ``r`` of the order above, seeded by ``words = key_words(key)``; the
+    slots past ``n`` in the last batch are ``-1`` (padding).
+
+    Example:
+      >>> minibatches(key_words(jax.random.key(0)), 1, 5, 2).shape
+      (3, 2)
+    """
     n_batches = -(-n // batch_size)
     order = np.full(n_batches * batch_size, -1, np.int32)
     order[:n] = np.random.default_rng([*words, epoch]).permutation(n)
@@ -93,8 +76,9 @@ def device_minibatches(
 
 
 def mesh_order(words, epoch, n, batch_size, mesh: Mesh) -> jax.Array:
-    """The epoch's ``[n_batches, devices, b]`` local indices, each device's column built
-    (by :func:`device_minibatches`) only on the process that owns the device."""
+    """The epoch's ``[n_batches, devices, b]`` local indices under ``mesh`` as one global
+    array, the order ``fit(..., mesh=mesh)`` trains on: each device's column built (by
+    :func:`device_minibatches`) only on the process that owns the device."""
     devices = mesh.size
     _, b, n_batches = _device_layout(n, devices, batch_size)
     shape = (n_batches, devices, b)
@@ -108,88 +92,3 @@ def mesh_order(words, epoch, n, batch_size, mesh: Mesh) -> jax.Array:
         )
 
     return jax.make_array_from_callback(shape, spec, piece)
-
-
-def _host(x, mesh: Mesh | None):
-    """``x``, gathered to every process first when it is a global array spanning others."""
-    if mesh is not None and isinstance(x, jax.Array) and not x.is_fully_addressable:
-        return sharding.put(x, mesh)
-    return x
-
-
-def _features(X, dtype):
-    """``X`` with integer or boolean features converted to ``dtype``; others unchanged."""
-    X = X if isinstance(X, jax.Array | np.ndarray) else np.asarray(X)
-    if np.issubdtype(X.dtype, np.integer) or X.dtype == np.bool_:
-        return X.astype(dtype)
-    return X
-
-
-def prepare_data(params: Params, X, y, validation_data, mesh: Mesh | None = None) -> Data:
-    """:class:`Data` checked (once, here at the boundary) and cast to the dtype of ``W``;
-    with ``mesh``, replicated on it (as :func:`svmjax.grid.fit_grid` uses it; :func:`fit`
-    lays the rows out with :func:`shard_data` instead)."""
-    W = params["W"]
-
-    def arrays(X, y, name):
-        X = _features(_host(X, mesh), W.dtype)
-        if X.ndim != 2 or X.shape[1] != W.shape[0]:
-            raise ValueError(f"{name} must have shape [N, {W.shape[0]}] to match W, got {X.shape}")
-        X, y = checks.validate(X, _host(y, mesh), W.shape[1], name=name)
-        X, y = X.astype(W.dtype), y.astype(jnp.int32)
-        return (X, y) if mesh is None else (sharding.put(X, mesh), sharding.put(y, mesh))
-
-    X, y = arrays(X, y, "X")
-    if validation_data is None:
-        return Data(X, y, None, None)
-    X_val, y_val = validation_data
-    X_val, y_val = arrays(X_val, y_val, "X_val")
-    return Data(X, y, X_val, y_val)
-
-
-def shard_data(params: Params, X, y, validation_data, mesh: Mesh) -> tuple[Data, int]:
-    """:class:`Data` laid out by rows on ``mesh`` (:func:`svmjax.sharding.shard_rows`;
-    padding rows have label ``-1``), checked, and the number ``N`` of real training rows.
-
-    Host data is checked on the host, then each device receives only its rows. Global
-    ``jax.Array`` s spanning other processes (e.g. from ``shard_rows(rows, mesh, n=N)``
-    on every process) are checked on the devices, never gathered.
-    """
-    W = params["W"]
-
-    def arrays(X, y, name):
-        if not sharding.on_devices(mesh, X, y):
-            X = _features(X, W.dtype)
-            if X.ndim != 2 or X.shape[1] != W.shape[0]:
-                raise ValueError(
-                    f"{name} must have shape [N, {W.shape[0]}] to match W, got {X.shape}"
-                )
-            with sharding.on_host():  # not all of X onto one device
-                X, y = checks.validate(X, y, W.shape[1], name=name)
-                X, y = np.asarray(X, W.dtype), np.asarray(y, np.int32)
-            return sharding.shard_rows(X, mesh), sharding.shard_rows(y, mesh), len(y)
-        checks.check_dtypes(X, y, name)
-        if X.ndim != 2 or X.shape[1] != W.shape[0] or y.shape != X.shape[:1]:
-            raise ValueError(
-                f"{name} must have shape [N, {W.shape[0]}] and labels [N] to match W, got "
-                f"{X.shape} and {y.shape}"
-            )
-        X = sharding.shard_rows(X, mesh).astype(W.dtype)
-        y = sharding.shard_rows(y, mesh).astype(jnp.int32)
-        return X, y, sharding.check_rows(X, y, W.shape[1], name)
-
-    X, y, n = arrays(X, y, "X")
-    if validation_data is None:
-        return Data(X, y, None, None), n
-    X_val, y_val = validation_data
-    X_val, y_val, _ = arrays(X_val, y_val, "X_val")
-    return Data(X, y, X_val, y_val), n
-
-
-def prepare_consts(params: Params, margin, class_weights) -> Consts:
-    """:class:`Consts` checked: ``margin`` finite and ``> 0``, class weights ``[C]``,
-    finite and ``>= 0``."""
-    dtype, n_classes = params["W"].dtype, params["W"].shape[1]
-    margin = jnp.asarray(checks.scalar("margin", margin, positive=True), dtype)
-    weights = checks.class_weights(class_weights, n_classes)
-    return Consts(margin, None if weights is None else jnp.asarray(weights, dtype))

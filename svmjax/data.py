@@ -1,17 +1,13 @@
 """Datasets for multiclass SVM experiments, as NumPy arrays.
 
 Built-in data, no download: ``load("digits")``, ``load("mnist1d")``, ``load("blobs", key=...)``.
-Your own files: :func:`load_cifar10`, :func:`load_mnist`, :func:`load_svmlight`.
-
-Every loader returns a :class:`Dataset`: ``X`` float32 ``[N, D]`` and ``y`` int32 ``[N]`` holding
-integer class indices in ``[0, C)``. The split into train / validation (and test, where the data
-has no test set of its own) is a random permutation drawn from a ``jax.random`` key, by default
-``jax.random.key(0)``: the same key gives the same split, bit for bit. Image pixels are scaled to
-``[0, 1]``; preprocessing statistics are then computed on the training split only and applied
-unchanged to validation and test.
-
-A corrupt, truncated or wrong-format file raises ``ValueError`` naming the file and the problem;
-a missing file raises ``FileNotFoundError``. Nothing here uses pickle or the network.
+Your own files: :func:`load_cifar10`, :func:`load_mnist`, :func:`load_svmlight` (the file
+formats: :mod:`svmjax.formats`). Every loader returns a :class:`Dataset` (``X`` float32
+``[N, D]``, ``y`` int32 class indices in ``[0, C)``), split into train / validation (and test,
+where the data has none) by a permutation drawn from a ``jax.random`` key (default
+``jax.random.key(0)``: the same key, the same split). Pixels are scaled to ``[0, 1]``;
+preprocessing statistics come from the training split only. A bad file raises ``ValueError``
+naming the file and the problem, a missing one ``FileNotFoundError``; no pickle, no network.
 """
 
 from __future__ import annotations
@@ -29,7 +25,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from svmjax import formats
-from svmjax.validation import as_key
+from svmjax._checks import as_key
 
 if TYPE_CHECKING:
     import jax
@@ -39,13 +35,7 @@ Preprocess = Literal["standardize", "center"] | None
 _PREPROCESS = ("standardize", "center", None)
 _BUILTIN = ("digits", "mnist1d", "blobs")
 _DIGITS = tuple(str(i) for i in range(10))
-_CIFAR_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)
-_MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
 _BLOB_SEPARATION = 4.0  # expected distance between two class means, in units of the noise std
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclasses.dataclass(frozen=True, repr=False, eq=False)
@@ -193,19 +183,17 @@ def load_cifar10(
 ) -> Dataset:
     """Load CIFAR-10 from its binary version (``cifar-10-binary.tar.gz``, extracted).
 
-    ``path`` is the ``cifar-10-batches-bin`` directory or the directory containing it. All of
-    ``data_batch_1.bin`` .. ``data_batch_5.bin`` (train) and ``test_batch.bin`` (test) must be
-    there, each a sequence of 3,073-byte records: one label byte (0..9), then 1,024 red, 1,024
-    green and 1,024 blue pixel bytes of a row-major 32×32 image. Any whole number of records per
-    file is accepted. Class names come from ``batches.meta.txt`` if present (10 non-empty lines),
-    else the standard ones.
+    ``path`` is the ``cifar-10-batches-bin`` directory or the directory containing it, with
+    ``data_batch_1.bin`` .. ``data_batch_5.bin`` (train) and ``test_batch.bin`` (test), each
+    any whole number of 3,073-byte records (:func:`svmjax.formats.read_cifar_batch`). Class
+    names come from ``batches.meta.txt`` if present (10 non-empty lines), else the standard ones.
 
     Returns:
-      A :class:`Dataset` with ``X`` float32 ``[N, 3072]`` in height-width-channel order
-      (``image_shape=(32, 32, 3)``), pixels scaled to [0, 1] before preprocessing; ``y`` int32
-      class indices in ``[0, 10)``. Validation is ``val_fraction`` of the training records,
-      chosen by ``key`` (``jax.random.key(0)`` if None). ``preprocess="center"`` (the default, as
-      in cs231n) subtracts the mean training image; see :func:`load` for the other options.
+      A :class:`Dataset`: ``X`` float32 ``[N, 3072]`` in height-width-channel order
+      (``image_shape=(32, 32, 3)``), pixels scaled to [0, 1]; ``y`` int32 in ``[0, 10)``.
+      Validation is ``val_fraction`` of the training records, chosen by ``key``.
+      ``preprocess="center"`` (the default, as in cs231n) subtracts the mean training image;
+      see :func:`load` for the other options.
 
     Raises:
       FileNotFoundError: a data file is missing (the message lists which).
@@ -218,17 +206,10 @@ def load_cifar10(
       ((45000, 3072), (32, 32, 3))
     """
     _check_options(val_fraction, None, preprocess)
-    directory = Path(path).expanduser()
-    if (directory / "cifar-10-batches-bin").is_dir():
-        directory = directory / "cifar-10-batches-bin"
-    missing = [name for name in _CIFAR_FILES if not (directory / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{directory}: missing CIFAR-10 file(s) {', '.join(missing)}")
-    batches = [formats.read_cifar_batch(directory / name) for name in _CIFAR_FILES]
+    batches, names = formats.read_cifar_directory(Path(path).expanduser())
     X = np.concatenate([pixels for pixels, _ in batches[:5]])
     y = np.concatenate([labels for _, labels in batches[:5]])
     parts = _split_data(X, y, key, val_fraction, test=batches[5])
-    names = formats.read_cifar_names(directory / "batches.meta.txt")
     return _finish(parts, preprocess, names, "CIFAR-10", (32, 32, 3), pixel_max=255)
 
 
@@ -244,14 +225,12 @@ def load_mnist(
 
     Reads ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``
     and ``t10k-labels-idx1-ubyte``, each plain or gzipped (name + ``.gz``; plain wins if both
-    exist). Image files must have magic number 2051 and label files 2049, followed by big-endian
-    uint32 sizes and exactly that many bytes of data; labels must be 0..9.
+    exist), in the IDX format (:func:`svmjax.formats.read_idx`); labels must be 0..9.
 
     Returns:
-      A :class:`Dataset` with ``X`` float32 ``[N, rows * cols]`` (``image_shape=(rows, cols)``,
-      28×28 for MNIST), pixels scaled to [0, 1] before preprocessing; ``y`` int32 class indices
-      in ``[0, 10)``. Validation is ``val_fraction`` of the training images, chosen by ``key``
-      (``jax.random.key(0)`` if None); preprocessing as in :func:`load_cifar10`. With
+      A :class:`Dataset`: ``X`` float32 ``[N, rows * cols]`` (``image_shape=(rows, cols)``),
+      pixels scaled to [0, 1]; ``y`` int32 in ``[0, 10)``. Validation is ``val_fraction`` of
+      the training images, chosen by ``key``; preprocessing as in :func:`load_cifar10`. With
       ``rows``, ``X_train`` and ``y_train`` are only those rows of the training split: a
       slice, or a function of the split's size returning one, e.g.
       ``rows=lambda n: svmjax.sharding.process_slice(n, mesh)`` to keep a process's share
@@ -271,11 +250,7 @@ def load_mnist(
       ((54000, 784), (10000, 784))
     """
     _check_options(val_fraction, None, preprocess)
-    directory = Path(path).expanduser()
-    X, y = formats.read_mnist_pair(directory, *_MNIST_FILES["train"])
-    X_test, y_test = formats.read_mnist_pair(directory, *_MNIST_FILES["test"])
-    if X.shape[1:] != X_test.shape[1:]:
-        raise ValueError(f"train images are {X.shape[1:]} but test images are {X_test.shape[1:]}")
+    X, y, X_test, y_test = formats.read_mnist_directory(Path(path).expanduser())
     image_shape = X.shape[1:]
     X, X_test = X.reshape(len(X), -1), X_test.reshape(len(X_test), -1)
     parts = _split_data(X, y, key, val_fraction, test=(X_test, y_test))
@@ -295,12 +270,11 @@ def load_svmlight(
 ) -> Dataset:
     """Load a dense dataset from a LIBSVM / svmlight text file.
 
-    Each line is ``label index:value index:value ... # comment``: 1-based feature indices,
-    strictly increasing within the line, values and labels plain decimal numbers within float32
-    range (no nan/inf). Missing features are 0, ``qid:...`` tokens are ignored, blank and
-    comment-only lines are skipped. Labels may be any numbers (``-1``/``+1``, ``1``..``K``, ...):
-    the sorted distinct label values, over both files, become class indices ``0..C-1`` and their
-    text (``"-1"``, ``"1"``, ``"2.5"``) the ``class_names``.
+    Each line is ``label index:value ... # comment`` with 1-based, increasing feature indices
+    (:func:`svmjax.formats.parse_svmlight`); missing features are 0. Labels may be any numbers
+    (``-1``/``+1``, ``1``..``K``, ...): the sorted distinct label values, over both files,
+    become class indices ``0..C-1`` and their text (``"-1"``, ``"1"``, ``"2.5"``) the
+    ``class_names``.
 
     Args:
       path: training file (or the whole data set when ``test_path`` is None).
@@ -315,10 +289,9 @@ def load_svmlight(
       A :class:`Dataset`: ``X`` float32 ``[N, D]``, ``y`` int32 class indices in ``[0, C)``.
 
     Raises:
-      ValueError: naming the file and line: non-ASCII text outside a comment, an unparsable
-        label, ``index:value`` or value, index 0, indices not increasing, an index above
-        ``n_features``; also no examples, no features, fewer than 2 classes, a matrix too large
-        to hold densely (over 2**28 entries), or a bad option.
+      ValueError: naming the file and line, for a line that does not parse; also no
+        examples, no features, fewer than 2 classes, a matrix too large to hold densely
+        (over 2**28 entries), or a bad option.
 
     Example:
       >>> data = load_svmlight("heart_scale", key=jax.random.key(0))  # doctest: +SKIP

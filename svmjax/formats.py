@@ -26,12 +26,19 @@ __all__ = [
     "dense_svmlight",
     "parse_svmlight",
     "read_cifar_batch",
+    "read_cifar_directory",
     "read_cifar_names",
     "read_idx",
+    "read_mnist_directory",
     "read_mnist_pair",
 ]
 
 CIFAR_NAMES = tuple("airplane automobile bird cat deer dog frog horse ship truck".split())
+_CIFAR_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)
+_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 _CIFAR_RECORD = 1 + 3 * 32 * 32  # label byte, then 1024 R, 1024 G, 1024 B bytes (row-major)
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -39,7 +46,9 @@ MAX_DENSE = 2**28  # elements of a dense svmlight matrix (1 GiB of float32)
 
 
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Return uint8 pixels ``[n, 3072]`` in height-width-channel order and labels ``[n]``."""
+    """Read a CIFAR-10 binary batch: 3,073-byte records, each one label byte (0..9), then
+    1,024 red, 1,024 green and 1,024 blue pixel bytes of a row-major 32×32 image. Returns
+    uint8 pixels ``[n, 3072]`` in height-width-channel order and labels ``[n]``."""
     data = path.read_bytes()
     n, rest = divmod(len(data), _CIFAR_RECORD)
     if rest:
@@ -73,7 +82,34 @@ def read_cifar_names(path: Path) -> tuple[str, ...]:
     return tuple(names)
 
 
+def read_cifar_directory(
+    directory: Path,
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple[str, ...]]:
+    """The six batches (:func:`read_cifar_batch`) of a ``cifar-10-batches-bin`` directory,
+    or of the one inside ``directory``: ``data_batch_1.bin`` .. ``data_batch_5.bin``, then
+    ``test_batch.bin``; and the class names (:func:`read_cifar_names`)."""
+    if (directory / "cifar-10-batches-bin").is_dir():
+        directory = directory / "cifar-10-batches-bin"
+    missing = [name for name in _CIFAR_FILES if not (directory / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{directory}: missing CIFAR-10 file(s) {', '.join(missing)}")
+    batches = [read_cifar_batch(directory / name) for name in _CIFAR_FILES]
+    return batches, read_cifar_names(directory / "batches.meta.txt")
+
+
+def read_mnist_directory(directory: Path) -> tuple[np.ndarray, ...]:
+    """``(X, y, X_test, y_test)`` of MNIST's four IDX files in ``directory``
+    (:func:`read_mnist_pair`), images ``[n, rows, cols]``, train and test of one size."""
+    X, y = read_mnist_pair(directory, *_MNIST_FILES["train"])
+    X_test, y_test = read_mnist_pair(directory, *_MNIST_FILES["test"])
+    if X.shape[1:] != X_test.shape[1:]:
+        raise ValueError(f"train images are {X.shape[1:]} but test images are {X_test.shape[1:]}")
+    return X, y, X_test, y_test
+
+
 def read_mnist_pair(directory: Path, images: str, labels: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read an MNIST image file (IDX, magic 2051, ``[n, rows, cols]``) and its label file
+    (magic 2049, ``[n]``, labels 0..9) from ``directory``, each plain or gzipped."""
     images_path, labels_path = _find(directory, images), _find(directory, labels)
     X = read_idx(images_path, magic=2051, ndim=3)
     y = read_idx(labels_path, magic=2049, ndim=1)
@@ -96,7 +132,8 @@ def _find(directory: Path, name: str) -> Path:
 
 
 def read_idx(path: Path, *, magic: int, ndim: int) -> np.ndarray:
-    """Read an IDX file of unsigned bytes: magic, ``ndim`` big-endian uint32 sizes, data."""
+    """Read an IDX file of unsigned bytes: magic, ``ndim`` big-endian uint32 sizes, then
+    exactly that many bytes of data (a ``.gz`` name is decompressed first)."""
     data = path.read_bytes()
     if path.suffix == ".gz":
         try:
@@ -127,6 +164,8 @@ def _to_float(text: str) -> float | None:
 
 
 class Svmlight(NamedTuple):
+    """A parsed svmlight file, in coordinate form (:func:`parse_svmlight`)."""
+
     labels: np.ndarray  # float64 [N], the label values as written
     rows: list[int]  # example of each stored value
     cols: list[int]  # 0-based feature of each stored value
@@ -135,6 +174,14 @@ class Svmlight(NamedTuple):
 
 
 def parse_svmlight(path: Path, n_features: int | None) -> Svmlight:
+    """Parse a LIBSVM / svmlight text file.
+
+    Each line is ``label index:value index:value ... # comment``: 1-based feature indices,
+    strictly increasing within the line (none above ``n_features`` when given), values and
+    labels plain decimal numbers within float32 range (no nan/inf). ``qid:...`` tokens are
+    ignored, blank and comment-only lines skipped; a non-ASCII byte outside a comment is an
+    error.
+    """
     labels: list[float] = []
     rows: list[int] = []
     cols: list[int] = []
@@ -181,6 +228,8 @@ def parse_svmlight(path: Path, n_features: int | None) -> Svmlight:
 
 
 def dense_svmlight(path: Path, parsed: Svmlight, n_features: int) -> np.ndarray:
+    """The float32 matrix ``[N, n_features]`` of ``parsed`` (missing features 0), refused
+    above :data:`MAX_DENSE` entries."""
     n = len(parsed.labels)
     if n * n_features > MAX_DENSE:
         raise ValueError(

@@ -1,81 +1,24 @@
 r"""The linear SVM objective's data term with a fused, layout-aware analytic gradient.
 
-:func:`mean_loss` is the (weighted) mean per-example loss of the linear model,
+:func:`mean_loss` is the (weighted) mean per-example loss of the linear model, the data
+term that :func:`svmjax.linear.objective` runs for ``grad="analytic"``:
 
 .. math::
 
-    J(W, b) = \frac{\sum_i a_i L(x_i W + b,\ y_i)}{\sum_i a_i}
-    \qquad (a_i = 1 \text{ without } \texttt{sample\_weight}),
-
-built on a ``jax.custom_vjp`` at the level of ``W`` and ``b`` (not of the scores). It is
-what :func:`svmjax.linear.objective` runs for ``grad="analytic"``. Values and gradients
-are those of :mod:`svmjax.analytic`: the per-example losses *and* their score cotangents
-``M`` (``[N, C]``) come from the analytic losses themselves, through
-``jax.vjp(analytic.<loss>, S)``, so the hinge rules (strict ``> 0`` at kinks,
-lowest-index argmax for Crammer–Singer, NaN rows for out-of-range labels, hence a NaN
-objective and gradient under ``jit``) are written once, in :mod:`svmjax.analytic`:
-
-.. math::
-
+    J(W, b) = \frac{\sum_i a_i L(x_i W + b,\ y_i)}{\sum_i a_i}, \qquad
     \frac{\partial J}{\partial W} = X^\top M, \qquad
-    \frac{\partial J}{\partial b} = \mathbf{1}^\top M, \qquad
-    M = \frac{\partial}{\partial S} \sum_i \frac{a_i}{\sum_k a_k} L(S_i, y_i).
+    \frac{\partial J}{\partial b} = \mathbf{1}^\top M,
 
-Design. On XLA:CPU the product ``X.T @ M`` (contracting dimension 0 of both operands, a
-``[D, C]`` result), which autodiff emits for ``dW``, runs several times slower than a
-read of ``X``; the same numbers computed as ``M.T @ X`` (a ``[C, D]`` result) run near
-the speed of the forward product, but XLA folds a plain ``.T`` back into the slow form.
-
-1. **Layout.** The weight gradient is computed as ``[C, D]`` (``M.T @ X``) and
-   transposed only behind a ``jax.lax.optimization_barrier``.
-2. **One pass (CPU).** The forward rule sweeps ``X`` in row blocks in a ``lax.scan``:
-   each block is read from memory once and, while in cache, gives the scores
-   ``X_b W + b``, the rows ``M_b`` (the analytic VJP) and the update ``M_b^\top X_b``.
-   The backward rule only scales the saved ``dW``, ``db`` by the output cotangent. ``N``
-   need not divide by the block size: the last, shorter block runs after the scan.
-   ``X`` rides in the scan's carry behind a barrier; otherwise XLA:CPU, which has no
-   bfloat16 dynamic slice, converts all of a bfloat16 ``X`` to float32 before the loop.
-3. Cotangents only for what is differentiated (``symbolic_zeros=True``): ``dW`` and
-   ``db`` in the sweep; ``dX = M W^\top`` (``M`` is kept only then), the ``margin``,
-   ``class_weights`` and ``sample_weight`` cotangents on request. Without
-   differentiation the primal runs the same sweep, losses only.
-
-Block-size rule (:func:`block_rows`): one block (the two-pass form with the layout fix)
-when a float ``X`` holds at most ``128 MiB``, when its rows are long (at least ``6 KiB``,
-1536 float32 features), or on GPU/TPU, where a sequential loop of small products would
-idle the device; otherwise blocks of ``min(1024, 16 MiB // row_bytes)`` rows
-(:func:`sweep_rows`), so the products run on enough rows and the loop is short while a
-block stays in cache. Why: XLA:CPU copies each block out of ``X`` before its products,
-so the sweep reads ``X`` from memory once but pays a copy per block, while the two passes
-read it twice; the second read is cheap while ``X`` sits in the last-level cache, and the
-sweep only wins well beyond it, and then only for short rows (at the same size, two
-passes were faster from 1536 features up and the sweep at 784 and 1024 features; the
-long rows' products run at speed on whole matrices and gain nothing from the blocks).
-Measured in float32 up to 586 MiB (the long-row term on rows of 784 to 3073 features;
-float64 rows were not measured), under AVX-512 and with code generation capped at AVX2
-(``XLA_FLAGS=--xla_cpu_max_isa=AVX2``), the two agree: ``experiments/bench_gradient.py``
-prints, per size and instruction set, the three paths (blocked, two-pass, autodiff), the
-fastest and the rule's pick, and ``docs/performance.md`` reports the numbers. The
-crossover was measured on one CPU with a large (260 MiB) last-level cache; an AMD EPYC
-with far smaller caches also ran two passes faster at 117 MiB, but a CPU elsewhere may
-prefer another threshold: rerun the benchmark there.
-
-On GPU the one block's weight gradient ``M^T X`` is summed over row chunks of a few
-thousand rows, run as one batched product (:func:`rows_product`, :func:`row_chunks`):
-XLA:GPU's plain product of so few rows (the classes) over so long a contraction uses the
-card's bandwidth poorly. TPUs keep the plain product (not measured there).
-
-Reduced-precision data: pass ``X`` in ``bfloat16`` (``X.astype(jnp.bfloat16)``) with
-float32 parameters. It is an explicit choice of the caller, never automatic. Blocks are
-widened to float32 in cache, so every product and accumulation is float32 and only the
-rounding of ``X`` (8 significant bits) changes the result; ``W``, ``b`` and the
-gradients stay float32, ``dX`` is bfloat16. Half the memory for ``X``.
-
-Works under ``jit``, ``vmap``, ``grad`` and ``vmap(grad)``; like every ``custom_vjp`` it
-does **not** support forward mode (``jax.jvp``, ``jax.jacfwd``, Hessians raise): use
-``grad="autodiff"`` of :func:`svmjax.linear.objective` for those. For a large ``X``
-sharded over several CPU devices call :func:`mean_loss` with ``block=N`` (one block):
-slicing a sharded ``X`` inside a loop would make XLA gather it.
+with the score cotangents ``M`` ``[N, C]`` taken from the VJP of the analytic loss
+(:mod:`svmjax.analytic`), so the hinge rules are written once, there. A ``jax.custom_vjp``
+at the level of ``W`` and ``b`` computes the weight gradient in the layout XLA:CPU runs
+fast (``M.T @ X``, ``[C, D]``) and, on CPU, sweeps ``X`` in row blocks so that each block
+gives its scores, its rows of ``M`` and its gradient update while in cache
+(:func:`block_rows` picks the block size; :func:`sweep_rows` the rows of one block). On GPU
+the weight gradient is summed over row chunks (:func:`rows_product`, :func:`row_chunks`).
+``X`` may be ``bfloat16`` (half the memory; products and gradients in float32). Works under
+``jit``, ``vmap`` and ``grad``; like every ``custom_vjp``, not in forward mode (use
+``grad="autodiff"`` of :func:`svmjax.linear.objective` for ``jax.jvp`` or Hessians).
 """
 
 from __future__ import annotations
@@ -90,7 +33,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from svmjax import registry
-from svmjax.validation import check_labels, is_concrete
+from svmjax._checks import check_labels, is_concrete
 
 __all__ = ["mean_loss", "block_rows", "sweep_rows", "row_chunks", "rows_product"]
 
@@ -128,6 +71,13 @@ def block_rows(
     holds at most ``128 MiB`` or has rows of at least ``6 KiB``, or when ``platform``
     (default: ``jax.default_backend()``) is not ``"cpu"``. bfloat16 data is always swept
     in blocks, so it is widened block by block, never as a whole.
+
+    Why: XLA:CPU copies each block out of ``X`` before its products, so the sweep reads
+    ``X`` from memory once but pays a copy per block, while the two-pass form reads it
+    twice; the second read is cheap while ``X`` sits in the last-level cache, and long rows
+    run their products at speed on whole matrices. The thresholds come from
+    ``experiments/bench_gradient.py``, which prints each path's time and the rule's pick;
+    rerun it to check them on another CPU.
 
     Example:
       >>> block_rows(60000, 784, platform="cpu"), block_rows(49000, 3073, platform="cpu")
@@ -371,6 +321,8 @@ def _mean_loss_bwd(spec, res, g):
     )
 
 
+# symbolic_zeros: the forward sweep prepares only the cotangents of what is differentiated
+# (dW and db; M for dX; the margin, class-weight and sample-weight cotangents on request).
 _mean_loss.defvjp(_mean_loss_fwd, _mean_loss_bwd, symbolic_zeros=True)
 
 
@@ -406,7 +358,8 @@ def mean_loss(
       margin, squared, class_weights: passed to the loss (see :mod:`svmjax.losses`).
       sample_weight: optional non-negative ``[N]`` weights :math:`a_i` (default 1).
       block: rows per block of the sweep; default :func:`block_rows`. ``N`` or more
-        means one block.
+        means one block (use it for an ``X`` sharded over several CPU devices: slicing a
+        sharded ``X`` inside a loop would make XLA gather it).
       loss_options: the loss's extra keyword hyperparameters (static Python values).
 
     Returns:

@@ -1,25 +1,17 @@
 r"""Training a grid of configurations at once: :func:`fit_grid` runs the epoch of
-:func:`svmjax.train.fit` for many learning rates, regularisation strengths and seeds.
+:func:`svmjax.train.fit` for many learning rates, regularisation strengths and seeds in
+one compiled program.
 
-Shared work. Configurations with the same seed see the same minibatches, so they share
-the gather of each batch and its matrix products: the ``G`` weight matrices of one seed
-are stacked along the class axis, ``[G·C, D]``, the scores of all of them come from one
-product ``W^\top X_b^\top`` (``[G·C, B]``), each configuration's loss and score
-cotangents ``M_g`` from its slice, and the weight gradients from one product
-``M^\top X_b`` (``[G·C, D]``, the fast layout of :mod:`svmjax.fused`). A batch of ``X`` is
+Configurations with the same seed see the same minibatches, so they share the gather of
+each batch and its matrix products: the ``G`` weight matrices of one seed are stacked
+along the class axis, ``[G·C, D]``, the scores of all of them come from one product
+``W^\top X_b^\top`` (``[G·C, B]``), and the weight gradients from one product
+``M^\top X_b`` (``[G·C, D]``, the layout of :mod:`svmjax.fused`). A batch of ``X`` is
 thus read twice per step for the whole group instead of twice per configuration, and the
-products run on ``G`` times more rows, where a CPU is far more efficient than on
-``C = 10``. Distinct seeds are ``jax.vmap``-ed over (each with its own batches). As in
-:func:`svmjax.train.fit`, ``X`` is gathered in batch order once per epoch, and each step
-takes its batch as a contiguous slice, while the copies (one per seed) take at most 64
-MiB; else each step gathers its batch. The loss is called on the
-``[G, B, C]`` scores as they are (leading axes are batch axes to every loss) with the
-batch's labels broadcast, not on a ``[G·B, C]`` reshape with the labels tiled: XLA:CPU
-indexes the scores and labels of the first more cheaply in the loss's kernels.
-
-One compiled program serves the whole grid; the loop over epochs never waits for the
-device. With a mesh, the configuration axis is split over the devices (each device trains
-whole configurations, no collectives in the loop; no sharing across configurations).
+products run on ``G`` times more rows. Distinct seeds are ``jax.vmap``-ed over, each with
+its own batches. The loop over epochs never waits for the device. With a mesh, the
+configurations are split over the devices (each device trains whole configurations, no
+collectives in the loop, nothing shared across configurations).
 """
 
 from __future__ import annotations
@@ -36,11 +28,9 @@ import optax
 from jax.sharding import Mesh
 from jax.typing import ArrayLike
 
+from svmjax import _checks as checks
 from svmjax import cache, linear, registry, sharding
-from svmjax import validation as checks  # fit_grid's argument `validation` is the data
-from svmjax.batches import key_words, minibatches, prepare_consts, prepare_data
-from svmjax.optim import make_optimizer
-from svmjax.train import (
+from svmjax._epoch import (
     Static,
     all_finite,
     check_options,
@@ -49,6 +39,9 @@ from svmjax.train import (
     gather_batches,
     gather_fits,
 )
+from svmjax._inputs import prepare_consts, prepare_data
+from svmjax.batches import key_words, minibatches
+from svmjax.optim import make_optimizer
 
 __all__ = ["GridResult", "fit_grid"]
 
@@ -99,8 +92,8 @@ def _group_scores_bwd(res, dS):
     # transpose back into the slow X.T @ M (see svmjax.fused).
     Gt = jax.lax.optimization_barrier(Mt @ X)
     dW = jnp.moveaxis(Gt.reshape(G, C, D), 2, 1)
-    # db: the same Mt times a vector of ones, a matrix-vector product, where XLA:CPU made
-    # the row sum a copy of Mt and a tree of partial sums; HIGHEST keeps accelerators from
+    # db: the same Mt times a vector of ones, a matrix-vector product (XLA:CPU makes a row
+    # sum a copy of Mt and a tree of partial sums); HIGHEST keeps accelerators from
     # rounding Mt to their faster, shorter default precision.
     ones = jnp.ones(X.shape[0], Mt.dtype)
     db = jnp.dot(Mt, ones, precision=jax.lax.Precision.HIGHEST).reshape(G, C)
@@ -121,10 +114,10 @@ def _group_accuracy(params, X, y):
     return jnp.mean(jnp.argmax(scores, axis=1) == y[None, :], axis=1)
 
 
-def group_epoch_fn(
+def _group_epoch(
     params, opt_state, order, regs, data, consts, static: Static, gather_once: bool = True
 ):
-    """:func:`svmjax.train.epoch_fn` for ``G`` configurations that share the batch
+    """The training epoch for ``G`` configurations that share the batch
     ``order`` (leading axis ``G`` on ``params``, ``opt_state`` and ``regs``), with the
     gathers and products shared (see the module docstring). Each configuration's
     objective and gradient are those of :func:`svmjax.linear.objective` on the batch.
@@ -139,6 +132,8 @@ def group_epoch_fn(
 
     def objectives(params, X_b, y_b, weight):
         S = _group_scores(params["W"], params["b"], X_b)  # [G, B, C]
+        # The [G, B, C] scores as they are, labels broadcast: XLA:CPU indexes them more
+        # cheaply in the loss's kernels than a [G·B, C] reshape with the labels tiled.
         per = loss_fn(S, jnp.broadcast_to(y_b, S.shape[:2]), **options)  # [G, B]
         data_term = jnp.sum(per * weight[None, :], axis=1) / jnp.sum(weight)
         values = data_term + regs * jnp.sum(params["W"] ** 2, axis=(1, 2))
@@ -175,14 +170,14 @@ def _epoch(params, opt_state, orders, regs, alive, data, consts, *, static, mesh
     """One epoch of every configuration; a configuration that diverged stays frozen.
 
     Without ``mesh`` the leading axes are ``[S, G]`` (seeds, configurations of a seed;
-    ``orders`` ``[S, ...]``): :func:`group_epoch_fn` vmapped over seeds. With ``mesh``,
+    ``orders`` ``[S, ...]``): :func:`_group_epoch` vmapped over seeds. With ``mesh``,
     the leading axis is the configuration (``orders`` one per configuration), split over
-    the devices; :func:`svmjax.train.epoch_fn` vmapped, each device trains its
+    the devices; the epoch of :func:`svmjax.train.fit` vmapped, each device trains its
     configurations alone.
     """
     if mesh is None:  # one copy of X in batch order per seed, if they fit the budget
         once = gather_fits(data.X, copies=orders.shape[0])
-        fn = functools.partial(group_epoch_fn, static=static, gather_once=once)
+        fn = functools.partial(_group_epoch, static=static, gather_once=once)
     else:  # vmapped over configurations: no per-configuration copy of X
         fn = functools.partial(epoch_fn, static=static, gather_once=False)
     run = jax.vmap(fn, in_axes=(0, 0, 0, 0, None, None))
@@ -198,34 +193,33 @@ def _epoch(params, opt_state, orders, regs, alive, data, consts, *, static, mesh
 
 
 @functools.partial(cache.jit, cpu_options=cache.DOTS_ONLY, static_argnames=("static", "mesh"))
-def grid_epoch(params, opt_state, orders, regs, alive, data, consts, *, static, mesh):
+def _grid_epoch(params, opt_state, orders, regs, alive, data, consts, *, static, mesh):
     """:func:`_epoch` compiled with YNNPACK on the products (:data:`svmjax.cache.DOTS_ONLY`)."""
     return _epoch(params, opt_state, orders, regs, alive, data, consts, static=static, mesh=mesh)
 
 
 @functools.partial(cache.jit, cpu_options=cache.XLA_DOTS, static_argnames=("static", "mesh"))
-def grid_epoch_xla_dots(params, opt_state, orders, regs, alive, data, consts, *, static, mesh):
+def _grid_epoch_xla_dots(params, opt_state, orders, regs, alive, data, consts, *, static, mesh):
     """:func:`_epoch` compiled with XLA's own products (:data:`svmjax.cache.XLA_DOTS`)."""
     return _epoch(params, opt_state, orders, regs, alive, data, consts, static=static, mesh=mesh)
 
 
 # A group of at least this many score columns (configurations x classes) on at most this
 # many features runs its products faster with XLA's own emitters than with YNNPACK's.
-XLA_DOTS_MIN_COLUMNS = 128
-XLA_DOTS_MAX_FEATURES = 128
+_XLA_DOTS_MIN_COLUMNS = 128
+_XLA_DOTS_MAX_FEATURES = 128
 
 
-def epoch_program(group_columns: int, n_features: int, mesh: Mesh | None):
+def _epoch_program(group_columns: int, n_features: int, mesh: Mesh | None):
     """The compiled epoch for a group of ``group_columns = G·C`` score columns on
-    ``n_features`` features: :data:`grid_epoch_xla_dots` (:data:`svmjax.cache.XLA_DOTS`)
+    ``n_features`` features: :data:`_grid_epoch_xla_dots` (:data:`svmjax.cache.XLA_DOTS`)
     for a wide group on few features, where the step's products ``[G·C, D] x [D, B]`` and
-    ``[G·C, B] x [B, D]`` are wide and short, else :data:`grid_epoch`
-    (:data:`svmjax.cache.DOTS_ONLY`: YNNPACK for the products). Measured on AVX-512 and
-    with the AVX2 cap, JAX 0.10 and 0.12 (``docs/performance.md``); the two differ only in
+    ``[G·C, B] x [B, D]`` are wide and short, else :data:`_grid_epoch`
+    (:data:`svmjax.cache.DOTS_ONLY`: YNNPACK for the products). The two differ only in
     speed, never in the numbers beyond float rounding. With a mesh, always
-    :data:`grid_epoch` (configurations apart, nothing shared)."""
-    wide = group_columns >= XLA_DOTS_MIN_COLUMNS and n_features <= XLA_DOTS_MAX_FEATURES
-    return grid_epoch_xla_dots if mesh is None and wide else grid_epoch
+    :data:`_grid_epoch` (configurations apart, nothing shared)."""
+    wide = group_columns >= _XLA_DOTS_MIN_COLUMNS and n_features <= _XLA_DOTS_MAX_FEATURES
+    return _grid_epoch_xla_dots if mesh is None and wide else _grid_epoch
 
 
 def fit_grid(
@@ -331,7 +325,7 @@ def fit_grid(
         )
         words = words[:n_seeds]  # the seeds' keys, in order
     n_classes = params["W"].shape[1]
-    program = epoch_program(len(padded) // n_seeds * n_classes, data.X.shape[1], mesh)
+    program = _epoch_program(len(padded) // n_seeds * n_classes, data.X.shape[1], mesh)
     for epoch in range(1, epochs + 1):
         orders = np.stack([minibatches(w, epoch, n, batch_size) for w in words])
         if mesh is not None:
@@ -350,8 +344,8 @@ def fit_grid(
 
 def _init_states(optimizer, schedule, decay_steps, learning_rates, params):
     """The optimizer states of every learning rate, stacked ``[K, ...]``: one vmapped
-    ``init`` (the rate lives in the state), not ``K`` eager ones (host work that grew
-    with ``K`` and cost more than a short grid's training)."""
+    ``init`` (the rate lives in the state), not ``K`` eager ones (host work growing with
+    ``K``)."""
 
     def init(lr):
         return make_optimizer(optimizer, lr, schedule, decay_steps=decay_steps).init(params)

@@ -1,15 +1,11 @@
-"""L-BFGS pieces for the exact solver, as small pure functions over a NamedTuple state.
-
-:func:`svmjax.solve.solve` composes these inside one ``jax.lax.while_loop``; each piece is
-also usable (and tested) alone:
+"""L-BFGS pieces for the exact solver, as small pure functions of flat vectors and a
+NamedTuple state; :mod:`svmjax.continuation` composes them in one ``jax.lax.while_loop``:
 
 * :class:`Memory`, :func:`init_memory`, :func:`update_memory`, :func:`forget`: the ring
   buffer of the last ``m`` step / gradient-change pairs;
 * :func:`direction`: the two-loop recursion, ``-H g`` with ``H`` the L-BFGS inverse-Hessian
   approximation (steepest descent, scaled to a step of length at most 1, when empty);
 * :func:`backtracking`: Armijo backtracking from step 1, halving the step.
-
-Everything works on flat vectors; the solver ravels its variables.
 
 Reference: J. Nocedal and S. J. Wright, "Numerical Optimization", 2nd ed., Springer 2006,
 Algorithms 7.4 (two-loop recursion) and 3.1 (backtracking).

@@ -34,7 +34,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 
-from svmjax.validation import dtype_of
+from svmjax._checks import dtype_of
 
 __all__ = [
     "data_mesh",
@@ -44,9 +44,6 @@ __all__ = [
     "rows_per_device",
     "process_slice",
     "shard_rows",
-    "on_devices",
-    "on_host",
-    "check_rows",
 ]
 
 
@@ -219,55 +216,3 @@ def shard_rows(x, mesh: Mesh, *, n: int | None = None, fill: Any = None) -> jax.
         return out
 
     return jax.make_array_from_callback(shape, rows, piece)
-
-
-def on_host():
-    """A context in which new JAX arrays land on the host's CPU device: where the entry
-    points check host data (checks convert to ``jax.Array``) without first copying all
-    of it onto one accelerator."""
-    return jax.default_device(jax.local_devices(backend="cpu")[0])
-
-
-def on_devices(mesh: Mesh, *xs) -> bool:
-    """True when one of ``xs`` is a ``jax.Array`` to be checked and used where it lives:
-    one with shards on other processes' devices, or one laid out by rows on ``mesh``
-    already (:func:`shard_rows`); others are host data."""
-
-    def resident(x) -> bool:
-        if not isinstance(x, jax.Array):
-            return False
-        rows = NamedSharding(mesh, batch_spec(mesh, x.ndim)) if x.ndim else None
-        return not x.is_fully_addressable or (mesh.size > 1 and x.sharding == rows)
-
-    return any(resident(x) for x in xs)
-
-
-@jax.jit
-def _row_summary(X, y):
-    real = y >= 0
-    n = jnp.sum(real)
-    finite = jnp.all(jnp.where(real.reshape(-1, *[1] * (X.ndim - 1)), jnp.isfinite(X), True))
-    smallest = jnp.min(jnp.where(real, y, jnp.iinfo(y.dtype).max))
-    trailing = jnp.all(real == (jnp.arange(y.shape[0]) < n)) & jnp.all(real | (y == -1))
-    return finite, smallest, jnp.max(y), n, trailing
-
-
-def check_rows(X: jax.Array, y: jax.Array, n_classes: int | None, name: str = "X") -> int:
-    """Check row-laid-out data on the devices (nothing is gathered) and return ``N``, its
-    number of real rows; labels ``-1`` mark padding rows, which must all come last.
-
-    Raises ``ValueError`` for a non-finite real row or a label outside ``[0, n_classes)``
-    (``n_classes=None``: any label ``>= 0``).
-    """
-    finite, smallest, largest, n, trailing = (x.item() for x in jax.device_get(_row_summary(X, y)))
-    if not trailing or n == 0:
-        raise ValueError(
-            f"labels of {name}: -1 marks padding rows (svmjax.sharding.shard_rows), which must "
-            "all come after at least one real row; other labels must lie in [0, C)"
-        )
-    if not finite:
-        raise ValueError(f"{name} is not finite (in a row with a label >= 0)")
-    if smallest < 0 or (n_classes is not None and largest >= n_classes):
-        bad = smallest if smallest < 0 else largest
-        raise ValueError(f"label {bad} of {name} is outside [0, {n_classes})")
-    return int(n)

@@ -1,77 +1,28 @@
 r"""Exact (full-batch, deterministic) solver for the regularised linear multiclass SVM.
 
-:func:`solve` minimises liblinear's primal
+:func:`solve` minimises liblinear's primal (:func:`primal_objective`)
 
 .. math::
 
     P(W, b) = \tfrac12 \lVert W \rVert_F^2 + \sum_{i=1}^{N} c_i\, L(x_i W + b,\ y_i),
     \qquad c_i = C\, s_i\, w_{y_i},
 
-for every loss of :mod:`svmjax.losses` (Weston–Watkins, Crammer–Singer, one-vs-rest; hinge
-or squared hinge, any margin :math:`\Delta`), with sample weights :math:`s_i`, class
-weights :math:`w_y` and an optional *unpenalised* intercept :math:`b`. It stops on a
-**duality gap**: every iterate yields a dual-feasible point, so the returned ``gap`` is a
-certified upper bound on :math:`P(W, b) - P^\star` (up to floating-point rounding).
+for every loss with a derived dual (Weston–Watkins, Crammer–Singer, one-vs-rest; hinge or
+squared hinge, any margin :math:`\Delta`), with sample weights :math:`s_i`, class weights
+:math:`w_y` and an optional *unpenalised* intercept :math:`b`. It stops on a **duality
+gap**: the returned ``gap`` is a certified upper bound on :math:`P(W, b) - P^\star` (up to
+floating-point rounding). :func:`solve_path` solves a path of ``C`` values, warm-started.
 
-Method: smoothing continuation with L-BFGS. The hinge is replaced by its entropy smoothing
-(:math:`\mu\,\mathrm{softplus}(v/\mu)` per hinge term; :math:`\mu \log(1 + \sum_{j \ne y}
-e^{v_j/\mu})` for Crammer–Singer), which overestimates the loss by at most :math:`\mu \log 2`
-per term (:math:`\mu \log C` for Crammer–Singer). L-BFGS (memory 30, 100 once ``X`` has
-2**22 elements and at least 1600 rows per class; Armijo backtracking from step 1, analytic
-gradient) minimises the smooth objective with two passes over ``X`` per iteration: the
-scores of the search direction are computed once and every backtracking trial is evaluated
-from scores alone; the gradient's ``u @ X`` is the other pass. For the hinge losses
-:math:`\mu` shrinks tenfold (and L-BFGS restarts from the current point) once the
-smoothing's share of the current point's duality gap exceeds what solving the smooth problem
-further could remove, :math:`\tfrac12 \lVert\nabla\rVert^2`, unless that share is already
-below ``tol`` times the objective; for squared Crammer–Singer once the squared gradient norm
-is below a tenth of the smoothing bias; and whenever progress stalls at float precision.
-Squared Weston–Watkins and one-vs-rest are differentiable already and are solved without
-smoothing. The whole loop is one ``jax.lax.while_loop`` inside one ``jit``; shapes are
-padded to buckets (rows of weight 0, zero columns: the same problem), so data of similar
-size share one compiled program, and a second call with new data, ``C``, weights, ``tol`` or
-``max_iter`` compiles nothing.
-
-Why this method: liblinear's own algorithm, dual block coordinate ascent, is sequential
-over examples, which in JAX becomes a slow ``lax.scan``; full-batch L-BFGS runs on
-matrix products. ``optax.lbfgs`` with its zoom line search costs about twice as much per
-iteration here and compiles more slowly, so the pieces are our own
-(:mod:`svmjax.lbfgs`). The per-loss smoothing and dual live in :mod:`svmjax.duals` and
-reach the solver through the loss registry (:mod:`svmjax.registry`); a loss without a
-derived dual is refused, never given a fake certificate. With an intercept, every fourth
-iteration also takes a Newton step in the intercept alone (in score space, with the
-loss's ``[C, C]`` curvature, backtracked; :func:`svmjax.continuation._intercept_step`):
-the unpenalised intercept is the direction L-BFGS handles worst, and its gradient is
-exactly what the dual point misses of the dual's sum constraint. That constraint is then
-restored exactly by rescaling whole classes; if that fails (a class with no active dual
-variable) that iterate certifies nothing. For the hinge losses the
-dual point is not the newest gradient's alone but the best convex combination of it
-(scaled up as far as stays feasible) with the combination kept so far: successive
-iterates' dual points carry their oscillating gradients as errors, which combining
-partly cancels (:func:`svmjax.continuation._combine`). The best primal and the best dual
-seen are kept, so ``gap`` never increases.
-
-Precision: in float32 (JAX's default) the certificate reliably reaches a relative gap of
-1e-3 (the default ``tol``) and often 1e-4; below that the smoothed problems cannot be
-solved accurately enough and the solver stops with ``converged=False`` and
-``stalled=True``. In float64 (``jax_enable_x64``) it reaches about 1e-9 without an
-intercept; with one, about 1e-9 for the squared hinges and a few times 1e-8 for the
-hinges, where the intercept's repair of the dual point limits it.
-Every product of the solve and of :func:`primal_objective` runs at
-``jax.lax.Precision.HIGHEST`` whatever ``jax_default_matmul_precision`` says: JAX's
-default float32 product uses TF32 matrix units on recent NVIDIA GPUs and bfloat16 passes
-on TPUs (about 1e-3 relative error, the size of the gap to certify). The products have
-few columns (the classes) and are bound by reading ``X``, so this costs little.
-
-Compilation: the program is compiled with :func:`svmjax.cache.compiler_options` (on CPU,
-XLA's loop emitters and no tree rewrite of its sums, :data:`svmjax.cache.NO_TREE_SUMS`,
-which compile it in about half the time of XLA's defaults); with a cache enabled
-(:func:`svmjax.cache.enable`) a later process loads it, exported, without tracing it.
+The method (smoothing continuation with L-BFGS, the certificate, the intercept step, the
+shape buckets that let data of similar size share one compiled program) is described on
+the docs page *How the solver works*; its loop is :mod:`svmjax.continuation`. In float32
+the certificate reaches a relative gap of ``1e-3`` (the default ``tol``) and often
+``1e-4``; in float64 (``jax_enable_x64``) about ``1e-9``. Every product runs at
+``jax.lax.Precision.HIGHEST``.
 
 References: Y. Nesterov, "Smooth minimization of non-smooth functions", Math. Program.
-2005 (smoothing); K. Crammer and Y. Singer, JMLR 2001; S. S. Keerthi et al., "A sequential
-dual method for large scale multi-class linear SVMs", KDD 2008 (liblinear's
-Crammer–Singer solver, the dual used here); R.-E. Fan et al., "LIBLINEAR", JMLR 2008.
+2005; K. Crammer and Y. Singer, JMLR 2001; S. S. Keerthi et al., "A sequential dual method
+for large scale multi-class linear SVMs", KDD 2008; R.-E. Fan et al., "LIBLINEAR", JMLR 2008.
 """
 
 from __future__ import annotations
@@ -86,8 +37,9 @@ import numpy as np
 from jax.sharding import Mesh
 from jax.typing import ArrayLike
 
+from svmjax import _checks as checks
 from svmjax import continuation, registry, sharding
-from svmjax import validation as checks
+from svmjax._inputs import check_rows, on_devices, on_host
 from svmjax.continuation import SolveResult
 from svmjax.validation import validate
 
@@ -96,7 +48,7 @@ __all__ = ["solve", "solve_path", "primal_objective"]
 _MU0 = 0.1  # initial smoothing, relative to the margin
 
 
-def bucket(n: int, minimum: int, steps_per_octave: int) -> int:
+def _bucket(n: int, minimum: int, steps_per_octave: int) -> int:
     """``n`` rounded up to ``minimum`` or to a multiple of ``2**k / steps_per_octave`` with
     ``2**k <= n`` (so at most ``1 / steps_per_octave`` is padding)."""
     if n <= minimum:
@@ -128,7 +80,7 @@ def _global_rows(X, y, sample_weight, class_weights, C, n_classes, loss, mesh):
     if X.ndim != 2 or y.shape != X.shape[:1]:
         raise ValueError(f"X must have shape [N, D] and y [N], got {X.shape} and {y.shape}")
     X, y = sharding.shard_rows(X, mesh), sharding.shard_rows(y, mesh)
-    n = sharding.check_rows(X, y, n_classes)
+    n = check_rows(X, y, n_classes)
     if n_classes is None:
         n_classes = int(jnp.max(y)) + 1
     s = jnp.ones(X.shape[0], X.dtype) if sample_weight is None else sample_weight
@@ -295,13 +247,13 @@ def solve(
     if mesh is not None:
         checks.check_mesh(mesh)
         mesh = sharding.auto_axes(mesh)
-    on_devices = mesh is not None and sharding.on_devices(mesh, X, y, sample_weight)
-    if on_devices:
+    resident = mesh is not None and on_devices(mesh, X, y, sample_weight)
+    if resident:
         X, y, c, n_classes = _global_rows(
             X, y, sample_weight, class_weights, float(C), n_classes, loss, mesh
         )
     else:
-        with sharding.on_host():  # the checks make jax.Arrays: not all of X on one device
+        with on_host():  # the checks make jax.Arrays: not all of X on one device
             X, y, n_classes = _check(X, y, loss, n_classes)
         c = _weights(y, len(y), sample_weight, class_weights, float(C), n_classes)
     n, d = X.shape
@@ -320,7 +272,7 @@ def solve(
     # With an (unpenalised) intercept, centring the features is an exact change of
     # variables, b' = b + mean @ W, and it keeps uncentred data (say, all x near 100) from
     # being needlessly ill-conditioned.
-    if on_devices:  # global arrays: centred where they live, not padded further
+    if resident:  # global arrays: centred where they live, not padded further
         mean = np.asarray(c @ X / jnp.sum(c), np.float64) if fit_intercept else np.zeros(d)
         Xc, n_pad, d_pad = X - jnp.asarray(mean, dtype)[None, :], 0, 0
     else:
@@ -331,7 +283,7 @@ def solve(
         # to a multiple of the devices too.
         devices = 1 if mesh is None else mesh.size
         # Columns are padded more finely than rows (every pass over X pays for them).
-        n_pad, d_pad = -(-bucket(n, 512, 8) // devices) * devices - n, bucket(d, 16, 16) - d
+        n_pad, d_pad = -(-_bucket(n, 512, 8) // devices) * devices - n, _bucket(d, 16, 16) - d
     b0 = b0 + (mean @ W0).astype(dtype) if fit_intercept else b0
 
     def rows(x):  # split by rows over the mesh (on one device: as is)
@@ -345,7 +297,7 @@ def solve(
     # Host arrays of the final dtypes: jnp.asarray(value, dtype) would compile a small
     # conversion program per argument in a fresh process.
     def pad(x, widths):  # np.pad copies even when there is nothing to pad
-        return x if on_devices or not np.any(widths) else np.pad(x, widths)
+        return x if resident or not np.any(widths) else np.pad(x, widths)
 
     result = continuation.run(
         rows(pad(Xc, ((0, n_pad), (0, d_pad)))),

@@ -1,55 +1,24 @@
 r"""Minibatch training of the linear SVM (:mod:`svmjax.linear`) with any optax optimizer.
 
-Every step differentiates :func:`svmjax.linear.objective` on one minibatch (so a faster
-objective there is picked up here) and applies one optax update.
+:func:`fit` runs epochs of optax steps, each differentiating
+:func:`svmjax.linear.objective` on one shuffled minibatch (the order of
+:mod:`svmjax.batches`, drawn from the key alone). One compiled epoch (a ``jax.lax.scan``
+over the minibatches) serves every run of the same shapes and options, whatever the data,
+key, ``reg``, ``margin``, class weights or the learning rate of an optimizer from
+:func:`svmjax.optim.make_optimizer`. Between epochs the host checks for divergence (a
+non-finite objective, gradient or parameter raises :class:`TrainingDiverged` before the
+epoch is recorded or checkpointed), writes the checkpoint (:mod:`svmjax.checkpoint`) and
+updates the progress bar, while the next epoch already runs on the device. Checkpointing
+and resuming never change the numbers.
 
-Minibatches. Epoch ``e`` (1-based) visits the examples in the order
-``np.random.default_rng([*jax.random.key_data(key), e]).permutation(N)``, cut into
-``ceil(N / batch_size)`` batches; the last one is padded (with example 0) and the padding
-gets weight 0 through ``sample_weight``, so every example counts and none is dropped. The
-order is drawn with NumPy on the host rather than with ``jax.random.permutation`` because
-XLA:CPU sorts slowly (a permutation would cost about as much as a dozen training steps).
-The order depends only on ``(key, e)``, so a resumed run sees the same batches as an
-uninterrupted one; a raw key (``jax.random.PRNGKey``) and a typed key
-(``jax.random.key``) of the same seed give the same order.
+A loss registered with a sum-to-zero constraint (:mod:`svmjax.registry`) trains by
+projected steps onto :math:`\sum_c w_c = 0,\ \sum_c b_c = 0`
+(:func:`svmjax.linear.project_sum_to_zero`).
 
-Compilation. One jitted *epoch* function (a ``jax.lax.scan`` over the minibatches) is
-called from a Python loop over epochs. Everything that varies between runs of the same
-shapes (data, batch order, ``reg``, ``margin``, ``class_weights`` and the learning rate of
-optimizers from :func:`svmjax.optim.make_optimizer`, which lives in the optimizer state) is
-a traced argument, so a run compiles once and a second run with the same shapes and
-options compiles nothing. The loop over epochs stays on the host because there is work
-between epochs: the divergence check (an epoch with a non-finite objective, gradient or
-parameter raises :class:`TrainingDiverged` *before* it is recorded or checkpointed), the
-checkpoint (:mod:`svmjax.checkpoint`) and the progress bar. That host work overlaps the
-device: epoch ``e + 1`` is dispatched (asynchronously) before epoch ``e`` is checked and
-recorded, and is thrown away if ``e`` diverged. The same compiled epoch runs whether
-those are on or off, so checkpointing and resuming never change the numbers.
-:func:`svmjax.grid.fit_grid` vmaps the same epoch function over configurations.
-
-Constraints. A loss registered with ``constraint="sum_to_zero"`` (:mod:`svmjax.registry`)
-trains by projected gradient: the initial parameters and every update are projected onto
-:math:`\sum_c w_c = 0,\ \sum_c b_c = 0` (:func:`svmjax.linear.project_sum_to_zero`).
-
-Devices. Without ``mesh`` everything runs where ``params`` live. With a
-``jax.sharding.Mesh`` of ``P`` devices (all its axes used as one flat axis; see
-:mod:`svmjax.sharding`), :func:`fit` is data-parallel over *rows*: ``X``, ``y`` (and the
-validation data) are laid out by :func:`svmjax.sharding.shard_rows`: device ``d`` holds
-rows ``[d m, (d + 1) m)``, ``m = ceil(N / P)``, the last ``P m - N`` rows being padding
-(label ``-1``, never drawn, not counted in the metrics). Nothing is replicated but the
-parameters, the optimizer state and the loss constants. The batch order under a mesh is
-per device, and differs from the one-device order: in epoch ``e`` device ``d`` permutes
-its own ``n_d`` real rows with ``np.random.default_rng([*jax.random.key_data(key), e,
-d]).permutation(n_d)`` and cuts that into ``ceil(m / b)`` batches of ``b =
-ceil(batch_size / P)`` slots, the slots past ``n_d`` padded with weight 0
-(:func:`svmjax.batches.device_minibatches`). Step ``k`` trains on the union of every device's batch
-``k``: each device gathers its ``b`` rows from its own rows (no communication), and XLA's
-SPMD partitioner inserts one all-reduce of the gradient (and the loss terms) per step;
-sharding constraints inside the step pin this layout. The order depends only on ``(key,
-e, P)``, so the same key on the same mesh gives the same bits, and a resumed run the same
-batches as an uninterrupted one. A checkpoint holds plain arrays: it resumes on another
-layout too, whose later epochs then follow that layout's order. Several processes work
-the same way (see :func:`fit`'s ``mesh``).
+With a ``jax.sharding.Mesh`` (``mesh=``), :func:`fit` is data-parallel over rows: each
+device holds its rows of ``X`` (:func:`svmjax.sharding.shard_rows`) and draws its part of
+every batch from them; parameters and optimizer state are replicated, and XLA all-reduces
+the gradient once per step. :func:`svmjax.grid.fit_grid` trains many configurations at once.
 """
 
 from __future__ import annotations
@@ -57,28 +26,21 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 from jax.typing import ArrayLike
 
-from svmjax import cache, linear, registry, sharding
+from svmjax import _checks as checks
 from svmjax import checkpoint as checkpoints
-from svmjax import validation as checks  # fit's argument `validation` is the data
-from svmjax.batches import (
-    Consts,
-    Data,
-    key_words,
-    mesh_order,
-    minibatches,
-    prepare_consts,
-    prepare_data,
-    shard_data,
-)
+from svmjax import linear, registry, sharding
+from svmjax._epoch import Static, check_options, run_epoch
+from svmjax._inputs import prepare_consts, prepare_data, shard_data
+from svmjax.batches import key_words, mesh_order, minibatches
 from svmjax.checkpoint import TrainState
 from svmjax.optim import DEFAULT_OPTIMIZER
 
@@ -99,175 +61,6 @@ class TrainingDiverged(FloatingPointError):
             "after the last finite epoch"
         )
         self.epoch, self.params, self.history = epoch, params, history
-
-
-GATHER_ONCE_BYTES = 64 * 2**20  # epoch_fn copies a smaller X in batch order once per epoch
-
-
-def gather_fits(X: jax.Array, copies: int = 1) -> bool:
-    """Whether ``copies`` copies of ``X`` in batch order (one per epoch, see
-    :func:`gather_batches`) fit the budget :data:`GATHER_ONCE_BYTES`."""
-    return copies * X.size * X.dtype.itemsize <= GATHER_ONCE_BYTES
-
-
-class Static(NamedTuple):
-    """The compile-time options of an epoch (hashable)."""
-
-    update: Any  # the optimizer's update function
-    loss: str
-    grad: str
-    squared: bool
-    options: tuple  # registry.loss_options
-    mesh: Mesh | None
-
-
-# ---------------------------------------------------------------------------------- epochs
-
-
-def all_finite(tree) -> jax.Array:
-    """True when every entry of every leaf of ``tree`` is finite (a scalar)."""
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
-def poison(check, tree):
-    """``check + 0 * tree``, leaf by leaf: stays 0 while every entry ever added is finite and
-    becomes NaN for good after an infinite or NaN one.
-
-    Elementwise, so inside the scan it fuses with the parameter update that reads the same
-    gradient; the one reduction (:func:`all_finite` of ``check``) runs once per epoch,
-    not once per step (a reduction costs a few microseconds per step on XLA:CPU).
-    """
-    return jax.tree.map(lambda c, x: c + 0 * x, check, tree)
-
-
-def constrain(tree, mesh: Mesh | None, dim: int | None):
-    """Pin every leaf of ``tree`` to be split along ``dim`` over ``mesh`` (``None``:
-    replicated); a no-op without a mesh."""
-    if mesh is None:
-        return tree
-
-    def one(x):
-        spec = PartitionSpec() if dim is None else sharding.batch_spec(mesh, x.ndim, dim)
-        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
-
-    return jax.tree.map(one, tree)
-
-
-def _accuracy(params: Any, X: jax.Array, y: jax.Array, mesh: Mesh | None = None) -> jax.Array:
-    if mesh is None:
-        return jnp.mean(linear.predict(params, X) == y)
-    X, y = constrain((X, y), mesh, 0)  # each device scores its rows; label -1: padding
-    hits = jnp.sum((linear.predict(params, X) == y) & (y >= 0))
-    return hits / jnp.sum(y >= 0)
-
-
-def gather_batches(X: jax.Array, y: jax.Array, order: jax.Array):
-    """The batches ``X[order]`` ``[..., width, D]``, ``y[order]``, their weights (0 on
-    padding slots, ``order == -1``) and real examples per batch ``[...]``, for one row of
-    ``order`` or for the whole epoch ``[n_batches, width]`` at once.
-
-    One gather per epoch instead of one per step: the scan then slices contiguous batches,
-    and the weights and counts cost no work inside the loop.
-    """
-    weight = (order >= 0).astype(X.dtype)
-    index = jnp.maximum(order, 0)
-    return X[index], y[index], weight, jnp.sum(weight, axis=-1)
-
-
-def epoch_fn(
-    params,
-    opt_state,
-    order,
-    reg,
-    data: Data,
-    consts: Consts,
-    static: Static,
-    gather_once: bool = True,
-):
-    """One epoch: a scan of optimizer steps over the minibatch indices ``order``.
-
-    Without a mesh ``order`` is ``[n_batches, width]`` row indices (:func:`minibatches`),
-    gathered once for the whole epoch (:func:`gather_batches`) when ``gather_once`` and
-    ``X`` holds at most 64 MiB (the epoch's copy of ``X`` then costs little memory; for a
-    larger ``X`` the per-step overhead it saves is negligible anyway), else step by step
-    (:func:`svmjax.grid.fit_grid` vmaps this function over configurations under a mesh and
-    passes ``False``: one copy of ``X`` per configuration would not do). With ``static.mesh`` the
-    data is laid out by rows (:func:`svmjax.sharding.shard_rows`, label ``-1`` on padding
-    rows) and ``order`` is ``[n_batches, devices, b]``, each device's indices into its own
-    rows (:func:`svmjax.batches.device_minibatches`): every device gathers its part of the
-    batch from its own rows, the parameters and optimizer state are replicated, and XLA
-    all-reduces the gradient.
-
-    Each step differentiates ``linear.objective(params, X_b, y_b, reg=0, ...) + reg
-    ||W||^2`` (the same objective, the penalty added here, so its value and its gradient
-    ``2 reg W`` join the update's elementwise work). Finiteness of the values, gradients
-    and parameters is checked once per epoch (:func:`poison`), not per step.
-    """
-    X, y, mesh = data.X, data.y, static.mesh
-    projected = registry.get(static.loss).constraint == "sum_to_zero"
-    options: dict[str, Any] = dict(loss=static.loss, margin=consts.margin, squared=static.squared)
-    options |= dict(grad=static.grad, class_weights=consts.class_weights)
-    options |= dict(loss_options=dict(static.options))
-
-    once = mesh is None and gather_once and gather_fits(X)
-    batches = gather_batches(X, y, order) if once else order
-    if mesh is not None:  # [devices, m, ...]: device d's rows, indexed locally
-        X_local = constrain(X.reshape(mesh.size, -1, X.shape[1]), mesh, 0)
-        y_local = constrain(y.reshape(mesh.size, -1), mesh, 0)
-
-    def batch(xs):
-        if once:
-            return xs
-        if mesh is None:
-            return gather_batches(X, y, xs)
-        weight = (xs >= 0).astype(X.dtype)  # padding slots (-1) get weight 0
-        index = jnp.maximum(xs, 0)
-        X_b = jax.vmap(lambda X, i: X[i])(X_local, index)  # [devices, b, D], no communication
-        y_b = jax.vmap(lambda y, i: y[i])(y_local, index)
-        flat = (X_b.reshape(-1, X.shape[1]), y_b.reshape(-1), weight.reshape(-1))
-        return (*constrain(flat, mesh, 0), jnp.sum(weight))
-
-    def loss(params, X_b, y_b, weight):
-        data_term = linear.objective(params, X_b, y_b, sample_weight=weight, reg=0.0, **options)
-        return data_term + reg * jnp.sum(params["W"] ** 2)
-
-    def step(carry, xs):
-        params, opt_state, check = carry
-        X_b, y_b, weight, count = batch(xs)
-        value, g = jax.value_and_grad(loss)(params, X_b, y_b, weight)
-        updates, opt_state = static.update(g, opt_state, params)
-        params: Any = optax.apply_updates(params, updates)
-        if projected:
-            params = linear.project_sum_to_zero(params)
-        carry = constrain((params, opt_state, poison(check, g)), static.mesh, None)
-        return carry, value * count
-
-    check = jax.tree.map(jnp.zeros_like, params)
-    (params, opt_state, check), values = jax.lax.scan(step, (params, opt_state, check), batches)
-    n = X.shape[0] if mesh is None else jnp.sum(y >= 0)
-    metrics = {
-        "objective": jnp.sum(values) / n,
-        "train_accuracy": _accuracy(params, X, y, static.mesh),
-        "finite": jnp.all(jnp.isfinite(values)) & all_finite((check, params)),
-    }
-    if data.X_val is not None and data.y_val is not None:
-        metrics["val_accuracy"] = _accuracy(params, data.X_val, data.y_val, static.mesh)
-    return params, opt_state, metrics
-
-
-run_epoch = cache.jit(epoch_fn, static_argnames=("static", "gather_once"))
-
-
-# ---------------------------------------------------------------------------------- checks
-
-
-def check_options(loss: str, grad: str, mesh: Mesh | None, **counts: int) -> None:
-    """The options shared by :func:`fit` and :func:`svmjax.grid.fit_grid`, checked."""
-    registry.get(loss)
-    linear.check_grad(grad)
-    checks.check_mesh(mesh)
-    for name, value in counts.items():
-        checks.count(name, value)
 
 
 def _append(history: dict[str, np.ndarray], epoch: int, metrics: dict) -> dict[str, np.ndarray]:
@@ -327,7 +120,8 @@ def fit(
     """Train the linear SVM ``{"W": [D, C], "b": [C]}`` by minibatch optimisation.
 
     Each step descends on :func:`svmjax.linear.objective` of one shuffled minibatch; see the
-    module docstring for the batch order, the padded last batch and the compile-once design.
+    module docstring for the compile-once design and :mod:`svmjax.batches` for the batch
+    order and the padded last batch.
 
     Args:
       params: initial parameters, e.g. from :func:`svmjax.linear.init`.
@@ -355,10 +149,12 @@ def fit(
       batch_size: examples per step (at most ``N``).
       validation: optional ``(X_val, y_val)``, scored after every epoch.
       progress: show a tqdm progress bar (needs the ``progress`` extra).
-      resume_from: a checkpoint file from an earlier ``fit``: training continues after its
+      resume_from: a checkpoint file written by ``fit``: training continues after its
         epoch, from its parameters, optimizer state (learning rate included) and history,
-        and ends bit-identical to an uninterrupted run. The structure of ``params``,
-        ``key``, the options and ``N`` must match the checkpoint's.
+        and ends bit-identical to an uninterrupted run on the same devices. The structure
+        of ``params``, ``key``, the options and ``N`` must match the checkpoint's. It holds
+        plain arrays, so it resumes on another mesh too, whose later epochs follow that
+        mesh's batch order.
       checkpoint: a file path (``.npz`` by convention; missing directories are created)
         rewritten every ``checkpoint_every`` epochs and after the last epoch. It may equal
         ``resume_from``. With several processes only process 0 writes it (put it on a
@@ -416,7 +212,7 @@ def fit(
     options |= {"squared": squared, "batch_size": batch_size, "n_examples": n}
     weights = consts.class_weights
     options["class_weights"] = None if weights is None else weights.tolist()
-    if frozen:  # stored only when set, so older checkpoints still match
+    if frozen:  # stored only when set, so checkpoints without loss options still match
         options["loss_options"] = [list(item) for item in frozen]
     state = _start(params, optimizer, key, options, resume_from, epochs)
     reg_array = jnp.asarray(reg_value, params["W"].dtype)

@@ -1,4 +1,4 @@
-"""End-to-end accuracy on the built-in data sets (the issue's acceptance targets)."""
+"""End-to-end test accuracy of `fit` on the built-in data sets."""
 
 import jax
 import numpy as np

@@ -7,7 +7,7 @@ contraction and summation orders from the host's instruction set, so this machin
 compile like an older one (``XLA_FLAGS=--xla_cpu_max_isa=AVX2``; jax aborts on an unknown
 flag, so a renamed flag fails here loudly) and a small selection of the tests that compare
 two float computations runs again in a child process. On an AVX-512 Xeon the AVX2 cap
-changed no measured error (LLVM already prefers 256-bit vectors there); the SSE4.2 cap
+leaves the errors as they are (LLVM prefers 256-bit vectors there already); the SSE4.2 cap
 changes the rounding of most of them, which is why it runs too. To run a whole file so:
 
     XLA_FLAGS=--xla_cpu_max_isa=AVX2 python -m pytest tests/test_train.py tests/test_fused.py ...

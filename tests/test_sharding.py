@@ -36,6 +36,8 @@ from conftest import F32_TOL, TRAIN_TOL, assert_close, rel_error
 from jax.sharding import NamedSharding, PartitionSpec
 
 from svmjax import (
+    _epoch,
+    _inputs,
     analytic,
     batches,
     checkpoint,
@@ -115,13 +117,13 @@ def _emulate(params, X, y, case, devices, epochs=3, batch_size=30, validation=No
     """One device, fed the mesh's documented batch order: what ``fit(mesh=)`` must equal."""
     optimizer, loss, squared = case
     tx = optim.make_optimizer(optimizer, 0.05)
-    data = batches.prepare_data(params, X, y, validation)
-    consts = batches.prepare_consts(params, 1.0, None)
-    static = train.Static(tx.update, loss, "analytic", squared, (), None)
+    data = _inputs.prepare_data(params, X, y, validation)
+    consts = _inputs.prepare_consts(params, 1.0, None)
+    static = _epoch.Static(tx.update, loss, "analytic", squared, (), None)
     state, history = (params, tx.init(params)), []
     for epoch in range(1, epochs + 1):
         order = _global_order(jax.random.key(2), epoch, len(y), batch_size, devices)
-        *state, metrics = train.run_epoch(
+        *state, metrics = _epoch.run_epoch(
             *state, order, jnp.float32(1e-3), data, consts, static=static
         )
         history.append(jax.device_get(metrics))
@@ -202,7 +204,7 @@ def _check_layout(mesh, report):
     X, y = _problem()  # 203 rows: 26 per device, the last one 21 real + 5 padding
     X_val, y_val = _problem(n=50, seed=1)
     params = linear.init(jax.random.key(1), 12, 5)
-    data, n = batches.shard_data(params, X, y, (X_val, y_val), mesh)
+    data, n = _inputs.shard_data(params, X, y, (X_val, y_val), mesh)
     shards = {
         name: sorted({shard.data.size for shard in getattr(data, name).addressable_shards})
         for name in ("X", "y", "X_val", "y_val")
@@ -340,11 +342,11 @@ def _grid_collectives(mesh, params, X, y):
     stacked = split(jax.tree.map(lambda p: np.broadcast_to(p, (k, *p.shape)), params))
     opt_state = split(jax.tree.map(lambda *s: np.stack(s), *[tx.init(params)] * k))
     orders = split(np.stack([batches.minibatches([i], 1, len(y), 32) for i in range(k)]))
-    data = batches.prepare_data(params, X, y, None, mesh)
-    consts = sharding.put(batches.prepare_consts(params, 1.0, None), mesh)
+    data = _inputs.prepare_data(params, X, y, None, mesh)
+    consts = sharding.put(_inputs.prepare_consts(params, 1.0, None), mesh)
     args = (stacked, opt_state, orders, split(np.zeros(k, np.float32)), split(np.ones(k, bool)))
-    static = train.Static(tx.update, "weston_watkins", "analytic", False, (), None)
-    lowered = grid.grid_epoch.lower(*args, data, consts, static=static, mesh=mesh)
+    static = _epoch.Static(tx.update, "weston_watkins", "analytic", False, (), None)
+    lowered = grid._grid_epoch.lower(*args, data, consts, static=static, mesh=mesh)
     return _collectives(lowered.compile().as_text())
 
 
@@ -689,11 +691,11 @@ def test_shard_rows_and_process_slice_on_one_device():
     assert sharding.process_slice(7, mesh) == slice(0, 7)
     y = sharding.shard_rows(np.arange(3, dtype=np.int32), mesh)
     np.testing.assert_array_equal(y, np.arange(3))  # one device: no padding
-    assert sharding.check_rows(jnp.zeros((4, 2)), jnp.array([0, 1, -1, -1]), 2) == 2
+    assert _inputs.check_rows(jnp.zeros((4, 2)), jnp.array([0, 1, -1, -1]), 2) == 2
     with pytest.raises(ValueError, match="padding rows"):
-        sharding.check_rows(jnp.zeros((3, 2)), jnp.array([0, -1, 1]), 2)
+        _inputs.check_rows(jnp.zeros((3, 2)), jnp.array([0, -1, 1]), 2)
     with pytest.raises(ValueError, match="label 2"):
-        sharding.check_rows(jnp.zeros((2, 2)), jnp.array([0, 2]), 2)
+        _inputs.check_rows(jnp.zeros((2, 2)), jnp.array([0, 2]), 2)
     with pytest.raises(ValueError, match="holds rows 0:7"):
         sharding.shard_rows(np.zeros(3), mesh, n=7)
 

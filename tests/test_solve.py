@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import F32_TOL, F64_TOL, assert_close
 
-from svmjax import continuation, duals, losses, registry
+from svmjax import _solver_point, continuation, duals, losses, registry
 from svmjax.gradcheck import x64
 from svmjax.solve import primal_objective, solve
 
@@ -213,11 +213,11 @@ def test_warm_start_and_max_iter():
 
 
 def test_padding_buckets():
-    assert solve_module.bucket(3, 8, 4) == 8
-    assert solve_module.bucket(40, 8, 4) == 40
-    assert solve_module.bucket(1258, 512, 8) == 1280  # at most 1/8 padding
-    assert all(solve_module.bucket(n, 512, 8) >= n for n in range(1, 5000, 7))
-    assert all(solve_module.bucket(n, 512, 8) <= 1.125 * n for n in range(512, 5000, 7))
+    assert solve_module._bucket(3, 8, 4) == 8
+    assert solve_module._bucket(40, 8, 4) == 40
+    assert solve_module._bucket(1258, 512, 8) == 1280  # at most 1/8 padding
+    assert all(solve_module._bucket(n, 512, 8) >= n for n in range(1, 5000, 7))
+    assert all(solve_module._bucket(n, 512, 8) <= 1.125 * n for n in range(512, 5000, 7))
 
 
 def test_a_second_solve_compiles_nothing():
@@ -292,9 +292,9 @@ def test_combine_is_the_best_point_of_the_triangle():
             l_A, l_N = rng.uniform(-1, 4, 2)
             U = alpha[:, None] * U_A + beta[:, None] * U_N
             brute = np.max(alpha * l_A + beta * l_N - 0.5 * np.sum(U * U, axis=1))
-            pool = continuation._combine(
-                continuation._Pool(jnp.asarray(l_A), jnp.asarray(U_A)),
-                continuation._Pool(jnp.asarray(l_N), jnp.asarray(U_N)),
+            pool = _solver_point.combine(
+                _solver_point.Pool(jnp.asarray(l_A), jnp.asarray(U_A)),
+                _solver_point.Pool(jnp.asarray(l_N), jnp.asarray(U_N)),
             )
             value = float(pool.lin - 0.5 * jnp.vdot(pool.uX, pool.uX))
             # the combination's coefficients, recovered: feasible, and consistent with lin
@@ -353,7 +353,7 @@ def _smooth_problem(loss, squared, seed=2, n=40, k=5):
     X = jnp.asarray(rng.standard_normal((n, 3)))
     c = jnp.asarray(rng.uniform(0.1, 2, n)).at[-3:].set(0)  # zero weights, as padding rows
     is_true = jnp.asarray(np.eye(k, dtype=bool)[y].T)
-    problem = continuation._Problem(
+    problem = _solver_point.Problem(
         X, X.T, jnp.asarray(y), is_true, c, jnp.asarray(1.0), jnp.asarray(True)
     )
     return jnp.asarray(2 * rng.standard_normal((k, n))), problem
@@ -399,11 +399,11 @@ def _intercept_gradient(p, loss, a):
 
 @pytest.mark.parametrize("loss,squared", CASES)
 def test_intercept_step_is_a_newton_step(loss, squared, monkeypatch):
-    spec, mu = continuation._Spec(loss, squared), 0.3
+    spec, mu = _solver_point.Spec(loss, squared), 0.3
     with x64():
         z, p = _smooth_problem(loss, squared)
-        smoothed = jax.jit(lambda z: continuation._smoothed(p, spec, z, mu))
-        step = jax.jit(lambda z, per, a: continuation._intercept_step(p, spec, z, per, a, mu))
+        smoothed = jax.jit(lambda z: _solver_point.smoothed(p, spec, z, mu))
+        step = jax.jit(lambda z, per, a: _solver_point.intercept_step(p, spec, z, per, a, mu))
         per, a = smoothed(z)
         norms = [float(jnp.linalg.norm(_intercept_gradient(p, loss, a)))]
         for _ in range(10):
@@ -418,11 +418,11 @@ def test_intercept_step_is_a_newton_step(loss, squared, monkeypatch):
         # A direction uphill (here: from a curvature of the wrong sign) is refused.
         dual = continuation.dual_of(loss)
         wrong = dual._replace(curvature=lambda a, *args: -jnp.eye(a.shape[0]))
-        monkeypatch.setattr(continuation, "dual_of", lambda loss: wrong)
+        monkeypatch.setattr(_solver_point, "dual_of", lambda loss: wrong)
         z = _smooth_problem(loss, squared, seed=3)[0]  # far from the best intercept
         per, a = smoothed(z)
         assert float(jnp.linalg.norm(_intercept_gradient(p, loss, a))) > 1
-        db, same_per, same_a = continuation._intercept_step(p, spec, z, per, a, mu)
+        db, same_per, same_a = _solver_point.intercept_step(p, spec, z, per, a, mu)
         assert float(jnp.max(jnp.abs(db))) == 0.0
         assert bool(jnp.all(same_per == per)) and bool(jnp.all(same_a == a))
 

@@ -2,7 +2,6 @@
 
 import json
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -114,8 +113,8 @@ def test_a_second_run_compiles_nothing(monkeypatch):
     traces = []
     objective = linear.objective
     monkeypatch.setattr(linear, "objective", lambda *a, **k: traces.append(1) or objective(*a, **k))
-    group = grid.group_epoch_fn  # fit_grid's shared epoch computes its loss without objective
-    monkeypatch.setattr(grid, "group_epoch_fn", lambda *a, **k: traces.append(1) or group(*a, **k))
+    group = grid._group_epoch  # fit_grid's shared epoch computes its loss without objective
+    monkeypatch.setattr(grid, "_group_epoch", lambda *a, **k: traces.append(1) or group(*a, **k))
     X, y = _blobs(n=33, d=7)
     X2, y2 = _blobs(n=33, d=7, seed=5)
     fit = dict(epochs=2, batch_size=8)
@@ -401,7 +400,7 @@ def test_progress_bar_is_opt_in(capsys, monkeypatch):
 # --- real data ------------------------------------------------------------------------------
 
 
-def test_default_optimizer_reaches_95_percent_on_digits():
+def test_default_optimizer_reaches_95_percent_on_digits(monkeypatch):
     pytest.importorskip("sklearn")
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -413,7 +412,11 @@ def test_default_optimizer_reaches_95_percent_on_digits():
     mean, std = X_train.mean(0), X_train.std(0)
     std[std == 0] = 1.0
     X_train, X_test = [((x - mean) / std).astype(np.float32) for x in (X_train, X_test)]
-    start = time.perf_counter()
+    # All 20 epochs run one compiled epoch: tracing it calls linear.objective once, and a
+    # program compiled by another test for the same shapes not at all.
+    traces = []
+    objective = linear.objective
+    monkeypatch.setattr(linear, "objective", lambda *a, **k: traces.append(1) or objective(*a, **k))
     params, history = train.fit(
         linear.init(jax.random.key(0), 64, 10),
         X_train,
@@ -421,7 +424,6 @@ def test_default_optimizer_reaches_95_percent_on_digits():
         key=jax.random.key(1),
         epochs=20,  # 0.964 here; 0.956-0.961 over keys 0-7 at 10 epochs
     )
-    seconds = time.perf_counter() - start
     accuracy = float(jnp.mean(linear.predict(params, X_test) == y_test))
     assert accuracy >= 0.95, (accuracy, history["train_accuracy"])
-    assert seconds < 30
+    assert len(traces) <= 1, f"the epoch was traced {len(traces)} times for 20 epochs"

@@ -1,0 +1,212 @@
+r"""Internal: the exact solver's evaluations at one point, and its duality-gap certificate.
+
+:mod:`svmjax.continuation` loops over these small functions of a :class:`Problem` (the
+traced data) and a :class:`Spec` (the static loss): :func:`scores` (the one product
+``V @ X.T``), :func:`smoothed` (the smoothed loss and its dual variables, from the scores),
+:func:`gradient` (the other product, ``u @ X``), :func:`primal`, :func:`intercept_step` (a
+Newton step on the intercept alone), :func:`certificate` and :func:`combine` (the certified
+dual value). The per-loss pieces come from the loss's registry entry (:func:`dual_of`).
+The method: docs page *How the solver works*.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from svmjax import duals, lbfgs, registry
+
+# Inside the solver everything is transposed (see svmjax.duals): V = W.T [C, D], scores
+# Z = V @ X.T [C, N], dual variables [C, N]. The variables are one flat vector x: V.ravel()
+# then b.
+
+
+class Problem(NamedTuple):
+    """The (traced) data of one solve."""
+
+    X: jax.Array  # [N, D], centred when fitting an intercept
+    XT: jax.Array | None  # [D, N]: a transposed copy of a small X (see scores), or None
+    y: jax.Array  # [N]
+    is_true: jax.Array  # [C, N]
+    c: jax.Array  # per-example weights c_i [N] (0 for padding rows)
+    margin: jax.Array
+    fit_intercept: jax.Array
+
+
+class Spec(NamedTuple):
+    """The static (hashable) settings of one solve."""
+
+    loss: str
+    squared: bool
+
+
+class Pool(NamedTuple):
+    """A dual-feasible point kept across iterations by its two summaries: ``lin``, the
+    linear part of the dual value (``margin * sum(c * a)``), and ``uX`` (``u @ X``), so
+    that its value is ``lin - |uX|^2 / 2`` (hinge losses)."""
+
+    lin: jax.Array
+    uX: jax.Array
+
+
+def unpack(p: Problem, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(V, b)`` of the flat variables ``x`` (``b`` zero without an intercept)."""
+    n_classes, n_features = p.is_true.shape[0], p.X.shape[1]
+    V = x[: n_classes * n_features].reshape(n_classes, n_features)
+    return V, jnp.where(p.fit_intercept, x[n_classes * n_features :], 0)
+
+
+def scores(p: Problem, x: jax.Array) -> jax.Array:
+    """``V @ X.T + b`` ``[C, N]`` for the variables (or a direction) ``x``: one pass over
+    ``X``.
+
+    A small ``X`` is kept transposed as well (``Problem.XT``): on XLA:CPU the product with
+    a ``[D, N]`` copy beats the one with ``X.T`` for small ``X`` and loses for large ones,
+    where the copy would also cost the most memory."""
+    V, b = unpack(p, x)
+    return (V @ p.X.T if p.XT is None else V @ p.XT) + b[:, None]
+
+
+def smoothed(p: Problem, spec: Spec, z: jax.Array, mu: jax.Array):
+    """The smoothed per-example terms ``c_i L_mu(z_i)`` ``[N]`` and their dual variables
+    ``a`` ``[C, N]`` at the scores ``z`` (no pass over ``X``)."""
+    values, a = dual_of(spec.loss).smooth(z, p.is_true, p.margin, mu, spec.squared)
+    return p.c * values, a
+
+
+def gradient(p: Problem, spec: Spec, x: jax.Array, a: jax.Array):
+    """The smoothed objective's gradient (analytic: ``V + u @ X`` and the sum of ``u``)
+    and ``u @ X``, which the certificate reuses: one pass over ``X``."""
+    V, _ = unpack(p, x)
+    u = dual_of(spec.loss).dual_map(a, p.is_true, p.c)
+    uX = u @ p.X
+    gb = jnp.where(p.fit_intercept, jnp.sum(u, axis=1), 0)
+    return jnp.concatenate([(V + uX).ravel(), gb]), uX
+
+
+def primal(p: Problem, spec: Spec, x: jax.Array, z: jax.Array) -> jax.Array:
+    """The primal objective at ``x`` with scores ``z``: the loss's own values
+    (``Dual.hinge``, those of its pure definition, in the solver's ``[C, N]`` layout; the
+    pure definition itself on ``z.T`` for a ``Dual`` without one)."""
+    V, _ = unpack(p, x)
+    hinge = dual_of(spec.loss).hinge
+    if hinge is None:
+        pure = registry.get(spec.loss).pure
+        per_example = pure(z.T, p.y, margin=p.margin, squared=spec.squared)
+    else:
+        per_example = hinge(z, p.is_true, p.margin, spec.squared)
+    return 0.5 * jnp.sum(V * V) + jnp.sum(p.c * per_example)
+
+
+def combine(pool: Pool, new: Pool) -> Pool:
+    r"""The best point :math:`\alpha A + \beta N` over :math:`\alpha, \beta \ge 0,\
+    \alpha + \beta \le 1` (feasible: a convex combination of ``pool``, ``new`` and the
+    zero point, all feasible).
+
+    The dual value :math:`f(\alpha, \beta) = \alpha l_A + \beta l_N - \tfrac12 \lVert
+    \alpha U_A + \beta U_N \rVert^2` is a concave quadratic; its maximum over the
+    triangle is at the interior stationary point or on one of the three edges, each in
+    closed form. Why: the dual points of successive L-BFGS iterates carry the iterates'
+    gradient as an error (the smoothed gap of a gradient's dual point is
+    :math:`\tfrac12\lVert g\rVert^2`), and those gradients oscillate; combining points
+    cancels much of that error, where the newest point alone stays as good as its
+    gradient.
+    """
+    tiny = jnp.finfo(pool.lin.dtype).tiny
+    aa, nn, an = jnp.vdot(pool.uX, pool.uX), jnp.vdot(new.uX, new.uX), jnp.vdot(pool.uX, new.uX)
+
+    def clip(num, den):
+        return jnp.clip(num / jnp.maximum(den, tiny), 0, 1)
+
+    det = aa * nn - an * an
+    inner = jnp.stack([pool.lin * nn - new.lin * an, new.lin * aa - pool.lin * an]) / jnp.maximum(
+        det, tiny
+    )
+    edge = clip(new.lin - pool.lin + aa - an, aa - 2 * an + nn)
+    zero = jnp.zeros_like(edge)
+    alpha = jnp.stack([clip(pool.lin, aa), zero, 1 - edge, inner[0]])
+    beta = jnp.stack([zero, clip(new.lin, nn), edge, inner[1]])
+    ok = (alpha >= 0) & (beta >= 0) & (alpha + beta <= 1) & (det > 0)
+    value = (
+        alpha * pool.lin
+        + beta * new.lin
+        - 0.5 * (alpha * alpha * aa + 2 * alpha * beta * an + beta * beta * nn)
+    )
+    best = jnp.argmax(jnp.where(ok.at[:3].set(True), value, -jnp.inf))
+    return Pool(
+        alpha[best] * pool.lin + beta[best] * new.lin, alpha[best] * pool.uX + beta[best] * new.uX
+    )
+
+
+def intercept_step(p: Problem, spec: Spec, z: jax.Array, per: jax.Array, a: jax.Array, mu):
+    """A Newton step on the intercept alone (the weights held), with Armijo backtracking
+    (:func:`svmjax.lbfgs.backtracking`), from the scores ``z`` with smoothed terms ``per``
+    and dual variables ``a``: ``(db, per, a)`` after it, or ``(0, per, a)`` if no step
+    length lowers the smoothed objective.
+
+    Why: the unpenalised intercept is the worst-conditioned direction for L-BFGS, and
+    its gradient is what the dual point misses (the intercept's constraint
+    ``sum_i u_i = 0``), which the repair (``Dual.repair``) pays for in the dual value to
+    first order: without this step the certificate lags the primal by many iterations.
+    The step is in score space (``b`` shifts every example's scores alike: no pass over
+    ``X``), with the analytic curvature ``Dual.curvature`` (``[C, C]``).
+    """
+    dual = dual_of(spec.loss)
+    g = jnp.sum(dual.dual_map(a, p.is_true, p.c), axis=1)
+    hessian = dual.curvature(a, per, p.is_true, p.c, mu, spec.squared)
+    # A small ridge: relative margins leave a shift of all classes alike free.
+    ridge = 1e-6 * jnp.trace(hessian) / hessian.shape[0] + jnp.finfo(z.dtype).tiny
+    db = -jnp.linalg.solve(hessian + ridge * jnp.eye(hessian.shape[0], dtype=z.dtype), g)
+    db = jnp.where(jnp.all(jnp.isfinite(db)), db, 0)
+    # Where a class's terms are all nearly linear its curvature is nearly 0 and the
+    # Newton step huge: no step moves a score by more than the margin.
+    db = db * jnp.minimum(1, p.margin / jnp.maximum(jnp.max(jnp.abs(db)), p.margin))
+
+    def trial(t):
+        new_per, new_a = smoothed(p, spec, z + t * db[:, None], mu)
+        return jnp.sum(new_per - per), (new_per, new_a)
+
+    t, change, (new_per, new_a) = lbfgs.backtracking(trial, jnp.vdot(g, db), min_step=2.0**-10)
+    lower = change < 0
+    return jnp.where(lower, t * db, 0), jnp.where(lower, new_per, per), jnp.where(lower, new_a, a)
+
+
+def certificate(p: Problem, spec: Spec, a: jax.Array, uX: jax.Array, pool: Pool):
+    """The dual value certified with the smoothed gradient's dual variables ``a`` (``uX``
+    is their ``u @ X``), repaired for the intercept, and the new ``pool``.
+
+    Hinge losses: the best combination of ``a`` (scaled up to its largest feasible
+    multiple) with ``pool`` (:func:`combine`); its value is recomputed from the combined
+    summaries. Squared hinges: the best multiple of ``a`` alone (their conjugate has a
+    quadratic term that the summaries do not carry). If the repair fails: hinge losses
+    keep ``pool`` and return its (still valid) value, squared hinges return ``-inf``.
+    """
+    dual = dual_of(spec.loss)
+
+    def repaired(a):
+        a, ok = dual.repair(a, p.is_true, p.c)
+        return a, dual.dual_map(a, p.is_true, p.c) @ p.X, ok
+
+    unchanged = (a, uX, jnp.array(True))
+    a, uX, ok = jax.lax.cond(p.fit_intercept, repaired, lambda a: unchanged, a)
+    if spec.squared:
+        return jnp.where(ok, dual.value(a, uX, p.c, p.margin), -jnp.inf), pool
+    t = dual.scale(a, p.c)
+    new = Pool(t * p.margin * jnp.sum(p.c[None, :] * a), t * uX.ravel())
+    combined = combine(pool, new)
+    pool = jax.tree.map(lambda x, y: jnp.where(ok, x, y), combined, pool)
+    return pool.lin - 0.5 * jnp.vdot(pool.uX, pool.uX), pool
+
+
+def dual_of(loss: str) -> duals.Dual:
+    """The solver's pieces for ``loss``; a clear refusal for a loss without a dual."""
+    dual = registry.get(loss).dual
+    if dual is None:
+        raise ValueError(
+            f"the exact solver has no duality-gap certificate for loss {loss!r} (no dual "
+            f"is derived for it); use svmjax.train.fit, or one of: "
+            f"{', '.join(registry.names(solver=True))}"
+        )
+    return dual
