@@ -95,6 +95,10 @@ def test_site_builds_strict(site):
         assert (site / page).is_file(), page
 
 
+def test_pages_with_code_include_extending():
+    assert DOCS / "extending.md" in PAGES and code_blocks(DOCS / "extending.md")
+
+
 # ---------------------------------------------------------------- the site works offline
 
 # What a page LOADS (as opposed to links the reader follows, ``<a href>``), by tag: the
