@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 EXTRAS := dev,data,plot,progress,cache,test,docs
 
-.PHONY: install demo test lint format docs clean
+.PHONY: install demo test test-accelerator lint format docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ lint: $(STAMP)
 WORKERS ?= 2
 test: lint
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile
+
+# The tests whose meaning changes on an accelerator, on the device JAX picks, stopped after
+# ACCEL_DEADLINE seconds; summary.txt and junit.xml in ACCEL_OUT. Without make or a venv:
+# PYTHONPATH=$PWD python3 tests/run_accelerator.py --out DIR
+ACCEL_OUT ?= results/accelerator
+ACCEL_DEADLINE ?= 300
+test-accelerator: $(STAMP)
+	$(BIN)/python tests/run_accelerator.py --out $(ACCEL_OUT) --deadline $(ACCEL_DEADLINE)
 
 # The documentation site into site/ (git-ignored); any warning, e.g. a broken link, fails.
 docs: $(STAMP)
