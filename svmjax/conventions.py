@@ -24,7 +24,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from svmjax import losses
-from svmjax.validation import scalar
+from svmjax._checks import scalar
 
 _positive = functools.partial(scalar, positive=True)
 

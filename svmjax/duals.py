@@ -43,7 +43,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from svmjax.losses import hinge
+from svmjax._loss_parts import hinge
 
 __all__ = ["Dual", "WESTON_WATKINS", "CRAMMER_SINGER", "ONE_VS_REST"]
 

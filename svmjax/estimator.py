@@ -21,10 +21,10 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from svmjax import _checks as checks
 from svmjax import linear, optim, registry, train
-from svmjax import validation as checks
+from svmjax._checks import as_key
 from svmjax.solve import primal_objective, solve
-from svmjax.validation import as_key
 
 __all__ = ["SVMClassifier"]
 

@@ -1,36 +1,26 @@
-r"""Shared machinery of the multiclass SVM family (used by :mod:`svmjax.losses` and
-:mod:`svmjax.analytic`, which are the public homes of every loss).
+r"""The machinery behind the multiclass SVM family of :mod:`svmjax.losses` and
+:mod:`svmjax.analytic`.
 
-Two pieces live here:
-
-* The **unified template** of Doğan, Glasmachers & Igel (JMLR 2016). Every machine of the
-  family scores an example by hinges of *margin terms* that are affine in the scores,
-  one term per class :math:`c`,
+* The **unified template** of Doğan, Glasmachers & Igel (JMLR 2016): every machine scores
+  an example by hinges of margin terms affine in the scores, one per class :math:`c`,
 
   .. math::
 
       v_c = \nu_c - \mu_c(s), \qquad
-      \mu_c(s) = \begin{cases} s_y - s_c & \text{relative margins} \\
-                               t_c\, s_c & \text{absolute margins},\ t_c = \pm 1
-                               \ (+1 \text{ iff } c = y), \end{cases}
+      \mu_c(s) = s_y - s_c \ \text{(relative)} \ \text{or} \ t_c s_c
+      \ \text{(absolute)},\ t_c = \pm 1\ (+1 \text{ iff } c = y),
 
-  with target margins :math:`\nu_c = \Delta` (:math:`c \ne y`) and
-  :math:`\nu_y` (the true class's term), a selection of the classes that take part
-  (the wrong ones, the true one, or all), term weights :math:`\omega_c`, and an
-  aggregation by sum or max: :math:`L = \sum_c \omega_c h(v_c)` or
-  :math:`\max_c \omega_c h(v_c)` over the selected classes. :class:`Template` holds the
-  static choices; :func:`margin_terms` and :func:`term_weights` build :math:`v` and
-  :math:`\omega` (0 for classes that do not take part).
-* **Elementary symmetric polynomials in log space** (:func:`log_esp`), the
-  :math:`O(kC)` core of the smooth top-k loss: :math:`\log e_m(e^{x_1}, \dots, e^{x_n})`
-  for :math:`m = 0..k` by the recursion
-  :math:`e_m^{(j)} = e_m^{(j-1)} + e^{x_j} e_{m-1}^{(j-1)}` over the classes, each step a
-  ``logaddexp``, so nothing overflows.
+  with :math:`\nu_c = \Delta` (:math:`c \ne y`) and :math:`\nu_y`, aggregated by
+  :math:`\sum_c \omega_c h(v_c)` or :math:`\max_c \omega_c h(v_c)` over the classes
+  that take part. :class:`Template` holds the static choices; :func:`margin_terms` and
+  :func:`term_weights` build :math:`v` and :math:`\omega`.
+* **Elementary symmetric polynomials in log space** (:func:`log_esp`), the :math:`O(kC)`
+  core of the smooth top-k loss (:func:`smooth_top_k_logit`).
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -41,8 +31,6 @@ __all__ = [
     "term_weights",
     "true_margin_or_default",
     "template_kinks",
-    "check_k",
-    "check_tau",
     "log_esp",
     "smooth_top_k_logit",
 ]
@@ -102,48 +90,6 @@ def true_margin_or_default(spec: Template, margin: jax.Array, true_margin) -> ja
     if true_margin.ndim != 0:
         raise ValueError(f"true_margin must be a scalar, got shape {true_margin.shape}")
     return true_margin
-
-
-# The named machines as settings of the template: the one definition that both the pure
-# (svmjax.losses) and the analytic (svmjax.analytic) wrappers pass to unified_hinge.
-MACHINES: dict[str, dict[str, Any]] = {
-    "lee_lin_wahba": dict(margins="absolute", classes="wrong", aggregate="sum"),
-    "absolute_max_hinge": dict(margins="absolute", classes="all", aggregate="max"),
-    "absolute_wrong_max_hinge": dict(margins="absolute", classes="wrong", aggregate="max"),
-    "true_class_hinge": dict(margins="absolute", classes="true", aggregate="sum"),
-    "reinforced_hinge": dict(margins="absolute", classes="all", aggregate="sum"),
-}
-
-
-def reinforced(scores, margin, gamma: float) -> dict[str, Any]:
-    r"""The template's keywords for the reinforced hinge: true-class margin
-    :math:`(C-1)\Delta`, weight ``gamma`` on the true-class term and ``1 - gamma`` on the
-    others; ``ValueError`` unless ``gamma`` is a float in ``[0, 1]``."""
-    gamma = float(gamma)
-    if not 0 <= gamma <= 1:
-        raise ValueError(f"gamma must be a Python float in [0, 1], got {gamma}")
-    n_classes = jnp.shape(scores)[-1] if jnp.ndim(scores) else 0
-    return dict(
-        MACHINES["reinforced_hinge"],
-        true_margin=(n_classes - 1) * jnp.asarray(margin, jnp.result_type(scores)),
-        wrong_weight=1.0 - gamma,
-        true_weight=gamma,
-    )
-
-
-def check_k(k: int, n_classes: int, upper: int) -> int:
-    """``k`` as an ``int`` in ``[1, upper]``; ``ValueError`` otherwise."""
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= upper:
-        raise ValueError(f"k must be an integer in [1, {upper}] for {n_classes} classes, got {k!r}")
-    return k
-
-
-def check_tau(tau: float) -> float:
-    """``tau`` as a Python float > 0; ``ValueError`` otherwise."""
-    tau = float(tau)
-    if not 0 < tau < float("inf"):
-        raise ValueError(f"tau must be a finite Python float > 0, got {tau}")
-    return tau
 
 
 def margin_terms(

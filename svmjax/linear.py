@@ -14,7 +14,9 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from svmjax import fused, registry
-from svmjax.validation import as_key, is_concrete, one_hot, poison_invalid, validate
+from svmjax._checks import as_key, is_concrete, poison_invalid
+from svmjax._loss_parts import one_hot
+from svmjax.validation import validate
 
 __all__ = [
     "GRADS",

@@ -4,43 +4,31 @@ These are the reference definitions: plain ``jnp`` code whose gradient is whatev
 ``jax.grad`` makes of it. :mod:`svmjax.analytic` has the same functions (same signature,
 same values) with hand-written gradients.
 
-Conventions shared by every loss here:
+* Per example: :func:`weston_watkins`, :func:`crammer_singer`, :func:`one_vs_rest`; the
+  unified template :func:`unified_hinge` and its named members (:func:`lee_lin_wahba`,
+  :func:`absolute_max_hinge`, :func:`absolute_wrong_max_hinge`, :func:`true_class_hinge`,
+  :func:`reinforced_hinge`); the top-k losses :func:`top_k_hinge`, :func:`smooth_top_k`.
+* ``scores`` ``[..., C]`` float; ``labels`` ``[...]`` integer class indices in ``[0, C)``;
+  keyword-only ``margin`` (:math:`\Delta`), ``squared`` (:math:`h(v) = \max(0, v)^2`)
+  and ``class_weights`` ``[C]`` (each loss times the weight of the *true* class). They
+  return per-example losses ``[...]``: the caller reduces.
+* A label outside ``[0, C)`` or a negative or non-finite class weight raises
+  ``ValueError`` eagerly; under ``jit`` that example's loss and gradient are NaN.
 
-* ``scores`` is a float array ``[..., C]``; ``labels`` are integer class indices ``[...]``
-  in ``[0, C)`` (one label convention everywhere, one-vs-rest included).
-* Hyperparameters are keyword-only: ``margin`` (the :math:`\Delta` of the hinge, a scalar,
-  default 1), ``squared`` (use :math:`h(v) = \max(0, v)^2` instead of
-  :math:`\max(0, v)`), ``class_weights`` (``[C]``; each example's loss is multiplied by the
-  weight of its *true* class, as ``torch.nn.MultiMarginLoss(weight=...)`` does).
-* They return per-example losses ``[...]`` and never reduce: take the mean (or a weighted
-  sum) yourself.
-* A label outside ``[0, C)``, or a negative or non-finite class weight, raises
-  ``ValueError`` when the values are concrete; inside ``jit`` (where nothing can raise)
-  the loss and gradient of every example it touches are NaN, never a plausible number.
-
-Kinks. Autodiff of these definitions picks particular subgradients at the kinks:
-``jnp.maximum(v, 0)`` gives derivative 1/2 at ``v == 0``, and ``jnp.max`` splits the
-derivative evenly over tied maxima. Those are valid subgradients, but they differ from
-the strict-indicator convention of :mod:`svmjax.analytic` (derivative 0 at ``v == 0``,
-lowest-index maximiser). Both satisfy the subgradient inequality; the tests check it.
+Kinks: autodiff gives 1/2 at :math:`v = 0` (``jnp.maximum``) and splits the gradient
+evenly over tied maxima (``jnp.max``); :mod:`svmjax.analytic` gives 0 and picks the
+lowest-index maximiser. Both are valid subgradients.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from svmjax import family
-from svmjax.validation import (
-    check_loss_inputs,
-    is_concrete,
-    mark_invalid,
-    one_hot,
-    poison_invalid,
-)
+from svmjax import _members, family
+from svmjax._checks import check_k, check_tau
+from svmjax._loss_parts import hinge, prepare, true_score, weigh
 
 __all__ = [
     "weston_watkins",
@@ -55,49 +43,6 @@ __all__ = [
     "top_k_hinge",
     "smooth_top_k",
 ]
-
-
-def prepare(scores, labels, margin, class_weights, *, mark_labels: bool = False):
-    """Check a loss call's inputs (shared with :mod:`svmjax.analytic`).
-
-    Returns ``(scores, labels, is_true, margin, class_weights)`` as arrays, with the
-    scores of every example whose label is outside ``[0, C)`` or whose class weight is
-    negative or non-finite set to NaN (see :func:`svmjax.validation.poison_invalid`), or
-    with ``mark_labels`` (the analytic losses) its label set to ``-1`` instead
-    (:func:`svmjax.validation.mark_invalid`); ``is_true`` is from the labels as given.
-    Concrete labels and class weights (an eager call) have been checked, so nothing is
-    guarded then: no bad example can be there.
-    """
-    scores, labels, margin, class_weights = check_loss_inputs(scores, labels, margin, class_weights)
-    # From the caller's labels: an example with a bad class weight keeps its class here,
-    # so the class weight's gradient is NaN there too, as for the pure losses.
-    is_true = one_hot(labels, scores.shape[-1])
-    if is_concrete(labels, class_weights):  # checked above: no bad example to guard
-        return scores, labels, is_true, margin, class_weights
-    if mark_labels:
-        labels = mark_invalid(labels, scores.shape[-1], class_weights)
-    else:
-        scores = poison_invalid(scores, labels, class_weights)
-    return scores, labels, is_true, margin, class_weights
-
-
-def weigh(loss: Any, is_true: jax.Array, class_weights: jax.Array | None) -> jax.Array:
-    """Multiply each example's loss by the weight of its true class."""
-    loss = jnp.asarray(loss)
-    if class_weights is None:
-        return loss
-    return loss * jnp.sum(jnp.where(is_true, class_weights, 0), axis=-1)
-
-
-def true_score(scores: jax.Array, is_true: jax.Array) -> jax.Array:
-    """The score of each example's true class, ``[..., C] -> [...]``."""
-    return jnp.sum(jnp.where(is_true, scores, 0), axis=-1)
-
-
-def hinge(v: jax.Array, squared: bool) -> jax.Array:
-    """``h(v) = max(0, v)``, or its square (shared with :mod:`svmjax.duals`)."""
-    h = jnp.maximum(v, 0)
-    return h * h if squared else h
 
 
 def weston_watkins(
@@ -323,178 +268,12 @@ def unified_hinge(
     return weigh(loss, is_true, class_weights)
 
 
-def lee_lin_wahba(
-    scores: ArrayLike,
-    labels: ArrayLike,
-    *,
-    margin: ArrayLike = 1.0,
-    squared: bool = False,
-    class_weights: ArrayLike | None = None,
-) -> jax.Array:
-    r"""Lee–Lin–Wahba multicategory SVM loss (absolute margins of the wrong classes).
-
-    .. math:: L(s, y) = w_y \sum_{c \ne y} h(s_c + \Delta)
-
-    Meant for a model with the sum-to-zero constraint :math:`\sum_c w_c = 0`,
-    :math:`\sum_c b_c = 0` (so :math:`\sum_c s_c = 0`). ``margin = 1/(C-1)`` is the 2004
-    paper's scaling (targets :math:`-1/(C-1)` for the wrong classes); the default 1 is
-    Doğan et al.'s. Shapes, options and autodiff's kink choice as
-    :func:`unified_hinge` (absolute margins, wrong classes, sum).
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> lee_lin_wahba(jnp.array([[1.0, -0.5, -0.5]]), jnp.array([0]))
-      Array([1.], dtype=float32)
-
-    Reference: Y. Lee, Y. Lin and G. Wahba, "Multicategory support vector machines",
-    JASA 99, 2004.
-    """
-    return unified_hinge(
-        scores,
-        labels,
-        **family.MACHINES["lee_lin_wahba"],
-        margin=margin,
-        squared=squared,
-        class_weights=class_weights,
-    )
-
-
-def absolute_max_hinge(
-    scores: ArrayLike,
-    labels: ArrayLike,
-    *,
-    margin: ArrayLike = 1.0,
-    squared: bool = False,
-    class_weights: ArrayLike | None = None,
-) -> jax.Array:
-    r"""ATM loss: the largest hinge of the absolute margins of all classes.
-
-    .. math:: L(s, y) = w_y \max_c h(\Delta - t_c s_c), \qquad t_c = \pm 1\ (+1 \iff c = y)
-
-    Doğan et al.'s "absolute margins, total maximum" machine, meant for the sum-to-zero
-    constraint. Shapes, options and autodiff's kink choice as :func:`unified_hinge`.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> absolute_max_hinge(jnp.array([[0.5, -2.0, 0.0]]), jnp.array([0]))
-      Array([1.], dtype=float32)
-
-    Reference: Doğan, Glasmachers and Igel, JMLR 2016.
-    """
-    return unified_hinge(
-        scores,
-        labels,
-        **family.MACHINES["absolute_max_hinge"],
-        margin=margin,
-        squared=squared,
-        class_weights=class_weights,
-    )
-
-
-def absolute_wrong_max_hinge(
-    scores: ArrayLike,
-    labels: ArrayLike,
-    *,
-    margin: ArrayLike = 1.0,
-    squared: bool = False,
-    class_weights: ArrayLike | None = None,
-) -> jax.Array:
-    r"""ADM loss: the largest hinge of the wrong classes' absolute margins.
-
-    .. math:: L(s, y) = w_y \max_{c \ne y} h(\Delta + s_c)
-
-    Doğan et al.'s "absolute margins, discriminative maximum" machine (the Lee–Lin–Wahba
-    terms aggregated by max), meant for the sum-to-zero constraint. Shapes, options and
-    autodiff's kink choice as :func:`unified_hinge`.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> absolute_wrong_max_hinge(jnp.array([[0.5, -2.0, 0.0]]), jnp.array([0]))
-      Array([1.], dtype=float32)
-
-    Reference: Doğan, Glasmachers and Igel, JMLR 2016.
-    """
-    return unified_hinge(
-        scores,
-        labels,
-        **family.MACHINES["absolute_wrong_max_hinge"],
-        margin=margin,
-        squared=squared,
-        class_weights=class_weights,
-    )
-
-
-def true_class_hinge(
-    scores: ArrayLike,
-    labels: ArrayLike,
-    *,
-    margin: ArrayLike = 1.0,
-    squared: bool = False,
-    class_weights: ArrayLike | None = None,
-) -> jax.Array:
-    r"""MMR loss: the hinge of the true class's absolute margin only.
-
-    .. math:: L(s, y) = w_y\, h(\Delta - s_y)
-
-    The multi-class maximum margin regression machine in Doğan et al.'s view, meant for
-    the sum-to-zero constraint (without it, raising every score solves it). Shapes,
-    options and autodiff's kink choice as :func:`unified_hinge`.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> true_class_hinge(jnp.array([[0.5, -2.0, 0.0]]), jnp.array([0]))
-      Array([0.5], dtype=float32)
-
-    Reference: S. Szedmak, J. Shawe-Taylor and E. Parado-Hernandez, "Learning via linear
-    operators: maximum margin regression", PASCAL 2006; Doğan et al., JMLR 2016.
-    """
-    return unified_hinge(
-        scores,
-        labels,
-        **family.MACHINES["true_class_hinge"],
-        margin=margin,
-        squared=squared,
-        class_weights=class_weights,
-    )
-
-
-def reinforced_hinge(
-    scores: ArrayLike,
-    labels: ArrayLike,
-    *,
-    gamma: float = 0.5,
-    margin: ArrayLike = 1.0,
-    squared: bool = False,
-    class_weights: ArrayLike | None = None,
-) -> jax.Array:
-    r"""Reinforced multicategory SVM loss (Liu & Yuan), per example.
-
-    .. math::
-
-        L(s, y) = w_y \Big[\gamma\, h\big((C-1)\Delta - s_y\big)
-                  + (1 - \gamma) \sum_{c \ne y} h(\Delta + s_c)\Big]
-
-    A convex combination of the true class's absolute margin (target :math:`(C-1)\Delta`)
-    and the Lee–Lin–Wahba terms, meant for the sum-to-zero constraint; ``gamma`` is a
-    Python float in ``[0, 1]`` (1/2, the paper's default, is Shark's fixed choice up to a
-    factor 2). Shapes, options and autodiff's kink choice as :func:`unified_hinge`.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> reinforced_hinge(jnp.array([[0.5, -2.0, 0.0]]), jnp.array([0]))
-      Array([1.25], dtype=float32)
-
-    Reference: Y. Liu and M. Yuan, "Reinforced multicategory support vector machines",
-    J. Comput. Graph. Statist. 20, 2011.
-    """
-    return unified_hinge(
-        scores,
-        labels,
-        margin=margin,
-        squared=squared,
-        class_weights=class_weights,
-        **family.reinforced(scores, margin, gamma),
-    )
+# The named members of the template: one setting each (svmjax._members.MACHINES).
+lee_lin_wahba = _members.member("lee_lin_wahba", unified_hinge)
+absolute_max_hinge = _members.member("absolute_max_hinge", unified_hinge)
+absolute_wrong_max_hinge = _members.member("absolute_wrong_max_hinge", unified_hinge)
+true_class_hinge = _members.member("true_class_hinge", unified_hinge)
+reinforced_hinge = _members.reinforced_member(unified_hinge)
 
 
 # ------------------------------------------------------------------------------ top-k
@@ -546,7 +325,7 @@ def top_k_hinge(
     if variant not in ("alpha", "beta"):
         raise ValueError(f"variant must be 'alpha' or 'beta', got {variant!r}")
     scores, _, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
-    k = family.check_k(k, scores.shape[-1], scores.shape[-1])
+    k = check_k(k, scores.shape[-1], scores.shape[-1])
     v = jnp.where(is_true, 0, scores - true_score(scores, is_true)[..., None] + margin)
     top = jax.lax.top_k(v, k)[0]
     if variant == "alpha":
@@ -606,8 +385,8 @@ def smooth_top_k(
     top-k classification", ICLR 2018.
     """
     scores, _, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
-    k = family.check_k(k, scores.shape[-1], scores.shape[-1] - 1)
-    tau = family.check_tau(tau)
+    k = check_k(k, scores.shape[-1], scores.shape[-1] - 1)
+    tau = check_tau(tau)
     z, _ = family.smooth_top_k_logit(scores, is_true, k, tau, margin)
     loss = tau * jax.nn.softplus(z)
     return weigh(loss * loss if squared else loss, is_true, class_weights)

@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from svmjax import family
-from svmjax.validation import check_loss_inputs, one_hot
+from svmjax._checks import check_k, check_loss_inputs
+from svmjax._loss_parts import one_hot
 
 __all__ = ["top_k_accuracy"]
 
@@ -41,7 +41,7 @@ def top_k_accuracy(scores: ArrayLike, labels: ArrayLike, k: int = 1) -> jax.Arra
     """
     scores, labels, _, _ = check_loss_inputs(scores, labels, 0.0, None)
     n_classes = scores.shape[-1]
-    k = family.check_k(k, n_classes, n_classes)
+    k = check_k(k, n_classes, n_classes)
     is_true = one_hot(labels, n_classes)
     true = jnp.sum(jnp.where(is_true, scores, 0), axis=-1, keepdims=True)
     before = jnp.cumsum(is_true, axis=-1) == 0  # the classes c < y

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from svmjax import analytic, duals, family, losses
-from svmjax.validation import one_hot
+from svmjax._loss_parts import one_hot
 
 __all__ = [
     "CONSTRAINTS",

@@ -8,7 +8,7 @@ import pytest
 
 import svmjax
 from svmjax import data, grid, linear, sharding, train
-from svmjax.validation import as_key
+from svmjax._checks import as_key
 
 SEED = 3
 

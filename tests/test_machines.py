@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from svmjax import cli, data, gradcheck, grid, linear, losses, registry, solve, train
+from svmjax import cli, data, gradcheck, grid, linear, registry, solve, train
+from svmjax._loss_parts import one_hot, prepare, true_score, weigh
 from svmjax.estimator import SVMClassifier
-from svmjax.validation import one_hot
 
 # The options a loss needs to be more than its default (k = 1 top-k is Crammer–Singer).
 OPTIONS = {
@@ -55,12 +55,10 @@ def _toy_pure(scores, labels, *, margin=1.0, squared=False, class_weights=None, 
     everywhere."""
     if squared:
         raise ValueError("the toy loss has no squared form")
-    scores, _, is_true, margin, class_weights = losses.prepare(
-        scores, labels, margin, class_weights
-    )
-    v = scores - losses.true_score(scores, is_true)[..., None] + margin
+    scores, _, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
+    v = scores - true_score(scores, is_true)[..., None] + margin
     loss = scale * jnp.sum(jnp.where(is_true, 0, jax.nn.softplus(v)), axis=-1)
-    return losses.weigh(loss, is_true, class_weights)
+    return weigh(loss, is_true, class_weights)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -70,7 +68,7 @@ def _toy(scale, scores, labels, margin):
 
 def _toy_fwd(scale, scores, labels, margin):
     is_true = one_hot(labels, scores.shape[-1])
-    v = scores - losses.true_score(scores, is_true)[..., None] + margin
+    v = scores - true_score(scores, is_true)[..., None] + margin
     loss = scale * jnp.sum(jnp.where(is_true, 0, jax.nn.softplus(v)), axis=-1)
     return loss, (is_true, jnp.where(is_true, 0, scale * jax.nn.sigmoid(v)))
 
@@ -88,10 +86,8 @@ _toy.defvjp(_toy_fwd, _toy_bwd)
 def _toy_analytic(scores, labels, *, margin=1.0, squared=False, class_weights=None, scale=1.0):
     if squared:
         raise ValueError("the toy loss has no squared form")
-    scores, labels, is_true, margin, class_weights = losses.prepare(
-        scores, labels, margin, class_weights
-    )
-    return losses.weigh(_toy(float(scale), scores, labels, margin), is_true, class_weights)
+    scores, labels, is_true, margin, class_weights = prepare(scores, labels, margin, class_weights)
+    return weigh(_toy(float(scale), scores, labels, margin), is_true, class_weights)
 
 
 @pytest.fixture
