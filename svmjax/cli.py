@@ -82,14 +82,9 @@ def _demo(args: argparse.Namespace) -> int:
     )
     jax.block_until_ready(params)
     train_seconds = time.perf_counter() - train_start
-    metrics = {
-        "dataset": "digits",
-        "loss": "weston_watkins",
-        "grad": "analytic",
-        "seed": args.seed,
-        "epochs": args.epochs,
-        "learning_rate": args.lr,
-        "reg": args.reg,
+    metrics = dict(dataset="digits", loss="weston_watkins", grad="analytic", seed=args.seed)
+    metrics |= dict(epochs=args.epochs, learning_rate=args.lr, reg=args.reg)
+    metrics |= {
         "batch_size": args.batch_size,
         "train_accuracy": _accuracy(params, ds.X_train, ds.y_train),
         "val_accuracy": _accuracy(params, ds.X_val, ds.y_val),
@@ -170,17 +165,10 @@ def _train(args: argparse.Namespace) -> int:
     )
     jax.block_until_ready(params)
     seconds = time.perf_counter() - start
-    metrics = {
-        "dataset": ds.description,
-        "loss": args.loss,
-        "squared": args.squared,
-        "grad": args.grad,
-        "optimizer": args.optimizer,
-        "learning_rate": args.lr,
-        "reg": args.reg,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "seed": args.seed,
+    metrics = dict(dataset=ds.description, loss=args.loss, squared=args.squared, grad=args.grad)
+    metrics |= dict(optimizer=args.optimizer, learning_rate=args.lr, reg=args.reg)
+    metrics |= dict(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+    metrics |= {
         "train_accuracy": _accuracy(params, ds.X_train, ds.y_train),
         "val_accuracy": _accuracy(params, ds.X_val, ds.y_val) if validation else None,
         "test_accuracy": _accuracy(params, ds.X_test, ds.y_test) if len(ds.y_test) else None,
@@ -303,12 +291,12 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=_positive_int, default=20, help="epochs (20)")
     parser.add_argument("--batch-size", type=_positive_int, default=64, help="batch size (64)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar (default: when stderr is a terminal)",
-    )
+    _add_progress_flag(parser)
+
+
+def _add_progress_flag(parser: argparse.ArgumentParser) -> None:
+    text = "progress bar (default: when stderr is a terminal)"
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, help=text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -329,12 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--lr", type=_positive_float, default=0.1, help="SGD learning rate (0.1)")
     demo.add_argument("--reg", type=_non_negative_float, default=1e-4, help="L2 reg (1e-4)")
     demo.add_argument("--batch-size", type=_positive_int, default=64, help="batch size (64)")
-    demo.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar (default: when stderr is a terminal)",
-    )
+    _add_progress_flag(demo)
     demo.set_defaults(run=_demo)
 
     fit = commands.add_parser(

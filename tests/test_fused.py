@@ -188,7 +188,7 @@ def test_out_of_range_label_under_jit_gives_nan(block):
 
 
 def test_vmap_of_grad_is_a_loop_over_problems():
-    # As svmjax.train's grid does: parameters, data and weights batched.
+    # As svmjax.grid.fit_grid does: parameters, data and weights batched.
     problems = [problem(5 + k, 30, 4, 3, np.float32) for k in range(3)]
     stack = jax.tree.map(lambda *a: jnp.stack(a), *[(p, X, y, o) for p, X, y, o in problems])
 

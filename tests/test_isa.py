@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# Each compares two different float computations: fit vs a hand-written SGD loop (once
-# failed on an AVX2-only AMD CPU), fit_grid's vmap vs separate fits, the fused blocked
+# Each compares two different float computations: fit vs a hand-written SGD loop (the most
+# sensitive to an AVX2-only CPU), fit_grid's vmap vs separate fits, the fused blocked
 # gradient vs autodiff, closed form vs analytic vs autodiff vs a float64 loop, torch's loss.
 NODES = [
     "tests/test_train.py::test_one_epoch_equals_hand_sgd_including_the_partial_last_batch",
@@ -34,11 +34,11 @@ NODES = [
     "tests/test_fused.py::test_blocks_change_nothing_but_rounding",
     "tests/test_linear.py::test_four_ways_to_dW_agree",
     "tests/test_linear.py::test_objective_gradients_analytic_vs_autodiff",
-    "tests/test_peers.py::test_weston_watkins_is_C_times_torch_multi_margin_loss",
+    "tests/test_conventions.py::test_weston_watkins_is_C_times_torch_multi_margin_loss",
 ]
-if importlib.util.find_spec("torch") is None:  # the `test` extra's reference (test_peers skips)
-    NODES = [node for node in NODES if not node.startswith("tests/test_peers.py")]
-# SSE4.2 (the rounding does change there) runs the three that once failed or sum longest.
+if importlib.util.find_spec("torch") is None:  # the `test` extra's reference (its tests skip)
+    NODES = [node for node in NODES if not node.startswith("tests/test_conventions.py")]
+# SSE4.2 (the rounding does change there) runs the three most sensitive or summing longest.
 NODES_BY_ISA = {"AVX2": NODES, "SSE4_2": NODES[:2] + NODES[4:5]}
 TIMEOUT = 240
 
