@@ -14,8 +14,8 @@ slots (:func:`device_minibatches`); step ``k`` trains on every device's batch ``
 The order depends only on ``(key, e)`` (and ``P``), so the same key gives the same bits, a
 resumed run sees the same batches as an uninterrupted one, and a raw key
 (``jax.random.PRNGKey``) and a typed key (``jax.random.key``) of the same seed give the
-same order. NumPy draws it because a ``jax.random.permutation`` on XLA:CPU costs about as
-much as a dozen training steps.
+same order. NumPy draws it on the host: ``jax.random.permutation`` sorts, which XLA:CPU
+does slowly.
 """
 
 from __future__ import annotations

@@ -226,7 +226,8 @@ def _done(state: _State, tol: jax.Array) -> jax.Array:
 
 
 def memory_size(n: int, d: int, c: int) -> int:
-    """The L-BFGS memory for ``X`` of shape ``[n, d]`` and ``c`` classes.
+    """The L-BFGS memory for ``X`` of shape ``[n, d]`` and ``c`` classes: 30, or 100 once
+    ``X`` has at least ``2**22`` elements and ``n >= 1600 c``.
 
     A longer memory means fewer iterations on the ill-conditioned problems of large data
     (see ``experiments/bench_solver_scale.py``), but its two-loop recursion, ``4 m``
@@ -240,7 +241,8 @@ def memory_size(n: int, d: int, c: int) -> int:
 
 
 def solve_fn(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, *, loss, squared):
-    """The whole solve, one ``while_loop`` of :func:`_iteration` from ``init``.
+    """The whole solve from ``init``: one ``while_loop`` of L-BFGS iterations, returning a
+    :class:`SolveResult` (the arguments are those :func:`svmjax.solve.solve` prepares).
 
     Every product is traced at ``Precision.HIGHEST``: JAX's default float32 product runs on
     reduced-precision matrix units on recent GPUs (TF32, 10-bit mantissa) and TPUs
