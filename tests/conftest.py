@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 from svmjax import registry
 from svmjax.gradcheck import x64
@@ -113,6 +114,20 @@ def random_problem(seed, n, c, dtype, scale=3.0):
     scores = (scale * rng.standard_normal((n, c))).astype(dtype)
     labels = rng.integers(0, c, size=n).astype(np.int32)
     return scores, labels
+
+
+@st.composite
+def tied_problem(draw, n=None, c=None, dtype=np.float64):
+    """``(scores [n, c], labels [n], margin, seed)``: small integer scores in ``[-2, 2]``
+    with margin 1 or 1/2, so exact kinks and ties are everywhere. ``n`` (1 to 4) and ``c``
+    (2 to 5) are drawn unless given (a fixed shape compiles once)."""
+    n = draw(st.integers(1, 4)) if n is None else n
+    c = draw(st.integers(2, 5)) if c is None else c
+    scores = draw(st.lists(st.integers(-2, 2), min_size=n * c, max_size=n * c))
+    labels = draw(st.lists(st.integers(0, c - 1), min_size=n, max_size=n))
+    margin = draw(st.sampled_from([1.0, 0.5]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    return np.array(scores, dtype).reshape(n, c), np.array(labels, np.int32), margin, seed
 
 
 # --- accelerators: matmul precision, and tests that hold on CPU only --------------------------

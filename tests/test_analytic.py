@@ -7,7 +7,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import F32_TOL, LOSS_NAMES, TOL, assert_close, compiled, random_problem, x64
+from conftest import (
+    F32_TOL,
+    LOSS_NAMES,
+    TOL,
+    assert_close,
+    compiled,
+    random_problem,
+    tied_problem,
+    x64,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -164,18 +173,6 @@ def test_kink_conventions_are_pinned():
     scores, labels = jnp.array([[1.0, -1.0]]), jnp.array([0])
     np.testing.assert_array_equal(grad_of_sum(analytic.one_vs_rest)(scores, labels), [[0.0, 0.0]])
     np.testing.assert_array_equal(grad_of_sum(losses.one_vs_rest)(scores, labels), [[-0.5, 0.5]])
-
-
-@st.composite
-def tied_problem(draw):
-    """Small integer scores with margin 1 or 1/2: exact kinks and ties are everywhere."""
-    n = draw(st.integers(1, 4))
-    c = draw(st.integers(2, 5))
-    scores = draw(st.lists(st.integers(-2, 2), min_size=n * c, max_size=n * c))
-    labels = draw(st.lists(st.integers(0, c - 1), min_size=n, max_size=n))
-    margin = draw(st.sampled_from([1.0, 0.5]))
-    seed = draw(st.integers(0, 2**32 - 1))
-    return np.array(scores, np.float64).reshape(n, c), np.array(labels, np.int32), margin, seed
 
 
 @settings(max_examples=40, deadline=None)

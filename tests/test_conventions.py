@@ -1,17 +1,64 @@
-"""Each conversion of svmjax.conventions against the peer itself: torch (MultiMarginLoss with
-SGD weight decay), optax (multiclass_hinge_loss with add_decayed_weights), scikit-learn
-(LinearSVC's C, SGDClassifier's alpha), Keras (its formula, re-implemented here: Keras is
-not installed), cs231n (svmjax.linear.objective)."""
+"""svmjax against the libraries themselves: the losses against torch's multi_margin_loss and
+optax's multiclass_hinge_loss, and each conversion of svmjax.conventions against its peer:
+torch (MultiMarginLoss with SGD weight decay), optax (multiclass_hinge_loss with
+add_decayed_weights), scikit-learn (LinearSVC's C, SGDClassifier's alpha), Keras (its
+formula, re-implemented here: Keras is not installed), cs231n (svmjax.linear.objective)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import F32_TOL, assert_close
+from conftest import F32_TOL, assert_close, random_problem
 
-from svmjax import conventions, linear, losses
+from svmjax import analytic, conventions, linear, losses
 from svmjax.solve import primal_objective, solve
+
+
+def _torch():
+    """torch, the `test` extra's reference (pinned to a CPU build; `make test` installs it):
+    a checkout without it, e.g. on a Python whose CPU wheel is not at hand, skips its tests."""
+    return pytest.importorskip(
+        "torch", reason="torch is the `test` extra: pip install -e '.[test]'"
+    )
+
+
+# ------------------------------------------------------------------------------ the losses
+
+
+@pytest.mark.parametrize("module", [losses, analytic], ids=["losses", "analytic"])
+@pytest.mark.parametrize("margin", [1.0, 0.5])
+@pytest.mark.parametrize("squared", [False, True], ids=["p1", "p2"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_weston_watkins_is_C_times_torch_multi_margin_loss(module, margin, squared, weighted):
+    torch = _torch()
+    scores, labels = random_problem(20, 50, 6, np.float64)
+    weights = np.linspace(0.5, 2.0, 6) if weighted else None
+    ours = module.weston_watkins(
+        scores.astype(np.float32), labels, margin=margin, squared=squared, class_weights=weights
+    )
+    theirs = torch.nn.functional.multi_margin_loss(
+        torch.from_numpy(scores),
+        torch.from_numpy(labels.astype(np.int64)),
+        p=2 if squared else 1,
+        margin=margin,
+        weight=None if weights is None else torch.from_numpy(weights),
+        reduction="none",
+    ).numpy()
+    assert_close(ours, 6 * theirs, F32_TOL)  # float32 against torch in float64
+
+
+@pytest.mark.parametrize("module", [losses, analytic], ids=["losses", "analytic"])
+def test_crammer_singer_at_margin_1_is_optax_multiclass_hinge(module):
+    scores, labels = random_problem(21, 64, 7, np.float32)
+    assert_close(
+        module.crammer_singer(scores, labels),
+        optax.losses.multiclass_hinge_loss(jnp.asarray(scores), jnp.asarray(labels)),
+        F32_TOL,
+    )
+
+
+# ------------------------------------------------------------------------- the conversions
 
 
 def problem(seed=0, n=60, d=4, k=3):
@@ -45,7 +92,7 @@ def test_round_trips_and_errors():
 
 @pytest.mark.parametrize("p, weighted", [(1, False), (2, True)])
 def test_torch_multi_margin_loss_with_weight_decay(p, weighted):
-    torch = pytest.importorskip("torch")
+    torch = _torch()
     X, y, W, b = problem()
     n, k = len(y), W.shape[1]
     C, lr, margin = 0.7, 0.1, 0.8

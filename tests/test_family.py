@@ -2,6 +2,7 @@
 the top-k accuracy, against readable naive loops, finite differences, autodiff, and the
 subgradient inequality at ties."""
 
+import inspect
 import itertools
 import math
 
@@ -9,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import compiled, random_problem
+from conftest import compiled, random_problem, tied_problem
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -189,19 +190,12 @@ INSTANCES = {
 }
 
 
-@st.composite
-def tied_problem(draw, n=3, c=5):
-    """Small integer scores (fixed shape: one compile) with margin 1 or 1/2: exact kinks
-    and ties are everywhere."""
-    scores = draw(st.lists(st.integers(-2, 2), min_size=n * c, max_size=n * c))
-    labels = draw(st.lists(st.integers(0, c - 1), min_size=n, max_size=n))
-    margin = draw(st.sampled_from([1.0, 0.5]))
-    seed = draw(st.integers(0, 2**32 - 1))
-    return np.array(scores, np.float32).reshape(n, c), np.array(labels, np.int32), margin, seed
+# Fixed shape (one compile for all examples), float32.
+TIED = tied_problem(n=3, c=5, dtype=np.float32)
 
 
 @settings(max_examples=40, deadline=None)
-@given(problem=tied_problem(), name=st.sampled_from(list(INSTANCES)), squared=st.booleans())
+@given(problem=TIED, name=st.sampled_from(list(INSTANCES)), squared=st.booleans())
 def test_existing_losses_are_instances_of_the_template(problem, name, squared):
     # Same values always. Same analytic gradients *everywhere*, ties and kinks included:
     # the hand-tuned rules of analytic.<name> agree with the template's one rule. (Autodiff
@@ -310,7 +304,7 @@ def test_margin_gradient_matches_autodiff(case):
 
 
 @settings(max_examples=40, deadline=None)
-@given(problem=tied_problem(), case=st.sampled_from(KINKED), squared=st.booleans())
+@given(problem=TIED, case=st.sampled_from(KINKED), squared=st.booleans())
 def test_both_gradients_are_subgradients_at_ties(problem, case, squared):
     # Every kinked member is convex in the scores, so g is a subgradient at s iff
     # f(z) >= f(s) + <g, z - s> for all z; check random z near s and far from it.
@@ -450,6 +444,36 @@ def test_registry_entries():
     assert registry.get("smooth_top_k").options == ("k", "tau")
     assert registry.get("reinforced_hinge").options == ("gamma",)
     assert "top_k_hinge" not in registry.names(solver=True)
+
+
+# The template's named members (its table: svmjax._members.MACHINES).
+MEMBERS = [
+    "lee_lin_wahba",
+    "absolute_max_hinge",
+    "absolute_wrong_max_hinge",
+    "true_class_hinge",
+    "reinforced_hinge",
+]
+
+
+@pytest.mark.parametrize("module", MODULES.values(), ids=MODULES.keys())
+@pytest.mark.parametrize("name", MEMBERS)
+def test_named_members_are_documented_functions_of_their_module(module, name):
+    # Built once from the template's table, they read as functions written in the module.
+    fn = getattr(module, name)
+    assert name in module.__all__ and inspect.isfunction(fn)
+    assert (fn.__module__, fn.__name__, fn.__qualname__) == (module.__name__, name, name)
+    parameters = list(inspect.signature(fn).parameters.values())
+    assert [p.name for p in parameters[:2]] == ["scores", "labels"]
+    keywords = {p.name: p.default for p in parameters[2:]}
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters[2:])
+    want = dict(margin=1.0, squared=False, class_weights=None)
+    assert keywords == ({"gamma": 0.5} | want if name == "reinforced_hinge" else want)
+    doc = fn.__doc__
+    assert ".. math::" in doc and "Args:" in doc and "Example:" in doc and "Reference:" in doc
+    assert ("analytic gradient" in doc) == (module is analytic)
+    other = losses if module is analytic else analytic
+    assert f":func:`{other.__name__}.{name}`" in doc  # the twin, and its kink choice
 
 
 def naive_top_k_accuracy(scores, labels, k):
