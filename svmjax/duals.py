@@ -2,36 +2,25 @@ r"""The exact solver's per-loss pieces: smoothing, the dual map, and the dual va
 
 :func:`svmjax.solve.solve` is generic; what it needs to know about a loss is a
 :class:`Dual`, which the loss's registry entry (:mod:`svmjax.registry`) carries. A loss
-without one is refused by the solver (no certificate without a derived dual).
+without one is refused by the solver (no certificate without a derived dual). Built in:
+:data:`WESTON_WATKINS`, :data:`CRAMMER_SINGER`, :data:`ONE_VS_REST`.
 
 Layout: inside the solver everything is transposed: weights ``V = W.T`` ``[C, D]``, scores
-``Z = V @ X.T`` ``[C, N]``, dual variables ``[C, N]``. On XLA:CPU this layout runs the
-per-class reductions over a short leading axis and keeps both matrix products in the fast
-(untransposed) form.
+``Z = V @ X.T`` ``[C, N]``, dual variables ``[C, N]``. :func:`class_sum` and
+:func:`class_max` reduce over the short leading class axis in a form XLA:CPU vectorises
+along ``N``.
 
-The dual of :math:`\tfrac12\lVert W\rVert^2 + \sum_i c_i L(x_i W + b, y_i)`: write
-:math:`a_i \in \mathbb{R}^C` for the dual variables of example :math:`i` and
-:math:`u_i = c_i\, G(a_i)` with :math:`G(a) = a - (\sum_j a_j) e_{y_i}` (relative margins:
-Weston–Watkins, Crammer–Singer; :math:`a_{y_i} = 0`) or :math:`G(a)_j = -t_j a_j`
-(absolute margins, one-vs-rest, :math:`t_j = \pm 1`). Then
+With :math:`a_i` the dual variables of example :math:`i` and :math:`u_i = c_i G(a_i)` its
+dual map (:math:`G(a) = a - (\sum_j a_j) e_{y_i}` for relative margins, :math:`G(a)_j =
+-t_j a_j` for absolute ones), the dual value is
 
 .. math::
 
     D(a) = -\tfrac12 \Big\lVert \sum_i x_i^\top u_i \Big\rVert_F^2
-           - \sum_i c_i\, \ell^*(a_i) \le P^\star,
-    \qquad \ell^*(a) = -\Delta \textstyle\sum_j a_j \ \text{(hinge)},\quad
-    \textstyle\sum_j \big(\tfrac14 a_j^2 - \Delta a_j\big) \ \text{(squared)},
+           - \sum_i c_i\, \ell^*(a_i) \le P^\star;
 
-with :math:`\tfrac14(\sum_j a_j)^2 - \Delta \sum_j a_j` for squared Crammer–Singer, over
-:math:`0 \le a_{ij} \le 1` (hinge; Crammer–Singer: :math:`a_i \ge 0,\ \sum_j a_{ij} \le 1`)
-or :math:`a_{ij} \ge 0` (squared), and, with an intercept, :math:`\sum_i u_i = 0`. The
-gradient of the smoothed loss is such an :math:`a`, so every solver iterate yields a
-dual-feasible point.
-
-Smoothing: each hinge term becomes :math:`\mu\,\mathrm{softplus}(v/\mu)` (at most
-:math:`\mu \log 2` above it); Crammer–Singer's max becomes
-:math:`\mu \log(1 + \sum_{j \ne y} e^{v_j/\mu})` (at most :math:`\mu \log C` above).
-Squared Weston–Watkins and one-vs-rest are differentiable already and are not smoothed.
+the conjugates :math:`\ell^*`, the feasible sets and the smoothing are on the docs page
+*How the solver works*.
 """
 
 from __future__ import annotations
@@ -45,7 +34,7 @@ import jax.numpy as jnp
 
 from svmjax._loss_parts import hinge
 
-__all__ = ["Dual", "WESTON_WATKINS", "CRAMMER_SINGER", "ONE_VS_REST"]
+__all__ = ["Dual", "WESTON_WATKINS", "CRAMMER_SINGER", "ONE_VS_REST", "class_max", "class_sum"]
 
 
 class Dual(NamedTuple):
@@ -69,8 +58,7 @@ class Dual(NamedTuple):
     values of the loss's pure definition (:mod:`svmjax.losses`) at ``z.T``, computed in
     this layout, where the pure definition's reductions over the short class axis of
     ``[N, C]`` rows do not vectorise on XLA:CPU (the solver evaluates it at every
-    iteration); without it (``None``, a ``Dual`` written before it existed) the solver
-    evaluates the pure definition on ``z.T``.
+    iteration); without it (``None``) the solver evaluates the pure definition on ``z.T``.
     """
 
     smooth: Callable
@@ -89,10 +77,9 @@ _UNROLL = 64  # up to this many classes, a maximum over classes compares rows on
 def class_sum(v: jax.Array) -> jax.Array:
     """The sum over the leading (class) axis of ``v`` ``[C, N]``: ``[N]``.
 
-    XLA:CPU reduces a short leading axis without vectorising along ``N`` (about 50x slower
-    than a product at 10 x 60000); a product with a row of ones vectorises, and is one
-    operation in the program (at full float32 precision, also where matrix units would
-    round it).
+    XLA:CPU reduces a short leading axis without vectorising along ``N``; a product with a
+    row of ones vectorises, and is one operation in the program (at full float32
+    precision, also where matrix units would round it).
     """
     ones = jnp.ones((1, v.shape[0]), v.dtype)
     return jnp.matmul(ones, v, precision=jax.lax.Precision.HIGHEST)[0]
