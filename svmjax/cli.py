@@ -137,9 +137,8 @@ def _load(args: argparse.Namespace, key: jax.Array) -> data.Dataset:
 
 
 def _progress(args: argparse.Namespace) -> bool:
-    if args.progress is not None:
-        return args.progress
-    return sys.stderr.isatty() and not getattr(args, "json", False)
+    terminal = sys.stderr.isatty() and not getattr(args, "json", False)
+    return terminal if args.progress is None else args.progress
 
 
 def _train(args: argparse.Namespace) -> int:
