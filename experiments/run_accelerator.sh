@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# The accelerator's share of docs/performance.md in one go, on whatever device JAX picks
-# (a GPU when jax[cuda] sees one): the gradient path's bandwidth, the exact solver at
-# Fashion-MNIST scale against LinearSVC on this machine's CPU, the scikit-learn workflow,
-# the C path and training. Each benchmark has a time limit (sized for an H200 machine, about
-# 7 minutes in all), so one that hangs or fails leaves the others' numbers; every log and
-# result lands in OUT. Exits non-zero when any benchmark failed or ran out of time.
+# The accelerator's share of the tests and of docs/performance.md, on whatever device JAX
+# picks (a GPU when jax[cuda] sees one): first the test command (tests/run_accelerator.py:
+# the tests whose meaning changes on an accelerator, 5 minutes at most, its summary in
+# OUT/tests), then the gradient path's bandwidth, the exact solver at Fashion-MNIST scale
+# against LinearSVC on this machine's CPU, the scikit-learn workflow, the C path and
+# training. Each step has a time limit (the benchmarks' sized for an H200 machine, about 7
+# minutes in all), so one that hangs or fails leaves the others' results; every log and
+# result lands in OUT. Exits non-zero when any step failed or ran out of time.
 #
 #   bash experiments/run_accelerator.sh OUT [FASHION_MNIST_DIR] [PEAK_TB_PER_S]
 #
+# STEPS names the steps to run (default: all, in the order tests gpu solver solver_alone
+# sklearn path train); where one command may run 10 minutes, run STEPS=tests in one and the
+# rest in the next.
 # PYTHON names the interpreter (default python3); it needs scikit-learn, and mnist1d for the
 # training benchmark (svmjax comes from this checkout unless installed). PEAK_TB_PER_S is the
 # card's datasheet memory bandwidth (4.8 for an H200), printed beside the measured copy
@@ -25,9 +30,11 @@ mkdir -p "$out"
 cd "$root/experiments" || exit 2
 failed=0
 
+steps=" ${STEPS:-tests gpu solver solver_alone sklearn path train} "
 step() {  # step NAME SECONDS COMMAND...: run with a limit, log, and note the exit status
   local name=$1 limit=$2
   shift 2
+  case $steps in *" $name "*) ;; *) return ;; esac
   local start=$SECONDS
   timeout -k 10 "$limit" "$@" >"$out/$name.log" 2>&1
   local status=$?
@@ -36,6 +43,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log, and note the ex
   tail -n 25 "$out/$name.log"
 }
 
+step tests 360 "$python" "$root/tests/run_accelerator.py" --out "$out/tests" --deadline 300
 step gpu 60 "$python" bench_gpu.py --out "$out/gpu" ${peak:+--peak-tbs "$peak"}
 step solver 75 "$python" bench_solver_scale.py --out "$out/solver" --data-dir "$data" \
   --runs 0.01:60000

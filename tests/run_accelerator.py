@@ -21,8 +21,8 @@ the summary (``tests/conftest.py``).
 
 Exit status: 0 when every selected test passed or skipped; 1 when one failed, timed out,
 crashed its process or its file did not import; 2 when none did but the deadline left tests
-not run. ``--list`` prints the selection without running it; ``--paths`` runs the given test
-files instead of the selection; arguments after ``--`` go to pytest.
+not run. ``--list`` prints the selection without running it, ``--areas`` keeps some of its
+areas, ``--paths`` runs the given test files instead; arguments after ``--`` go to pytest.
 """
 
 from __future__ import annotations
@@ -107,12 +107,17 @@ def interleave(tests: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def _first_line(text: str, limit: int = 300) -> str:
+    """The first line of ``text`` (and the second where the first only names the error)."""
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        lines[0] = f"{lines[0]} {lines[1]}"
     return (lines[0] if lines else "(no message)")[:limit]
 
 
 def _message(report) -> str:
     """One line: the exception's type and message (pytest's crash line), or a skip reason."""
+    if hasattr(report, "wasxfail"):
+        return _first_line(f"xfail: {report.wasxfail}")
     if report.skipped and isinstance(report.longrepr, tuple):
         return _first_line(report.longrepr[2].removeprefix("Skipped: "))
     crash = getattr(report.longrepr, "reprcrash", None)
@@ -128,6 +133,7 @@ class _Reporter:
         self.deadline_at = args.deadline_at
         self.timeout, self.grace = args.timeout, args.grace
         self.given = args.paths is not None
+        self.areas = set(args.areas or {a.name for a in AREAS} | {GIVEN})
         done = args.out / "done.txt"
         self.done = set(done.read_text().splitlines()) if done.exists() else set()
         self.cut: str | None = None  # what the armed alarm means: "timeout" or "deadline"
@@ -149,7 +155,7 @@ class _Reporter:
             devices=jax.device_count(),
             device_kind=device.device_kind,
             jax=jax.__version__,
-            jaxlib=jaxlib.__version__,
+            jaxlib=getattr(jaxlib, "__version__", "?"),
             python=platform.python_version(),
             machine=f"{platform.system()} {platform.machine()}",
         )
@@ -170,7 +176,7 @@ class _Reporter:
         keep, drop = [], []
         for item in items:
             area = GIVEN if self.given else area_of(item.nodeid)
-            if area is None or item.nodeid in self.done:
+            if area not in self.areas or item.nodeid in self.done:
                 drop.append(item)
             else:
                 keep.append((item.nodeid, area))
@@ -244,7 +250,8 @@ class _Reporter:
 
 
 def _child(args) -> int:
-    files = args.paths if args.paths is not None else list(dict.fromkeys(a.path for a in AREAS))
+    areas = [a for a in AREAS if args.areas is None or a.name in args.areas]
+    files = args.paths if args.paths is not None else list(dict.fromkeys(a.path for a in areas))
     missing = [f for f in files if not (ROOT / f).exists()]
     if missing:  # a renamed test file: said, and the others run
         with open(args.out / "events.jsonl", "a") as events:
@@ -332,33 +339,39 @@ def _summary(state: _State, status: str, elapsed: float, command: str) -> str:
         if t != running and results.get(t, {"outcome": "not run"})["outcome"] == "not run"
     ]
     passed = sum(r["outcome"] == "passed" for r in results.values())
+    head = f"svmjax tests on an accelerator: {status}"
+    counts = (
+        f"selected {len(state.tests)}: passed {passed}, failed {len(failures)}, "
+        f"skipped {len(skips)}, not run {len(not_run)}"
+    )
     lines = [
-        f"svmjax tests on an accelerator: {status}",
+        head,
         f"backend: {s.get('backend', '?')}, {s.get('devices', '?')} device(s), "
         f"device kind: {s.get('device_kind', '?')}",
         f"jax {s.get('jax', '?')}, jaxlib {s.get('jaxlib', '?')}, Python "
         f"{s.get('python', '?')}, {s.get('machine', '?')}",
         f"command: {command}",
         f"elapsed: {elapsed:.1f} s",
-        f"selected {len(state.tests)}: passed {passed}, failed {len(failures)}, "
-        f"skipped {len(skips)}, not run {len(not_run)}",
+        counts,
     ]
     areas: dict[str, list[int]] = {}
     for nodeid, area in state.tests.items():
         ran = results.get(nodeid, {"outcome": "not run"})["outcome"] != "not run"
-        counts = areas.setdefault(area, [0, 0])
-        counts[0], counts[1] = counts[0] + ran, counts[1] + 1
+        area_counts = areas.setdefault(area, [0, 0])
+        area_counts[0], area_counts[1] = area_counts[0] + ran, area_counts[1] + 1
     lines.append("run/selected: " + ", ".join(f"{a} {r}/{t}" for a, (r, t) in areas.items()))
-    if state.running is not None:
-        lines.append(f"RUNNING {running} (for {time.time() - state.running[1]:.0f} s)")
-    labels = {"failed": "FAILED", "error": "ERROR", "timeout": "TIMEOUT", "crashed": "CRASHED"}
-    lines += [f"{labels[r['outcome']]} {r['id']} - {r['message']}" for r in failures]
-    lines += [f"SKIPPED {r['id']} - {r['message']}" for r in skips]
+    # The long lists first, the failures last: the end of a log shows them.
     for nodeid in not_run:
         reason = results[nodeid]["message"] if nodeid in results else ""
         lines.append(f"NOT RUN {nodeid}" + (f" - {reason}" if reason else ""))
+    lines += [f"SKIPPED {r['id']} - {r['message']}" for r in skips]
     slow = sorted(results.values(), key=lambda r: -r.get("duration", 0.0))[:5]
     lines += [f"slowest: {r['duration']:.1f} s {r['id']}" for r in slow if r["duration"] >= 0.1]
+    labels = {"failed": "FAILED", "error": "ERROR", "timeout": "TIMEOUT", "crashed": "CRASHED"}
+    lines += [f"{labels[r['outcome']]} {r['id']} - {r['message']}" for r in failures]
+    if state.running is not None:
+        lines.append(f"RUNNING {running} (for {time.time() - state.running[1]:.0f} s)")
+    lines.append(f"{head}; {counts}")
     return "\n".join(lines) + "\n"
 
 
@@ -435,6 +448,7 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds past --timeout before a stuck test's process is killed",
     )
     parser.add_argument("--list", action="store_true", help="print the selection, run nothing")
+    parser.add_argument("--areas", nargs="+", help="only these areas of the selection")
     parser.add_argument("--paths", nargs="+", help="test files to run instead of the selection")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--deadline-at", type=float, help=argparse.SUPPRESS)
@@ -443,7 +457,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    unknown = set(args.areas or ()) - {a.name for a in AREAS}
+    if unknown:
+        parser.error(
+            f"unknown areas {sorted(unknown)}; the areas: {sorted({a.name for a in AREAS})}"
+        )
     args.out = args.out.resolve()
     if args.child:
         return _child(args)
@@ -472,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.list:
         child_args.append("--list")
+    if args.areas is not None:
+        child_args += ["--areas", *args.areas]
     if args.paths is not None:
         child_args += ["--paths", *(str(Path(p).resolve()) for p in args.paths)]
     child_args += ["--", *args.pytest_args]
