@@ -511,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
             now = time.time()
             stuck = state.running is not None and now - state.running[1] > args.timeout + args.grace
             if stuck or now > deadline_at + args.grace or stopped:
-                killed = "timeout" if stuck else "deadline"
+                killed = "timeout" if stuck else "terminated" if stopped else "deadline"
                 child.kill()
                 child.wait()
         state.read(events)
@@ -521,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
                 outcome = "timeout"
                 message = f"killed after {time.time() - started:.0f} s (stuck outside Python)"
             elif killed is not None:
-                outcome, message = "not run", "killed at the deadline"
+                outcome, message = "not run", f"killed: {killed}"
             else:
                 outcome, message = "crashed", f"its process exited with status {child.returncode}"
             stacks = args.out / STACKS
