@@ -74,7 +74,21 @@ def test_weston_watkins_gradient_is_the_indicator_count():
     np.testing.assert_array_equal(got, [[-2.0, 1.0, 0.0, 1.0], [0.0, -1.0, 0.0, 1.0]])
 
 
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32, jnp.float64])
+_HALF_SUMS = (
+    "value_and_grad and the plain forward are two programs; their half-precision sums agree "
+    "to 1e-6 only where the backend orders both sums the same way (XLA:CPU does)"
+)
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        pytest.param(jnp.bfloat16, marks=pytest.mark.cpu_only(_HALF_SUMS)),
+        pytest.param(jnp.float16, marks=pytest.mark.cpu_only(_HALF_SUMS)),
+        jnp.float32,
+        pytest.param(jnp.float64, marks=pytest.mark.float64),
+    ],
+)
 def test_weston_watkins_one_pass_sums_in_every_float_type(dtype):
     # The forward sums the loss and the violation count in one pass (one complex sum) where
     # the type has a complex counterpart, and in two sums where not (half precision). Either

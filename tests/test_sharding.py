@@ -642,8 +642,8 @@ def test_two_processes_equal_one_process(tmp_path, eight_devices):
 
 
 def test_data_mesh_and_put_on_one_device():
-    mesh = sharding.data_mesh()
-    assert mesh.axis_names == ("data",) and mesh.size == jax.device_count()
+    mesh = sharding.data_mesh(jax.devices()[:1])
+    assert mesh.axis_names == ("data",) and mesh.size == 1
     x = sharding.put(np.arange(6.0).reshape(3, 2), mesh, sharding.batch_spec(mesh, 2, 1))
     assert x.sharding == NamedSharding(mesh, PartitionSpec(None, "data"))
     assert sharding.put(x, mesh, PartitionSpec(None, "data")) is x  # already placed
@@ -656,7 +656,9 @@ def test_fit_on_a_one_device_mesh_follows_the_documented_order():
     X, y = _problem(n=50, d=4, c=3)
     params = linear.init(jax.random.key(1), 4, 3)
     want, want_history = _emulate(params, X, y, _FIT_CASES[0], 1, batch_size=16)
-    got, history = _fit(params, X, y, _FIT_CASES[0], batch_size=16, mesh=sharding.data_mesh())
+    got, history = _fit(
+        params, X, y, _FIT_CASES[0], batch_size=16, mesh=sharding.data_mesh(jax.devices()[:1])
+    )
     assert _rel(got, want) <= FIT_RTOL
     np.testing.assert_allclose(history["objective"], want_history["objective"], rtol=1e-6)
 
@@ -687,7 +689,7 @@ def test_device_minibatches_cover_each_row_once():
 
 
 def test_shard_rows_and_process_slice_on_one_device():
-    mesh = sharding.data_mesh()
+    mesh = sharding.data_mesh(jax.devices()[:1])
     assert sharding.process_slice(7, mesh) == slice(0, 7)
     y = sharding.shard_rows(np.arange(3, dtype=np.int32), mesh)
     np.testing.assert_array_equal(y, np.arange(3))  # one device: no padding
