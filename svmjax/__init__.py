@@ -12,6 +12,7 @@ Modules, one concern each (modules whose name starts with ``_`` are internal):
 * :mod:`svmjax.batches` — every epoch's minibatch order, drawn from the key;
 * :mod:`svmjax.grid` — ``fit_grid``: many configurations in one vmapped run;
 * :mod:`svmjax.checkpoint` — atomic ``.npz`` checkpoints, no pickle;
+* :mod:`svmjax.model` — model files (parameters, preprocessing, labels), no pickle;
 * :mod:`svmjax.cache` — an opt-in persistent compilation cache;
 * :mod:`svmjax.solve` — an exact solver with a duality-gap certificate, looping in
   :mod:`svmjax.continuation` on :mod:`svmjax.lbfgs` and the duals of :mod:`svmjax.duals`;
@@ -43,6 +44,7 @@ from svmjax import (
     linear,
     losses,
     metrics,
+    model,
     optim,
     plots,
     registry,
@@ -75,6 +77,7 @@ __all__ = [
     "losses",
     "optim",
     "metrics",
+    "model",
     "plots",
     "registry",
     "sharding",

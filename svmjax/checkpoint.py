@@ -1,5 +1,8 @@
 """Checkpoints: a training state in one ``.npz`` file, written atomically, read without pickle.
 
+A checkpoint is for resuming :func:`svmjax.train.fit`; a trained model for prediction goes
+to a model file (:mod:`svmjax.model`).
+
 A checkpoint holds the leaves of ``(params, opt_state)``, the key's data, the history and a
 JSON manifest (format, epoch, tree structure, leaf names, shapes and dtypes, key
 implementation, the training options). It is written to a temporary file in the same
@@ -46,6 +49,15 @@ class TrainState(NamedTuple):
     history: dict[str, np.ndarray]
 
 
+def _check_state(state: Any, name: str) -> None:
+    if not isinstance(state, TrainState):
+        raise TypeError(
+            f"checkpoint.{name} takes a TrainState (params, optimizer state, key, epoch, "
+            f"history: what resuming training needs), got {type(state).__name__}; to save "
+            "trained parameters for prediction use svmjax.model.save(path, params)"
+        )
+
+
 def _leaves(state: TrainState) -> tuple[list[str], list[np.ndarray], str]:
     """Names, values and tree structure of the leaves of ``(params, opt_state)``."""
     flat, treedef = jax.tree_util.tree_flatten_with_path((state.params, state.opt_state))
@@ -75,7 +87,12 @@ def save(
       >>> save(path, state)
       >>> load(path, state._replace(epoch=0)).epoch
       3
+
+    Raises:
+      TypeError: ``state`` is not a :class:`TrainState` (a model's parameters go to
+        :func:`svmjax.model.save`).
     """
+    _check_state(state, "save")
     path = os.path.abspath(os.fspath(path))
     names, leaves, treedef = _leaves(state)
     manifest = {"format": _FORMAT, "epoch": int(state.epoch), "treedef": treedef}
@@ -131,6 +148,7 @@ def load(
       The stored :class:`TrainState` (params, optimizer state, key, epoch, history).
 
     Raises:
+      TypeError: ``template`` is not a :class:`TrainState`.
       FileNotFoundError: no file at ``path``.
       ValueError: naming the file and the problem: a file that cannot be read as a
         checkpoint (truncated, corrupt, not an ``.npz``), one that lacks an array, or the
@@ -138,6 +156,7 @@ def load(
 
     Example: see :func:`save`.
     """
+    _check_state(template, "load")
     try:
         with open(path, "rb") as file:
             loaded = np.load(file, allow_pickle=False)

@@ -307,3 +307,61 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
         X = np.asarray(validate_data(self, X, reset=False, dtype=[np.float64, np.float32]))
         scores = X @ self.coef_.T + self.intercept_[None, :]
         return self.classes_[np.argmax(scores, axis=1)]
+
+    def save(self, path) -> None:
+        """Write the fitted estimator to a model file (:mod:`svmjax.model`, no pickle):
+        ``coef_``, ``intercept_``, ``classes_`` (labels JSON can hold: strings, numbers,
+        booleans), the parameters (not ``mesh``, and ``random_state`` only as an int) and
+        ``n_iter_``, ``objective_``, ``dual_gap_``, ``feature_names_in_``. :meth:`load`
+        reads it back, ``svmjax predict`` predicts with it."""
+        from svmjax import model
+
+        check_is_fitted(self)
+        params: dict[str, Any] = self.get_params()
+        params = {k: v for k, v in params.items() if k not in ("mesh", "random_state")}
+        if isinstance(self.random_state, int):
+            params["random_state"] = self.random_state
+        if isinstance(self.class_weight, dict):  # JSON keys are strings: pairs keep labels
+            params["class_weight"] = [[k, float(v)] for k, v in self.class_weight.items()]
+        fitted = {name: getattr(self, name) for name in ("n_iter_", "objective_", "dual_gap_")}
+        if "feature_names_in_" in vars(self):  # set by scikit-learn for named columns
+            fitted["feature_names_in_"] = vars(self)["feature_names_in_"].tolist()
+        training = {"estimator": "SVMClassifier", "params": params, "fitted": fitted}
+        saved = model.Model(self.coef_.T, self.intercept_, classes=self.classes_, loss=self.loss,
+                            squared=self.squared, margin=self.margin,
+                            loss_options=self.loss_options or {}, training=training)  # fmt: skip
+        model.save(path, saved)
+
+    @classmethod
+    def load(cls, path) -> SVMClassifier:
+        """The fitted estimator of a model file: one :meth:`save` wrote, or any model
+        without preprocessing (e.g. :func:`svmjax.model.save` of ``fit``'s parameters)."""
+        from svmjax import model
+
+        saved = model.load(path)
+        if saved.offset is not None or saved.scale is not None or saved.preprocess:
+            raise ValueError(
+                f"{path}: the model preprocesses its features, SVMClassifier does not; "
+                "predict with svmjax.model.load(path).predict"
+            )
+        training = saved.training if saved.training.get("estimator") == "SVMClassifier" else {}
+        names = cls._get_param_names()
+        params: dict[str, Any] = dict(training.get("params", {}))
+        params = {k: v for k, v in params.items() if k in names}
+        if isinstance(params.get("class_weight"), list):
+            params["class_weight"] = {label: weight for label, weight in params["class_weight"]}
+        params |= dict(loss=saved.loss, squared=saved.squared, margin=saved.margin)
+        params["loss_options"] = saved.loss_options or None
+        estimator = cls(**params)
+        estimator.coef_ = saved.W.astype(np.float64).T.copy()
+        estimator.intercept_ = saved.b.astype(np.float64)
+        estimator.classes_ = saved.classes
+        vars(estimator)["n_features_in_"] = saved.n_features  # as scikit-learn sets them
+        fitted = training.get("fitted", {})
+        estimator.n_iter_ = int(fitted.get("n_iter_", 0))
+        for name in ("objective_", "dual_gap_"):
+            setattr(estimator, name, float(fitted.get(name, np.nan)))
+        if "feature_names_in_" in fitted:
+            names = np.asarray(fitted["feature_names_in_"], dtype=object)
+            vars(estimator)["feature_names_in_"] = names
+        return estimator

@@ -26,6 +26,7 @@ API_MODULES = [
     "batches",
     "grid",
     "checkpoint",
+    "model",
     "lbfgs",
     "continuation",
     "solve",
