@@ -21,6 +21,7 @@ Modules, one concern each (modules whose name starts with ``_`` are internal):
 * :mod:`svmjax.metrics` — classification metrics (:func:`~svmjax.metrics.top_k_accuracy`);
 * :mod:`svmjax.gradcheck` — finite differences and the agreement table;
 * :mod:`svmjax.data` — built-in data sets and loaders for CIFAR-10, MNIST, LIBSVM files;
+* :mod:`svmjax.preprocessing` — feature scaling from training statistics, dense or sparse;
 * :mod:`svmjax.plots` — learning curves and weight templates (matplotlib extra);
 * :mod:`svmjax.sharding` — meshes for data-parallel ``fit`` and sharded ``fit_grid``;
 * :mod:`svmjax.validation` — input checks (:func:`validate`).
@@ -47,6 +48,7 @@ from svmjax import (
     model,
     optim,
     plots,
+    preprocessing,
     registry,
     sharding,
     solve,
@@ -79,6 +81,7 @@ __all__ = [
     "metrics",
     "model",
     "plots",
+    "preprocessing",
     "registry",
     "sharding",
     "solve",

@@ -1,13 +1,14 @@
-"""Datasets for multiclass SVM experiments, as NumPy arrays.
+"""Datasets for multiclass SVM experiments, as NumPy arrays or scipy CSR matrices.
 
 Built-in data, no download: ``load("digits")``, ``load("mnist1d")``, ``load("blobs", key=...)``.
-Your own files: :func:`load_cifar10`, :func:`load_mnist`, :func:`load_svmlight` (the file
-formats: :mod:`svmjax.formats`). Every loader returns a :class:`Dataset` (``X`` float32
-``[N, D]``, ``y`` int32 class indices in ``[0, C)``), split into train / validation (and test,
-where the data has none) by a permutation drawn from a ``jax.random`` key (default
-``jax.random.key(0)``: the same key, the same split). Pixels are scaled to ``[0, 1]``;
-preprocessing statistics come from the training split only. A bad file raises ``ValueError``
-naming the file and the problem, a missing one ``FileNotFoundError``; no pickle, no network.
+Your own files: :func:`load_cifar10`, :func:`load_mnist`, :func:`load_svmlight` (sparse by
+default; the file formats: :mod:`svmjax.formats`). Every loader returns a :class:`Dataset`
+(``X`` float32 ``[N, D]``, ``y`` int32 class indices in ``[0, C)``), split into train /
+validation (and test, where the data has none) by a permutation drawn from a ``jax.random``
+key (default ``jax.random.key(0)``: the same key, the same split). Pixels are scaled to
+``[0, 1]``; preprocessing (:mod:`svmjax.preprocessing`) uses statistics from the training split
+only. A bad file raises ``ValueError`` naming the file and the problem, a missing one
+``FileNotFoundError``; no pickle, no network.
 """
 
 from __future__ import annotations
@@ -20,19 +21,18 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
 
-from svmjax import formats
+from svmjax import formats, preprocessing
 from svmjax._checks import as_key
 
 if TYPE_CHECKING:
     import jax
+    import scipy.sparse
 
-Preprocess = Literal["standardize", "center"] | None
-
-_PREPROCESS = ("standardize", "center", None)
+Preprocess = Literal["standardize", "center", "maxabs", "l2"] | None
 _BUILTIN = ("digits", "mnist1d", "blobs")
 _DIGITS = tuple(str(i) for i in range(10))
 _BLOB_SEPARATION = 4.0  # expected distance between two class means, in units of the noise std
@@ -42,40 +42,53 @@ _BLOB_SEPARATION = 4.0  # expected distance between two class means, in units of
 class Dataset:
     """A classification dataset split into train, validation and test parts.
 
-    ``X_*`` are float32 ``[N, D]`` with the same ``D`` in every split; ``y_*`` are int32 ``[N]``
-    integer class indices in ``[0, C)``, and ``class_names[c]`` names class ``c``. A split may be
-    empty (``N == 0``), e.g. validation with ``val_fraction=0``. ``image_shape`` is the shape of
-    one example as an image, so ``X.reshape(-1, *image_shape)`` gives images (and a weight row
-    reshaped the same way gives a template), or ``None`` for non-image data.
+    ``X_*`` are float32 ``[N, D]`` with the same ``D`` in every split, all NumPy arrays or all
+    scipy CSR matrices; ``y_*`` are int32 ``[N]`` integer class indices in ``[0, C)``, and
+    ``class_names[c]`` names class ``c``. A split may be empty (``N == 0``), e.g. validation
+    with ``val_fraction=0``. ``image_shape`` is the shape of one example as an image, so
+    ``X.reshape(-1, *image_shape)`` gives images (and a weight row reshaped the same way gives
+    a template), or ``None`` for non-image data. ``scaling`` holds the preprocessing statistics
+    (:func:`svmjax.preprocessing.apply_scaling` applies them to new data), ``None`` if none.
     """
 
-    X_train: np.ndarray
+    X_train: np.ndarray | scipy.sparse.csr_matrix
     y_train: np.ndarray
-    X_val: np.ndarray
+    X_val: np.ndarray | scipy.sparse.csr_matrix
     y_val: np.ndarray
-    X_test: np.ndarray
+    X_test: np.ndarray | scipy.sparse.csr_matrix
     y_test: np.ndarray
     class_names: tuple[str, ...]
     description: str
     image_shape: tuple[int, ...] | None = None
+    scaling: preprocessing.Scaling | None = None
 
     def __post_init__(self) -> None:
-        d = self.X_train.shape[-1]
+        d, kind = self.n_features, _kind(self.X_train)
         for split in ("train", "val", "test"):
             X, y = getattr(self, f"X_{split}"), getattr(self, f"y_{split}")
-            if X.dtype != np.float32 or X.ndim != 2 or X.shape[1] != d:
-                raise ValueError(f"X_{split}: expected float32 [N, {d}], got {X.dtype} {X.shape}")
+            if X.dtype != np.float32 or X.ndim != 2 or X.shape[1] != d or _kind(X) != kind:
+                raise ValueError(
+                    f"X_{split}: expected float32 [N, {d}] ({kind}), got {X.dtype} {X.shape} "
+                    f"({_kind(X)})"
+                )
             if y.dtype != np.int32 or y.shape != X.shape[:1]:
-                raise ValueError(f"y_{split}: expected int32 [{len(X)}], got {y.dtype} {y.shape}")
+                raise ValueError(
+                    f"y_{split}: expected int32 [{X.shape[0]}], got {y.dtype} {y.shape}"
+                )
             if y.size and (y.min() < 0 or y.max() >= self.n_classes):
                 raise ValueError(f"y_{split}: class indices must lie in [0, {self.n_classes})")
         if self.image_shape is not None and math.prod(self.image_shape) != d:
             raise ValueError(f"image_shape {self.image_shape} does not hold {d} features")
 
     @property
+    def sparse(self) -> bool:
+        """Whether ``X_*`` are scipy CSR matrices (else NumPy arrays)."""
+        return _kind(self.X_train) == "CSR matrix"
+
+    @property
     def n_features(self) -> int:
         """``D``, the number of features per example."""
-        return self.X_train.shape[1]
+        return cast(tuple[int, int], self.X_train.shape)[1]
 
     @property
     def n_classes(self) -> int:
@@ -266,15 +279,16 @@ def load_svmlight(
     key: jax.Array | None = None,
     val_fraction: float = 0.1,
     test_fraction: float | None = None,
-    preprocess: Preprocess = "standardize",
+    preprocess: Preprocess = "maxabs",
+    sparse: bool = True,
 ) -> Dataset:
-    """Load a dense dataset from a LIBSVM / svmlight text file.
+    """Load a dataset from a LIBSVM / svmlight text file, as CSR matrices or dense arrays.
 
     Each line is ``label index:value ... # comment`` with 1-based, increasing feature indices
     (:func:`svmjax.formats.parse_svmlight`); missing features are 0. Labels may be any numbers
     (``-1``/``+1``, ``1``..``K``, ...): the sorted distinct label values, over both files,
     become class indices ``0..C-1`` and their text (``"-1"``, ``"1"``, ``"2.5"``) the
-    ``class_names``.
+    ``class_names``. With ``sparse=True`` no dense copy is made at any point.
 
     Args:
       path: training file (or the whole data set when ``test_path`` is None).
@@ -283,15 +297,21 @@ def load_svmlight(
       key: ``jax.random`` key for the splits; ``jax.random.key(0)`` if None.
       val_fraction: fraction of the training examples held out for validation.
       test_fraction: fraction held out for test when ``test_path`` is None (default 0.2).
-      preprocess: ``"standardize"`` (default), ``"center"`` or ``None``; see :func:`load`.
+      preprocess: ``"maxabs"`` (default: each feature divided by its largest absolute
+        training value), ``"l2"`` (unit-norm examples), or, for dense data only,
+        ``"standardize"`` or ``"center"``; or ``None``. See :mod:`svmjax.preprocessing`.
+      sparse: ``X`` as scipy CSR matrices (float32, sorted indices, no duplicates; needs
+        scipy, which the ``data`` extra installs) if True, else dense NumPy arrays.
 
     Returns:
       A :class:`Dataset`: ``X`` float32 ``[N, D]``, ``y`` int32 class indices in ``[0, C)``.
 
     Raises:
-      ValueError: naming the file and line, for a line that does not parse; also no
-        examples, no features, fewer than 2 classes, a matrix too large to hold densely
-        (over 2**28 entries), or a bad option.
+      ValueError: naming the file and line, for a line that does not parse (including a
+        feature index of 2**31 or more when sparse); also no examples, no features, fewer
+        than 2 classes, a dense matrix of over 2**28 entries, a centring ``preprocess`` with
+        ``sparse=True``, or a bad option.
+      ImportError: ``sparse=True`` and scipy is not installed.
 
     Example:
       >>> data = load_svmlight("heart_scale", key=jax.random.key(0))  # doctest: +SKIP
@@ -300,25 +320,11 @@ def load_svmlight(
     """
     if test_path is not None and test_fraction is not None:
         raise ValueError("test_fraction does not apply when test_path is given")
-    _check_options(val_fraction, test_fraction, preprocess)
-    if n_features is not None and n_features < 1:
-        raise ValueError(f"n_features must be positive, got {n_features}")
+    _check_options(val_fraction, test_fraction, preprocess, sparse)
     files = [Path(p).expanduser() for p in (path, test_path) if p is not None]
-    parsed = [formats.parse_svmlight(file, n_features) for file in files]
-    if n_features is None:
-        n_features = max(p.largest for p in parsed)
-        if n_features == 0:
-            raise ValueError(f"{files[0].name}: no feature values in the file; give n_features")
-    values, classes = np.unique(np.concatenate([p.labels for p in parsed]), return_inverse=True)
-    if len(values) < 2:
-        raise ValueError(f"{files[0].name}: {len(values)} distinct label(s), need at least 2")
-    names = tuple(str(int(v)) if v.is_integer() else repr(float(v)) for v in values)
-    Xs = [
-        formats.dense_svmlight(file, p, n_features) for file, p in zip(files, parsed, strict=True)
-    ]
-    ys = np.split(classes, [len(parsed[0].labels)])
-    test = None if test_path is None else (Xs[1], ys[1])
-    parts = _split_data(Xs[0], ys[0], key, val_fraction, test_fraction, test)
+    pairs, names = formats.read_svmlight_files(files, n_features, sparse=sparse)
+    test = None if test_path is None else pairs[1]
+    parts = _split_data(*pairs[0], key, val_fraction, test_fraction, test)
     return _finish(parts, preprocess, names, f"svmlight {files[0].name}")
 
 
@@ -331,9 +337,11 @@ def _train_rows(dataset: Dataset, rows: slice | Callable[[int], slice]) -> Datas
     return dataclasses.replace(dataset, X_train=X, y_train=y)
 
 
-def _check_options(val_fraction: float, test_fraction: float | None, preprocess: object) -> None:
-    if preprocess not in _PREPROCESS:
-        raise ValueError(f"preprocess must be one of {_PREPROCESS}, got {preprocess!r}")
+def _check_options(
+    val_fraction: float, test_fraction: float | None, preprocess: object, sparse: bool = False
+) -> None:
+    if preprocess is not None:
+        preprocessing.check_method(preprocess, sparse=sparse)
     test = 0.0 if test_fraction is None else test_fraction
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test)):
         if not 0 <= value < 1:
@@ -349,6 +357,10 @@ def _require(module: str, package: str) -> ModuleType:
         raise ImportError(
             f"this dataset needs {package}: pip install {package} (or pip install 'svmjax[data]')"
         ) from err
+
+
+def _kind(X: object) -> str:
+    return "CSR matrix" if getattr(X, "format", None) == "csr" else type(X).__name__
 
 
 def _mnist1d() -> dict[str, np.ndarray]:
@@ -403,21 +415,12 @@ def _finish(
     if pixel_max is not None:
         for X in Xs:
             X /= pixel_max
-    if preprocess is not None:
-        mean = Xs[0].mean(axis=0, dtype=np.float64)
-        scale = np.ones_like(mean)
-        if preprocess == "standardize":
-            std = Xs[0].std(axis=0, dtype=np.float64)
-            scale = np.where(Xs[0].max(axis=0) == Xs[0].min(axis=0), 1.0, std)
-        with np.errstate(over="ignore", invalid="ignore"):
-            mean, scale = mean.astype(np.float32), scale.astype(np.float32)
-            for X in Xs:  # in place: these are our own float32 copies
-                X -= mean
-                X /= scale
-        if not all(np.isfinite(X).all() for X in Xs):
-            raise ValueError(
-                f"{description}: values overflow float32 after preprocess={preprocess}"
-            )
+    scaling = None if preprocess is None else preprocessing.fit_scaling(Xs[0], preprocess)
+    if scaling is not None:
+        try:  # in place: these are our own float32 copies
+            Xs = [preprocessing.apply_scaling(scaling, X, copy=False) for X in Xs]
+        except ValueError as err:
+            raise ValueError(f"{description}: {err}") from None
     ys = [y.astype(np.int32) for _, y in parts]
     sizes = f"{len(ys[0])} train / {len(ys[1])} val / {len(ys[2])} test"
     return Dataset(
@@ -425,4 +428,5 @@ def _finish(
         class_names=tuple(class_names),
         description=f"{description}: {sizes}, preprocess={preprocess}",
         image_shape=None if image_shape is None else tuple(image_shape),
+        scaling=scaling,
     )

@@ -28,6 +28,8 @@ def _check_invariants(data: Dataset) -> None:
     for split in SPLITS:
         X, y = getattr(data, f"X_{split}"), getattr(data, f"y_{split}")
         assert X.dtype == np.float32 and X.shape == (len(y), data.n_features)
+        assert not data.sparse or (X.format == "csr" and X.has_canonical_format)
+        assert np.isfinite(X.data if data.sparse else X).all()
         assert y.dtype == np.int32 and (y.size == 0 or 0 <= y.min() <= y.max() < data.n_classes)
 
 
@@ -444,33 +446,47 @@ def _sorted_rows(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     return rows[np.lexsort(rows.T[::-1])]
 
 
-def test_svmlight_round_trip(tmp_path):
+def _dense(X) -> np.ndarray:
+    return X.toarray() if hasattr(X, "toarray") else X
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_svmlight_round_trip(tmp_path, sparse):
     (tmp_path / "train.svm").write_text(SVMLIGHT_TRAIN)
     (tmp_path / "test.svm").write_text("-1 2:7\n+1 1:-1e3 4:2\n")
     data = load_svmlight(
-        tmp_path / "train.svm", test_path=tmp_path / "test.svm", val_fraction=0, preprocess=None
+        tmp_path / "train.svm",
+        test_path=tmp_path / "test.svm",
+        val_fraction=0,
+        preprocess=None,
+        sparse=sparse,
     )
     _check_invariants(data)
     assert (data.class_names, data.n_features, data.image_shape) == (("-1", "1"), 4, None)
+    assert data.sparse == sparse and data.scaling is None
     expected = np.array([row + [0] for row in SVMLIGHT_TRAIN_X], np.float32)
     np.testing.assert_array_equal(
-        _sorted_rows(data.X_train, data.y_train), _sorted_rows(expected, np.array(SVMLIGHT_TRAIN_Y))
+        _sorted_rows(_dense(data.X_train), data.y_train),
+        _sorted_rows(expected, np.array(SVMLIGHT_TRAIN_Y)),
     )
     np.testing.assert_array_equal(
-        data.X_test, np.array([[0, 7, 0, 0], [-1000, 0, 0, 2]], np.float32)
+        _dense(data.X_test), np.array([[0, 7, 0, 0], [-1000, 0, 0, 2]], np.float32)
     )
     np.testing.assert_array_equal(data.y_test, [0, 1])
 
 
-def test_svmlight_labels_any_numbers_and_splits(tmp_path):
+@pytest.mark.parametrize("sparse", [True, False])
+def test_svmlight_labels_any_numbers_and_splits(tmp_path, sparse):
     lines = [
         f"{label} 1:{i} 2:{i % 3}" for i, label in enumerate(["3", "1", "2.5", "3", "1.0"] * 4)
     ]
     (tmp_path / "multi.txt").write_text("\n".join(lines))
-    data = load_svmlight(tmp_path / "multi.txt", 5, key=jax.random.key(2), preprocess=None)
+    data = load_svmlight(
+        tmp_path / "multi.txt", 5, key=jax.random.key(2), preprocess=None, sparse=sparse
+    )
     assert (data.class_names, data.n_features) == (("1", "2.5", "3"), 5)
     assert (len(data.y_train), len(data.y_val), len(data.y_test)) == (14, 2, 4)
-    X = np.concatenate([data.X_train, data.X_val, data.X_test])
+    X = np.concatenate([_dense(data.X_train), _dense(data.X_val), _dense(data.X_test)])
     y = np.concatenate([data.y_train, data.y_val, data.y_test])
     np.testing.assert_array_equal(np.sort(X[:, 0]), np.arange(20))  # every line exactly once
     np.testing.assert_array_equal(y[np.argsort(X[:, 0])], [2, 0, 1, 2, 0] * 4)
@@ -498,14 +514,18 @@ def test_svmlight_labels_any_numbers_and_splits(tmp_path):
         ("1\n2\n", "no feature values"),
         ("1 1:1\n2 \xe9:1\n", "train.svm: line 2: non-ASCII byte outside a comment"),
         ("1 1:1\n2 99999999999:1\n", "2 examples x 99999999999 features is too large"),
+        ("1 1:1\n2 2147483648:1\n", "line 2: feature index 2147483648 is above the largest"),
     ],
 )
-def test_svmlight_bad_files(tmp_path, text, message):
+@pytest.mark.parametrize("sparse", [True, False])
+def test_svmlight_bad_files(tmp_path, text, message, sparse):
+    if ("too large" in message and sparse) or ("2147483648" in text and not sparse):
+        pytest.skip("a dense matrix is refused by size, a sparse one by index")
     path = tmp_path / "train.svm"
     path.write_bytes(text.encode("latin-1"))
     n_features = 4 if "n_features" in message else None
     with pytest.raises(ValueError, match=message):
-        load_svmlight(path, n_features)
+        load_svmlight(path, n_features, sparse=sparse)
 
 
 def test_svmlight_error_names_the_test_file_and_comments_may_be_utf8(tmp_path):
@@ -519,11 +539,16 @@ def test_svmlight_options(tmp_path):
     path = tmp_path / "a.svm"
     path.write_text("1 1:3e38\n1 1:3e38\n2 1:-3e38\n")
     with pytest.raises(ValueError, match="values overflow float32 after preprocess=center"):
-        load_svmlight(path, val_fraction=0, test_fraction=0, preprocess="center")
+        load_svmlight(path, val_fraction=0, test_fraction=0, preprocess="center", sparse=False)
     with pytest.raises(ValueError, match="test_fraction does not apply"):
         load_svmlight(path, test_path=path, test_fraction=0.1)
     with pytest.raises(ValueError, match="n_features must be positive"):
         load_svmlight(path, 0)
+    with pytest.raises(ValueError, match="n_features must be positive and at most 2147483647"):
+        load_svmlight(path, 2**31)
+    for centring in ("standardize", "center"):
+        with pytest.raises(ValueError, match=f"preprocess='{centring}' centres each feature"):
+            load_svmlight(path, preprocess=centring)
 
 
 # --- fuzzing: any bytes give a Dataset or a ValueError ---------------------------------------

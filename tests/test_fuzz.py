@@ -114,7 +114,7 @@ def check_dataset(ds: data.Dataset | None) -> None:
     for split in ("train", "val", "test"):
         X, y = getattr(ds, f"X_{split}"), getattr(ds, f"y_{split}")
         assert X.dtype == np.float32 and X.shape == (len(y), ds.n_features)
-        assert np.isfinite(X).all()
+        assert np.isfinite(X.data if ds.sparse else X).all()
         assert y.dtype == np.int32 and (y.size == 0 or 0 <= y.min() <= y.max() < ds.n_classes)
 
 

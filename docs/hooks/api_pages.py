@@ -35,6 +35,7 @@ API_MODULES = [
     "sharding",
     "cache",
     "data",
+    "preprocessing",
     "formats",
     "plots",
 ]
