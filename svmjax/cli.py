@@ -1,20 +1,26 @@
 """The ``svmjax`` command line.
 
 * ``svmjax demo`` — the main job: gradient table, then a linear SVM on digits;
-* ``svmjax train`` — train on a built-in data set or your own files;
+* ``svmjax train`` — SGD or the exact solver on a built-in data set or your own files,
+  cross-validation and C paths; writes a model file (:mod:`svmjax.model`);
+* ``svmjax predict`` — labels from a model file, in liblinear's predict format;
 * ``svmjax sweep`` — a learning-rate × reg grid with ``fit_grid``, heatmap and JSON;
-* ``svmjax gradcheck`` — analytic vs autodiff vs numeric gradients, every loss variant;
+* ``svmjax gradcheck`` — analytic vs autodiff vs numeric gradients, every loss variant.
 
-Every command takes ``--cache DIR`` (or the ``SVMJAX_CACHE`` environment variable): keep
-compiled programs in ``DIR`` so that the next run skips compilation (:mod:`svmjax.cache`).
+Every command but ``predict`` takes ``--cache DIR`` (or the ``SVMJAX_CACHE`` environment
+variable): keep compiled programs in ``DIR`` so that the next run skips compilation
+(:mod:`svmjax.cache`), and ``--import MODULE``, to register losses first. Flags map to
+liblinear's on the page ``docs/liblinear.md``.
 
-Errors in what the user typed or pointed at (a bad flag value, a missing file, unreadable
-data) end with a one-line message and exit status 2, never a traceback.
+Errors in what the user typed or pointed at (a bad flag value, a missing or unreadable file,
+a model that does not fit the data, a JAX backend that cannot start) end with a one-line
+message and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -25,7 +31,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from svmjax import cache, data, gradcheck, grid, linear, optim, registry, train
+from svmjax import _cli_predict, _cli_train, cache, data, gradcheck, grid, linear, optim, registry
+from svmjax import train as training
+from svmjax._cli_args import (
+    Parser,
+    UsageError,
+    add_data_flags,
+    add_import_flag,
+    add_progress_flag,
+    check_backend,
+    default_preprocess,
+    import_modules,
+    load_data,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    progress,
+)
+
+__all__ = ["UsageError", "build_parser", "main"]
 
 
 def _agreement_rows(
@@ -68,7 +92,7 @@ def _demo(args: argparse.Namespace) -> int:
     )
     params = linear.init(init_key, ds.n_features, ds.n_classes)
     train_start = time.perf_counter()
-    params, history = train.fit(
+    params, history = training.fit(
         params,
         ds.X_train,
         ds.y_train,
@@ -78,7 +102,7 @@ def _demo(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         validation=(ds.X_val, ds.y_val),
-        progress=_progress(args),
+        progress=progress(args),
     )
     jax.block_until_ready(params)
     train_seconds = time.perf_counter() - train_start
@@ -116,91 +140,12 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-class UsageError(Exception):
-    """A mistake in the command line or in the files it names: printed as one line on
-    stderr, exit status 2. Anything else is a bug and keeps its traceback."""
-
-
-def _load(args: argparse.Namespace, key: jax.Array) -> data.Dataset:
-    """The data set named by --dataset / --cifar10 / --mnist / --svmlight; a file that is
-    missing or unreadable is a :class:`UsageError` naming it."""
-    try:
-        if args.cifar10:
-            return data.load_cifar10(args.cifar10, key=key)
-        if args.mnist:
-            return data.load_mnist(args.mnist, key=key)
-        if args.svmlight:
-            return data.load_svmlight(args.svmlight, key=key)
-        return data.load(args.dataset, key=key)
-    except (ValueError, OSError) as error:
-        raise UsageError(str(error)) from error
-
-
-def _progress(args: argparse.Namespace) -> bool:
-    terminal = sys.stderr.isatty() and not getattr(args, "json", False)
-    return terminal if args.progress is None else args.progress
-
-
-def _train(args: argparse.Namespace) -> int:
-    split_key, init_key, train_key = jax.random.split(jax.random.key(args.seed), 3)
-    ds = _load(args, split_key)
-    params = linear.init(init_key, ds.n_features, ds.n_classes)
-    validation = (ds.X_val, ds.y_val) if len(ds.y_val) else None
-    start = time.perf_counter()
-    params, history = train.fit(
-        params,
-        ds.X_train,
-        ds.y_train,
-        key=train_key,
-        loss=args.loss,
-        grad=args.grad,
-        squared=args.squared,
-        optimizer=optim.make_optimizer(args.optimizer, args.lr),
-        reg=args.reg,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        validation=validation,
-        progress=_progress(args),
-    )
-    jax.block_until_ready(params)
-    seconds = time.perf_counter() - start
-    metrics = dict(dataset=ds.description, loss=args.loss, squared=args.squared, grad=args.grad)
-    metrics |= dict(optimizer=args.optimizer, learning_rate=args.lr, reg=args.reg)
-    metrics |= dict(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
-    metrics |= {
-        "train_accuracy": _accuracy(params, ds.X_train, ds.y_train),
-        "val_accuracy": _accuracy(params, ds.X_val, ds.y_val) if validation else None,
-        "test_accuracy": _accuracy(params, ds.X_test, ds.y_test) if len(ds.y_test) else None,
-        "final_objective": float(history["objective"][-1]),
-        "seconds_including_compile": seconds,
-    }
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        np.savez(
-            out / "params.npz", allow_pickle=False, **{k: np.asarray(v) for k, v in params.items()}
-        )
-    if args.json:
-        print(json.dumps(metrics))
-        return 0
-    loss = args.loss + (" (squared)" if args.squared else "")
-    print(
-        f"{ds.description}: {loss}, {args.grad} gradient, {args.optimizer} lr {args.lr}, "
-        f"reg {args.reg}, {args.epochs} epochs"
-    )
-    for split in ("train", "val", "test"):
-        if metrics[f"{split}_accuracy"] is not None:
-            print(f"  {split:>5} accuracy {metrics[f'{split}_accuracy']:.4f}")
-    print(f"  final objective {metrics['final_objective']:.4g}; {seconds:.2f} s with compilation")
-    if args.out:
-        print(f"  wrote {Path(args.out) / 'metrics.json'} and params.npz")
-    return 0
-
-
 def _sweep(args: argparse.Namespace) -> int:
     split_key, init_key, train_key = jax.random.split(jax.random.key(args.seed), 3)
-    ds = _load(args, split_key)
+    ds = load_data(args, split_key, preprocess=default_preprocess(args))
+    _cli_train.fill_defaults(args)
+    options = dict(margin=args.margin, loss_options=_cli_train.loss_options(args))
+    options["class_weights"] = _cli_train.class_weights(args, ds)
     if not len(ds.y_val):
         raise UsageError("a sweep needs a validation split (this data set has none)")
     params = linear.init(init_key, ds.n_features, ds.n_classes)
@@ -219,6 +164,7 @@ def _sweep(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         validation=(ds.X_val, ds.y_val),
+        **options,
     )
     seconds = time.perf_counter() - start
     val = sweep.history["val_accuracy"][:, -1].reshape(len(args.lrs), len(args.regs))
@@ -263,46 +209,15 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_data_flags(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument(
-        "--dataset",
-        choices=("digits", "mnist1d", "blobs"),
-        default="digits",
-        help="built-in data set (digits)",
-    )
-    source.add_argument("--cifar10", metavar="DIR", help="CIFAR-10 binary folder")
-    source.add_argument("--mnist", metavar="DIR", help="folder with MNIST IDX files")
-    source.add_argument("--svmlight", metavar="FILE", help="a LIBSVM-format file")
-
-
-def _add_model_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--loss", choices=registry.names(), default="weston_watkins", help="loss (weston_watkins)"
-    )
-    parser.add_argument("--squared", action="store_true", help="squared hinge")
-    parser.add_argument(
-        "--grad", choices=linear.GRADS, default="analytic", help="gradient (analytic)"
-    )
-    parser.add_argument(
-        "--optimizer", choices=optim.OPTIMIZERS, default="sgd", help="optimizer (sgd)"
-    )
-    parser.add_argument("--epochs", type=_positive_int, default=20, help="epochs (20)")
-    parser.add_argument("--batch-size", type=_positive_int, default=64, help="batch size (64)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    _add_progress_flag(parser)
-
-
-def _add_progress_flag(parser: argparse.ArgumentParser) -> None:
-    text = "progress bar (default: when stderr is a terminal)"
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, help=text)
+# The commands' run functions, looked up when the parser is built (tests replace them).
+_train, _predict = _cli_train.run, _cli_predict.run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="svmjax", description="Multiclass SVM losses in JAX with analytic gradients."
     )
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     demo = commands.add_parser(
         "demo",
@@ -312,47 +227,41 @@ def build_parser() -> argparse.ArgumentParser:
         "curves.png and templates.png.",
     )
     demo.add_argument("--out", default="results/demo", help="output folder (results/demo)")
-    demo.add_argument("--epochs", type=_positive_int, default=20, help="epochs (20)")
-    demo.add_argument("--lr", type=_positive_float, default=0.1, help="SGD learning rate (0.1)")
-    demo.add_argument("--reg", type=_non_negative_float, default=1e-4, help="L2 reg (1e-4)")
-    demo.add_argument("--batch-size", type=_positive_int, default=64, help="batch size (64)")
-    _add_progress_flag(demo)
+    demo.add_argument("--epochs", type=positive_int, default=20, help="epochs (20)")
+    demo.add_argument("--lr", type=positive_float, default=0.1, help="SGD learning rate (0.1)")
+    demo.add_argument("--reg", type=non_negative_float, default=1e-4, help="L2 reg (1e-4)")
+    demo.add_argument("--batch-size", type=positive_int, default=64, help="batch size (64)")
+    add_progress_flag(demo)
     demo.set_defaults(run=_demo)
 
-    fit = commands.add_parser(
-        "train",
-        help="train a linear SVM on a built-in data set or your own files",
-        description="Train a linear SVM with svmjax.train.fit and print a summary "
-        "(or one JSON object with --json).",
-    )
-    _add_data_flags(fit)
-    _add_model_flags(fit)
-    fit.add_argument("--lr", type=_positive_float, default=0.1, help="learning rate (0.1)")
-    fit.add_argument("--reg", type=_non_negative_float, default=1e-4, help="L2 reg (1e-4)")
-    fit.add_argument("--out", help="folder for metrics.json and params.npz (optional)")
+    fit = _cli_train.add_parser(commands)
     fit.set_defaults(run=_train)
+    _cli_predict.add_parser(commands).set_defaults(run=_predict)
 
     sweep = commands.add_parser(
         "sweep",
         help="learning rate x reg grid in one vmapped run; heatmap and JSON",
         description="Train every (learning rate, reg) pair at once with svmjax.grid.fit_grid "
-        "and write the validation-accuracy heatmap (heatmap.png) and sweep.json.",
+        "and write the validation-accuracy heatmap (heatmap.png) and sweep.json. Defaults are "
+        "fit_grid's.",
     )
-    _add_data_flags(sweep)
-    _add_model_flags(sweep)
+    add_data_flags(sweep)
+    _cli_train.add_model_flags(sweep)
+    grid_defaults = {k: p.default for k, p in inspect.signature(grid.fit_grid).parameters.items()}
+    lrs, regs = grid_defaults["learning_rates"], grid_defaults["regs"]
     sweep.add_argument(
         "--lrs",
-        type=_positive_float,
+        type=positive_float,
         nargs="+",
-        default=[0.01, 0.03, 0.1, 0.3],
-        help="learning rates (0.01 0.03 0.1 0.3)",
+        default=list(lrs),
+        help=f"learning rates ({' '.join(map(str, lrs))})",
     )
     sweep.add_argument(
         "--regs",
-        type=_non_negative_float,
+        type=non_negative_float,
         nargs="+",
-        default=[0.0, 1e-4, 1e-3, 1e-2],
-        help="L2 regularisation strengths (0 1e-4 1e-3 1e-2)",
+        default=list(regs),
+        help=f"L2 regularisation strengths ({' '.join(map(str, regs))})",
     )
     sweep.add_argument("--out", default="results/sweep", help="output folder (results/sweep)")
     sweep.set_defaults(run=_sweep)
@@ -366,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--loss", nargs="+", choices=registry.names(), help="only these losses (default: all)"
     )
+    add_import_flag(check)
     check.set_defaults(run=_gradcheck)
 
     for sub in (demo, fit, sweep, check):
@@ -380,48 +290,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _number(kind: type, text: str, ok, requirement: str):
-    try:
-        value = kind(text)
-    except ValueError:
-        value = None
-    if value is None or not ok(value):
-        raise argparse.ArgumentTypeError(f"expected {requirement}, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    return _number(int, text, lambda v: v >= 1, "a positive integer")
-
-
-def _positive_float(text: str) -> float:
-    return _number(float, text, lambda v: v > 0, "a number > 0")
-
-
-def _non_negative_float(text: str) -> float:
-    return _number(float, text, lambda v: v >= 0, "a number >= 0")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (plus exit status 2), not the whole usage."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.cache:
-        try:
-            cache.enable(args.cache)
-        except PermissionError as error:  # a cache folder others could change
-            print(f"svmjax {args.command}: error: {error}", file=sys.stderr)
-            return 2
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), "svmjax")
     try:
+        import_modules(argv)  # first: the losses they register are --loss choices
+    except UsageError as error:
+        print(f"svmjax {command}: error: {error}", file=sys.stderr)
+        return 2
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command != "predict":  # predict needs NumPy only
+            check_backend()
+            if args.cache:
+                cache.enable(args.cache)
         return args.run(args)
-    # Expected: bad input files, a missing optional extra (matplotlib, tqdm, scikit-learn),
-    # a diverging run. Anything else propagates with its traceback.
-    except (UsageError, ImportError, train.TrainingDiverged) as error:
+    # Expected: bad input files, a cache folder others could change, a missing optional
+    # extra (matplotlib, tqdm, scikit-learn), a diverging run. Anything else propagates
+    # with its traceback.
+    except (UsageError, PermissionError, ImportError, training.TrainingDiverged) as error:
         print(f"svmjax {args.command}: error: {error}", file=sys.stderr)
         return 2
 
