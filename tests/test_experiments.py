@@ -237,3 +237,21 @@ def test_compare_machines_smoke(tmp_path):
     assert "machine" in saved
     assert (tmp_path / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| WW | weston_watkins |" in (tmp_path / "results.md").read_text()
+
+
+def test_bench_cli_liblinear_smoke(tmp_path):
+    import shutil
+
+    import pytest
+
+    if shutil.which("liblinear-train") is None:
+        pytest.skip("liblinear-train not installed (Debian: liblinear-tools)")
+    bench = load("bench_cli_liblinear")
+    config = bench.Config(
+        out=str(tmp_path), n_train=300, n_test=100, n_features=20, n_classes=3, density=0.5
+    )
+    results = bench.main(config)
+    assert results["svmjax_certified_gap"] <= config.tol
+    assert results["svmjax_vs_liblinear"] <= 1e-3  # at most 0.1% above liblinear's
+    assert min(results["test_accuracy"].values()) > 0.5
+    assert "liblinear-train -s 4" in (tmp_path / "results.md").read_text()
