@@ -58,7 +58,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "for --solver exact, the loader's for the data.",
     )
     add_data_flags(fit)
-    add_model_flags(fit)
+    sgd = fit.add_argument_group("--solver sgd")
+    add_model_flags(fit, sgd)
     fit.add_argument(
         "--solver", choices=("sgd", "exact"), default="sgd", help="minibatch SGD (train.fit) "
         "or the exact solver with a duality-gap certificate (solve.solve) (sgd)",
@@ -69,7 +70,6 @@ def add_parser(commands) -> argparse.ArgumentParser:
         help="fit an unpenalised intercept (default: yes for sgd, as train.fit; no for "
         "exact, as solve)",
     )
-    sgd = fit.add_argument_group("--solver sgd")
     sgd.add_argument("--lr", type=positive_float, help=f"learning rate ({FIT['lr']})")
     sgd.add_argument("--reg", type=non_negative_float, help=f"L2 regularisation ({FIT['reg']})")
     sgd.add_argument("--checkpoint", metavar="FILE", help="checkpoint written every epoch")
@@ -86,13 +86,18 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "--C-path", type=positive_float, nargs="+", metavar="C", help="solve for every C "
         "(solve_path, warm-started) and keep the best by validation (or --cv) accuracy",
     )  # fmt: skip
-    fit.add_argument("--cv", type=positive_int, metavar="K", help="K-fold cross-validation")
+    fit.add_argument(
+        "--cv", type=positive_int, metavar="K", help="K-fold cross-validation on the training "
+        "split, reported (the model is then trained on the whole split)",
+    )  # fmt: skip
     fit.add_argument("--out", help="folder for model.npz, metrics.json and curves.png")
     return fit
 
 
-def add_model_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags of the loss and the SGD run, shared by ``train`` and ``sweep``."""
+def add_model_flags(parser: argparse.ArgumentParser, sgd=None) -> None:
+    """Flags of the loss and of SGD (into the group ``sgd`` if given), shared by ``train``
+    and ``sweep``."""
+    sgd = parser if sgd is None else sgd
     parser.add_argument(
         "--loss", choices=registry.names(), default=FIT["loss"], help=f"loss ({FIT['loss']})"
     )
@@ -113,12 +118,12 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         metavar="LABEL=W",
         help="weight of the loss of class LABEL (liblinear's -wi), repeatable; or 'balanced'",
     )
-    parser.add_argument("--grad", choices=linear.GRADS, help=f"gradient ({FIT['grad']})")
-    parser.add_argument(
+    sgd.add_argument("--grad", choices=linear.GRADS, help=f"gradient ({FIT['grad']})")
+    sgd.add_argument(
         "--optimizer", choices=optim.OPTIMIZERS, help=f"optimizer ({FIT['optimizer']})"
     )
-    parser.add_argument("--epochs", type=positive_int, help=f"epochs ({FIT['epochs']})")
-    parser.add_argument("--batch-size", type=positive_int, help=f"batch size ({FIT['batch_size']})")
+    sgd.add_argument("--epochs", type=positive_int, help=f"epochs ({FIT['epochs']})")
+    sgd.add_argument("--batch-size", type=positive_int, help=f"batch size ({FIT['batch_size']})")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     add_progress_flag(parser)
     add_import_flag(parser)

@@ -425,3 +425,13 @@ def test_defaults_are_the_apis(files, capsys):
     shown = ["epochs (10)", "batch size (256)", "learning rate (0.1)", "L2 regularisation (0.0)"]
     shown += ["C, weight of the loss (1.0)", "duality gap (0.001)", "iterations (5000)"]
     assert all(item in text for item in shown), [item for item in shown if item not in text]
+
+
+def test_checkpoint_and_resume_flags(tmp_path, files, capsys):
+    args = ["--svmlight", files[0], "--no-progress"]
+    train_json(capsys, *args, "--epochs", 3, "--out", tmp_path / "whole")
+    train_json(capsys, *args, "--epochs", 2, "--checkpoint", tmp_path / "ckpt.npz")
+    resumed = ["--epochs", 3, "--resume-from", tmp_path / "ckpt.npz", "--out", tmp_path / "two"]
+    assert train_json(capsys, *args, *resumed)["history"]["epoch"] == [1, 2, 3]
+    whole, two = (model.load(tmp_path / name / "model.npz") for name in ("whole", "two"))
+    np.testing.assert_array_equal(whole.W, two.W)
