@@ -250,7 +250,7 @@ def _parse_block(block: bytes, limit: int) -> _Part | None:
         return None
     labels, _ = _decimals(text, starts[first], ends[first])
     indices, plain = _decimals(text, starts[pair], colons)
-    values, _ = _decimals(text, colons + 1, ends[pair])
+    values, _ = _decimals(text, colons + 1, ends[pair], single=True)
     example = np.cumsum(first)[pair] - 1
     if (
         not plain.all()  # an index is digits only
@@ -264,17 +264,22 @@ def _parse_block(block: bytes, limit: int) -> _Part | None:
     return labels, counts, indices.astype(np.int64) - 1, values
 
 
-def _decimals(text: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, ...]:
+def _decimals(
+    text: np.ndarray, starts: np.ndarray, ends: np.ndarray, single: bool = False
+) -> tuple[np.ndarray, ...]:
     """The numbers ``text[starts[i]:ends[i]]`` (bytes of ``0-9 . + - e E`` only) as float64,
     correctly rounded (NaN where the text is not a plain decimal number, ``_NUMBER``), and
-    whether each is digits only. Read one character position at a time for all
-    numbers at once. Up to 15 significant digits and a power of ten up to 22, the value is
-    an exact integer times or over an exact power of ten, one rounding (Clinger's fast
-    path); other numbers go through ``float``."""
+    whether each is digits only. With ``single``, only their rounding to float32 is correct.
+
+    Read one character position at a time for all numbers at once. Up to 15 significant digits
+    and a power of ten up to 22, the value is an exact integer times or over an exact power of
+    ten: one rounding (Clinger's fast path). With ``single``, up to 18 digits: two roundings,
+    within 2**-52 of the value, which rounds to the same float32 unless it lies within 4
+    float64 steps of a point halfway between two float32s. The rest go through ``float``."""
     n, length = len(starts), ends - starts
     whole, shift = np.zeros(n, np.int64), np.zeros(n, np.int64)
-    n_digits, n_exponent, after_dot = (np.zeros(n, np.int64) for _ in range(3))
-    dot, e, bad, minus, e_minus = (np.zeros(n, bool) for _ in range(5))
+    n_digits, significant, n_exponent, after_dot = (np.zeros(n, np.int64) for _ in range(4))
+    dot, e, bad, minus, e_minus, nonzero = (np.zeros(n, bool) for _ in range(6))
     plain = np.ones(n, bool)  # digits only
     after_e = np.zeros(n, bool)  # the previous character is e/E
     for k in range(int(length.max(initial=0))):
@@ -285,6 +290,8 @@ def _decimals(text: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[n
         whole = np.where(in_mantissa, whole * 10 + d, whole)
         shift = np.where(in_exponent, shift * 10 + d, shift)
         n_digits += in_mantissa
+        nonzero |= in_mantissa & (d > 0)
+        significant += in_mantissa & nonzero  # leading zeros do not count
         n_exponent += in_exponent
         after_dot += in_mantissa & dot
         is_dot, is_e, is_sign = c == 46, (c == 101) | (c == 69), (c == 43) | (c == 45)
@@ -296,9 +303,18 @@ def _decimals(text: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[n
         dot, e, after_e = dot | is_dot, e | is_e, is_e
     bad |= (n_digits == 0) | (e & (n_exponent == 0))
     power = np.where(e_minus, -shift, shift) - after_dot
-    exact = (n_digits <= 15) & (n_exponent <= 4) & (np.abs(power) <= 22)
+    fast = (n_exponent <= 4) & (np.abs(power) <= 22)
+    exact = fast & (significant <= 15)
     scale = _POW10[np.minimum(np.abs(power), 22)]
     value = np.where(power >= 0, whole * scale, whole / scale)
+    if single:
+        with np.errstate(over="ignore"):
+            nearest = value.astype(np.float32)
+        wide = nearest.astype(np.float64)
+        halfway = [(wide + np.nextafter(nearest, np.float32(to))) / 2 for to in (-np.inf, np.inf)]
+        margin = 4 * np.spacing(np.abs(value))
+        clear = (np.abs(value - halfway[0]) > margin) & (np.abs(value - halfway[1]) > margin)
+        exact |= fast & (significant <= 18) & clear
     value = np.where(bad, np.nan, np.where(minus, -value, value))
     for i in np.flatnonzero(~exact & ~bad):
         value[i] = float(text[starts[i] : ends[i]].tobytes())

@@ -99,10 +99,19 @@ def test_blocks_parse_as_line_by_line(edits, n_features, max_index):
         _assert_same(got, _outcome(lambda: _line_by_line(path, n_features, max_index)))
 
 
+def _near_halfway(f: float, steps: int) -> str:
+    """A decimal ``steps`` float64 steps from halfway between float32 ``f`` and the next."""
+    halfway = (f + float(np.nextafter(np.float32(f), np.float32(np.inf)))) / 2
+    return f"{halfway + steps * np.spacing(halfway):.18g}"
+
+
+_FLOAT32 = st.floats(allow_nan=False, allow_infinity=False, width=32)
 _DECIMAL = st.one_of(
     st.from_regex(r"[+-]?(\d{1,18}\.?\d{0,18}|\.\d{1,18})([eE][+-]?\d{1,3})?", fullmatch=True),
-    st.floats(allow_nan=False, allow_infinity=False, width=32).map(repr),
+    _FLOAT32.map(repr),
     st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.floats(allow_nan=False, allow_infinity=False).map(lambda x: f"{x:.16g}"),
+    st.builds(_near_halfway, _FLOAT32, st.integers(-8, 8)),
 )
 
 
