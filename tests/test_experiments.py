@@ -255,3 +255,36 @@ def test_bench_cli_liblinear_smoke(tmp_path):
     assert results["svmjax_vs_liblinear"] <= 1e-3  # at most 0.1% above liblinear's
     assert min(results["test_accuracy"].values()) > 0.5
     assert "liblinear-train -s 4" in (tmp_path / "results.md").read_text()
+
+
+def test_text_corpus_smoke(tmp_path):
+    import gzip
+
+    corpus = load("text_corpus")
+    man = tmp_path / "man1"
+    man.mkdir()
+    for group in ("compute", "container", "iam"):
+        for i in range(4):
+            for track in ("", "beta_"):  # one document per command: the GA page
+                roff = (
+                    f'.TH "X" 1\n.SH "NAME"\n{group} c{i}\n.SH "DESCRIPTION"\n'
+                    f"\\fBgcloud {track[:-1]} {group} c{i}\\fR {group}{i} {track}word{i % 2}\n"
+                )
+                (man / f"gcloud_{track}{group}_c{i}.1.gz").write_bytes(gzip.compress(roff.encode()))
+    (man / "gcloud_iam.1.gz").write_bytes(gzip.compress(b".TH X 1\n"))  # a group's own page
+    spec = corpus.ZipfText(n=300, d=2000, classes=5, topic_words=50, topic_share=0.3)
+    config = corpus.Config(out=str(tmp_path / "out"), man_dir=str(man), min_commands=4,
+                           min_df=1, synthetic=(spec,))  # fmt: skip
+    real, synthetic = corpus.main(config)["collections"]
+    assert (real["documents"], real["classes"], real["class_names"]) == (
+        12, 3, ["compute", "container", "iam"]
+    )  # fmt: skip
+    texts, _, _ = corpus.gcloud_pages(man, 4)
+    assert not any("beta" in t or "gcloud" in t or "compute c" in t for t in texts)
+    assert (synthetic["documents"], synthetic["features"], synthetic["classes"]) == (300, 2000, 5)
+    X, y = corpus.zipf_text(spec)
+    again, _ = corpus.zipf_text(spec)
+    assert (X != again).nnz == 0 and np.bincount(y).tolist() == [60] * 5
+    np.testing.assert_allclose(np.sqrt(X.multiply(X).sum(axis=1)), 1, rtol=1e-5)
+    assert (tmp_path / "out" / "gcloud_man.svm").exists()
+    assert "| gcloud man pages | 12 |" in (tmp_path / "out" / "results.md").read_text()
