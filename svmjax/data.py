@@ -67,13 +67,11 @@ class Dataset:
         for split in ("train", "val", "test"):
             X, y = getattr(self, f"X_{split}"), getattr(self, f"y_{split}")
             if X.dtype != np.float32 or X.ndim != 2 or X.shape[1] != d or _kind(X) != kind:
-                raise ValueError(
-                    f"X_{split}: expected float32 [N, {d}] ({kind}), got {X.dtype} {X.shape} "
-                    f"({_kind(X)})"
-                )
+                got = f"{X.dtype} {X.shape} {_kind(X)}"
+                raise ValueError(f"X_{split}: expected float32 [N, {d}] {kind}, got {got}")
             if y.dtype != np.int32 or y.shape != X.shape[:1]:
                 raise ValueError(
-                    f"y_{split}: expected int32 [{X.shape[0]}], got {y.dtype} {y.shape}"
+                    f"y_{split}: expected int32 {X.shape[:1]}, got {y.dtype} {y.shape}"
                 )
             if y.size and (y.min() < 0 or y.max() >= self.n_classes):
                 raise ValueError(f"y_{split}: class indices must lie in [0, {self.n_classes})")
@@ -132,7 +130,8 @@ def load(
       test_fraction: fraction held out for test where the data has no test set (digits, blobs);
         default 0.2. Not allowed for mnist1d, which has its own test set.
       preprocess: ``"standardize"`` (per-feature mean 0, std 1 on train; a feature constant on
-        train is only centred), ``"center"`` (subtract the training mean) or ``None``.
+        train is only centred), ``"center"`` (subtract the training mean), ``"maxabs"``,
+        ``"l2"`` (:mod:`svmjax.preprocessing`) or ``None``.
       n, d, c: size of the blobs; not allowed for other datasets.
 
     Returns:

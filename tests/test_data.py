@@ -127,6 +127,24 @@ def test_preprocessing_uses_training_statistics_only(preprocess):
         np.testing.assert_allclose(data.X_train.std(0)[varying], 1, atol=STAT_ATOL)
         np.testing.assert_array_equal(data.X_train[:, ~varying], 0)
     assert np.abs(data.X_val.mean(0)).max() > 10 * STAT_ATOL  # val is not re-centred
+    np.testing.assert_allclose(data.scaling.offset, mean, rtol=VALUE_RTOL)
+    np.testing.assert_allclose(data.scaling.scale, scale, rtol=VALUE_RTOL)
+
+
+@pytest.mark.parametrize("preprocess", ["maxabs", "l2"])
+def test_sparse_preserving_preprocessing_of_dense_data(preprocess):
+    key = jax.random.key(3)
+    raw = load("blobs", key=key, preprocess=None)
+    data = load("blobs", key=key, preprocess=preprocess)
+    assert data.scaling.method == preprocess
+    scale = np.abs(raw.X_train).max(0) if preprocess == "maxabs" else np.ones(raw.n_features)
+    for split in SPLITS:
+        expected = getattr(raw, f"X_{split}") / scale
+        if preprocess == "l2":
+            expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+        np.testing.assert_allclose(getattr(data, f"X_{split}"), expected, rtol=VALUE_RTOL)
+    if preprocess == "maxabs":  # the training split's largest absolute value, 1 per feature
+        np.testing.assert_allclose(np.abs(data.X_train).max(0), 1, rtol=VALUE_RTOL)
 
 
 @pytest.mark.parametrize(
