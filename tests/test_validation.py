@@ -542,7 +542,7 @@ _CLI = {
         "e.svm: no examples",
     ),
     "svmlight-overflow": (
-        ["train", "--svmlight", _overflowing],
+        ["train", "--svmlight", _overflowing, "--preprocess", "standardize"],
         "values overflow float32 after preprocess=standardize",
     ),
     "mnist-wrong-magic": (
