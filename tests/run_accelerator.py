@@ -270,6 +270,9 @@ def _child(args) -> int:
                 )
         files = [f for f in files if f not in missing]
     options = ["-p", "no:cacheprovider", "-p", "no:benchmark", "--continue-on-collection-errors"]
+    if args.paths is not None:  # node ids relative to the given files' folder, wherever run from
+        folders = [str(Path(f).parent if Path(f).is_file() else Path(f)) for f in files]
+        options += ["--rootdir", os.path.commonpath(folders)] if folders else []
     if args.list:
         options += ["--collect-only", "-q"]  # with pyproject's -q: a count per file
     return int(pytest.main([*files, *options, *args.pytest_args], plugins=[_Reporter(args)]))
