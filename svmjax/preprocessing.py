@@ -85,7 +85,8 @@ def fit_scaling(X: Any, method: Method) -> Scaling:
         if sparse:
             X = X.tocsr(copy=True)
             X.sum_duplicates()
-            np.maximum.at(scale := np.zeros(d), X.indices, np.abs(X.data, dtype=np.float64))
+            scale = np.zeros(d)
+            np.maximum.at(scale, X.indices, np.abs(X.data, dtype=np.float64))
         else:
             scale = np.abs(X).max(axis=0, initial=0).astype(np.float64)
         scale[scale == 0] = 1.0
