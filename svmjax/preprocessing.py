@@ -83,8 +83,10 @@ def fit_scaling(X: Any, method: Method) -> Scaling:
     offset, scale = np.zeros(d), np.ones(d)
     if method == "maxabs":
         if sparse:
-            X = X.tocsr(copy=True)
-            X.sum_duplicates()
+            X = X.tocsr()
+            if not X.has_canonical_format:  # duplicates summed, on a copy
+                X = X.copy()
+                X.sum_duplicates()
             scale = np.zeros(d)
             np.maximum.at(scale, X.indices, np.abs(X.data, dtype=np.float64))
         else:
