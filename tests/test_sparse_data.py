@@ -277,6 +277,10 @@ def test_scaling_in_place_and_canonical_form():
     duplicated = scipy.sparse.csr_matrix(
         (np.array([1.0, 2.0, 4.0]), np.array([2, 2, 0]), np.array([0, 3])), shape=(1, 8)
     )
+    np.testing.assert_array_equal(
+        preprocessing.fit_scaling(duplicated, "maxabs").scale[:3], [4, 1, 3]
+    )
+    assert duplicated.nnz == 3  # the statistics summed duplicates on a copy
     out = preprocessing.apply_scaling(preprocessing.fit_scaling(duplicated, "l2"), duplicated)
     assert out.has_canonical_format and out.nnz == 2
     np.testing.assert_allclose(out.toarray()[0, [0, 2]], [4 / 5, 3 / 5], VALUE_RTOL)
