@@ -21,6 +21,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from svmjax import _checks as checks
 from svmjax import cache, linear, registry, sharding
 from svmjax._inputs import Consts, Data
+from svmjax._sparse import SparseRows
+from svmjax._sparse_products import take_rows
 
 GATHER_ONCE_BYTES = 64 * 2**20  # epoch_fn copies a smaller X in batch order once per epoch
 
@@ -65,6 +67,18 @@ def gather_batches(X: jax.Array, y: jax.Array, order: jax.Array):
     return X[index], y[index], weight, jnp.sum(weight, axis=-1)
 
 
+def sparse_batch(X: SparseRows, y: jax.Array, index: jax.Array):
+    """The minibatch of sparse ``X`` (:func:`svmjax._sparse_products.take_rows`) at the
+    row indices ``index`` ``[P, b]`` within each of its ``P`` blocks (``-1``: padding
+    slots): ``(X_b, y_b, weight, count)`` as :func:`gather_batches` gives them, ``y_b``
+    and ``weight`` flat ``[P b]``."""
+    weight = (index >= 0).astype(X.dtype)
+    at = jnp.maximum(index, 0)
+    y_b = jax.vmap(lambda y, i: y[i])(y.reshape(index.shape[0], -1), at)
+    X_b = take_rows(X, index, X.batch_nnz)
+    return X_b, y_b.reshape(-1), weight.reshape(-1), jnp.sum(weight)
+
+
 def all_finite(tree) -> jax.Array:
     """True when every entry of every leaf of ``tree`` is finite (a scalar)."""
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
@@ -94,7 +108,7 @@ def constrain(tree, mesh: Mesh | None, dim: int | None):
     return jax.tree.map(one, tree)
 
 
-def _accuracy(params: Any, X: jax.Array, y: jax.Array, mesh: Mesh | None = None) -> jax.Array:
+def _accuracy(params: Any, X: Any, y: jax.Array, mesh: Mesh | None = None) -> jax.Array:
     if mesh is None:
         return jnp.mean(linear.predict(params, X) == y)
     X, y = constrain((X, y), mesh, 0)  # each device scores its rows; label -1: padding
@@ -123,28 +137,34 @@ def epoch_fn(
     ``order`` is ``[n_batches, devices, b]``, each device's indices into its own rows
     (:func:`svmjax.batches.device_minibatches`): every device gathers its part of the
     batch from its own rows, the parameters and optimizer state are replicated, and XLA
-    all-reduces the gradient.
+    all-reduces the gradient. Sparse ``X`` (one block of rows per device) is gathered
+    step by step (:func:`sparse_batch`).
 
     Each step differentiates ``linear.objective(params, X_b, y_b, reg=0, ...) + reg
     ||W||^2`` (the same objective, the penalty added here, so its value and its gradient
     ``2 reg W`` join the update's elementwise work). Finiteness of the values, gradients
     and parameters is checked once per epoch (:func:`poison`), not per step.
     """
-    X, y, mesh = data.X, data.y, static.mesh
+    X: Any = data.X  # a jax.Array or SparseRows
+    y, mesh = data.y, static.mesh
     projected = registry.get(static.loss).constraint == "sum_to_zero"
     options: dict[str, Any] = dict(loss=static.loss, margin=consts.margin, squared=static.squared)
     options |= dict(grad=static.grad, class_weights=consts.class_weights)
     options |= dict(loss_options=dict(static.options))
 
-    once = mesh is None and gather_once and gather_fits(X)
+    sparse = isinstance(data.X, SparseRows)  # gathered step by step, own rows per device
+    once = not sparse and mesh is None and gather_once and gather_fits(X)
     batches = gather_batches(X, y, order) if once else order
-    if mesh is not None:  # [devices, m, ...]: device d's rows, indexed locally
+    if mesh is not None and not sparse:  # [devices, m, ...]: device d's rows, locally
         X_local = constrain(X.reshape(mesh.size, -1, X.shape[1]), mesh, 0)
         y_local = constrain(y.reshape(mesh.size, -1), mesh, 0)
 
     def batch(xs):
         if once:
             return xs
+        if sparse:  # xs: [b] (one block) or [devices, b]
+            X_b, y_b, weight, count = sparse_batch(X, y, xs.reshape(-1, xs.shape[-1]))
+            return (*constrain((X_b, y_b, weight), mesh, 0), count)
         if mesh is None:
             return gather_batches(X, y, xs)
         weight = (xs >= 0).astype(X.dtype)  # padding slots (-1) get weight 0

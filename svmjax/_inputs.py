@@ -19,18 +19,20 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
 from svmjax import _checks as checks
-from svmjax import sharding
+from svmjax import _sparse, sharding
+from svmjax._sparse import SparseRows
 from svmjax.validation import validate
 
 Params = dict[str, jax.Array]
 
 
 class Data(NamedTuple):
-    """Checked training data: features cast to the dtype of ``W``, labels int32."""
+    """Checked training data: features cast to the dtype of ``W`` (sparse features as
+    their non-zeros, :class:`svmjax._sparse.SparseRows`), labels int32."""
 
-    X: jax.Array
+    X: jax.Array | SparseRows
     y: jax.Array
-    X_val: jax.Array | None
+    X_val: jax.Array | SparseRows | None
     y_val: jax.Array | None
 
 
@@ -108,13 +110,42 @@ def _features(X, dtype):
     return X
 
 
-def prepare_data(params: Params, X, y, validation_data, mesh: Mesh | None = None) -> Data:
+def _sparse_rows(params: Params, X, y, name: str, blocks: int = 1, batch_size=None):
+    """A sparse ``X`` checked (:func:`svmjax._sparse.to_csr`) and laid out in ``blocks``
+    row blocks in the dtype of ``W`` (integer and boolean values converted, as dense
+    features are), with the non-zero bound of minibatches of ``batch_size`` rows over
+    all blocks; its labels checked as :func:`svmjax.validate` checks them. Host arrays:
+    ``(X, y)``."""
+    W = params["W"]
+    csr, y = _sparse.to_csr(X, name), np.asarray(y)
+    if csr.shape[1] != W.shape[0]:
+        raise ValueError(f"{name} must have shape [N, {W.shape[0]}] to match W, got {csr.shape}")
+    data = _features(csr.data, W.dtype)
+    checks.check_dtypes(data, y, name)
+    if y.shape != csr.shape[:1]:
+        raise ValueError(f"labels shape {y.shape} does not match {name} shape {csr.shape}")
+    if csr.shape[0] == 0:
+        raise ValueError(f"{name} is empty (shape {csr.shape})")
+    checks.check_labels(y, W.shape[1])
+    rows = None if batch_size is None else -(-min(batch_size, csr.shape[0]) // blocks)
+    laid_out = _sparse.lay_out(csr, W.dtype, blocks=blocks, batch_rows=rows)
+    return laid_out, y.astype(np.int32)
+
+
+def prepare_data(
+    params: Params, X, y, validation_data, mesh: Mesh | None = None, batch_size=None
+) -> Data:
     """:class:`Data` checked (once, here at the boundary) and cast to the dtype of ``W``;
     with ``mesh``, replicated on it (as :func:`svmjax.grid.fit_grid` uses it;
-    :func:`svmjax.train.fit` lays the rows out with :func:`shard_data` instead)."""
+    :func:`svmjax.train.fit` lays the rows out with :func:`shard_data` instead). Sparse
+    training features are laid out for minibatches of ``batch_size`` rows."""
     W = params["W"]
 
     def arrays(X, y, name):
+        if _sparse.is_sparse(X):
+            size = batch_size if name == "X" else None
+            X, y = _sparse_rows(params, X, _host(y, mesh), name, batch_size=size)
+            return jax.device_put((X, y)) if mesh is None else sharding.put((X, y), mesh)
         X = _features(_host(X, mesh), W.dtype)
         if X.ndim != 2 or X.shape[1] != W.shape[0]:
             raise ValueError(f"{name} must have shape [N, {W.shape[0]}] to match W, got {X.shape}")
@@ -130,9 +161,13 @@ def prepare_data(params: Params, X, y, validation_data, mesh: Mesh | None = None
     return Data(X, y, X_val, y_val)
 
 
-def shard_data(params: Params, X, y, validation_data, mesh: Mesh) -> tuple[Data, int]:
+def shard_data(
+    params: Params, X, y, validation_data, mesh: Mesh, batch_size=None
+) -> tuple[Data, int]:
     """:class:`Data` laid out by rows on ``mesh`` (:func:`svmjax.sharding.shard_rows`;
     padding rows have label ``-1``), checked, and the number ``N`` of real training rows.
+    Sparse features: one block of rows per device, each device receiving only its rows'
+    non-zeros, laid out for minibatches of ``batch_size`` rows over all devices.
 
     Host data is checked on the host, then each device receives only its rows. Global
     ``jax.Array`` s spanning other processes (e.g. from ``shard_rows(rows, mesh, n=N)``
@@ -141,6 +176,11 @@ def shard_data(params: Params, X, y, validation_data, mesh: Mesh) -> tuple[Data,
     W = params["W"]
 
     def arrays(X, y, name):
+        if _sparse.is_sparse(X):
+            size = batch_size if name == "X" else None
+            X, y = _sparse_rows(params, X, y, name, mesh.size, size)
+            n = len(y)
+            return _sparse.place(X, mesh), sharding.shard_rows(y, mesh), n
         if not on_devices(mesh, X, y):
             X = _features(X, W.dtype)
             if X.ndim != 2 or X.shape[1] != W.shape[0]:

@@ -3,10 +3,11 @@ r"""Internal: the exact solver's evaluations at one point, and its duality-gap c
 :mod:`svmjax.continuation` loops over these small functions of a :class:`Problem` (the
 traced data) and a :class:`Spec` (the static loss): :func:`scores` (the one product
 ``V @ X.T``), :func:`smoothed` (the smoothed loss and its dual variables, from the scores),
-:func:`gradient` (the other product, ``u @ X``), :func:`primal`, :func:`intercept_step` (a
-Newton step on the intercept alone), :func:`certificate` and :func:`combine` (the certified
-dual value). The per-loss pieces come from the loss's registry entry (:func:`dual_of`).
-The method: docs page *How the solver works*.
+:func:`gradient` (the other product, ``u @ X``: :func:`times_x`), :func:`primal`,
+:func:`intercept_step` (a Newton step on the intercept alone), :func:`certificate` and
+:func:`combine` (the certified dual value). The per-loss pieces come from the loss's
+registry entry (:func:`dual_of`). ``X`` is a dense array or sparse rows
+(:class:`svmjax._sparse.SparseRows`). The method: docs page *How the solver works*.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from svmjax import duals, lbfgs, registry
+from svmjax._sparse import SparseRows
+from svmjax._sparse_products import class_gradient, class_scores
 
 # Inside the solver everything is transposed (see svmjax.duals): V = W.T [C, D], scores
 # Z = V @ X.T [C, N], dual variables [C, N]. The variables are one flat vector x: V.ravel()
@@ -26,8 +29,8 @@ from svmjax import duals, lbfgs, registry
 class Problem(NamedTuple):
     """The (traced) data of one solve."""
 
-    X: jax.Array  # [N, D], centred when fitting an intercept
-    XT: jax.Array | None  # [D, N]: a transposed copy of a small X (see scores), or None
+    X: jax.Array | SparseRows  # [N, D], dense X centred when fitting an intercept
+    XT: jax.Array | None  # [D, N]: a transposed copy of a small dense X (see scores), or None
     y: jax.Array  # [N]
     is_true: jax.Array  # [C, N]
     c: jax.Array  # per-example weights c_i [N] (0 for padding rows)
@@ -66,7 +69,14 @@ def scores(p: Problem, x: jax.Array) -> jax.Array:
     a ``[D, N]`` copy beats the one with ``X.T`` for small ``X`` and loses for large ones,
     where the copy would also cost the most memory."""
     V, b = unpack(p, x)
+    if isinstance(p.X, SparseRows):
+        return class_scores(p.X, V) + b[:, None]
     return (V @ p.X.T if p.XT is None else V @ p.XT) + b[:, None]
+
+
+def times_x(p: Problem, u: jax.Array) -> jax.Array:
+    """``u @ X`` ``[C, D]`` for ``u`` ``[C, N]``: one pass over ``X``."""
+    return class_gradient(p.X, u) if isinstance(p.X, SparseRows) else u @ p.X
 
 
 def smoothed(p: Problem, spec: Spec, z: jax.Array, mu: jax.Array):
@@ -81,7 +91,7 @@ def gradient(p: Problem, spec: Spec, x: jax.Array, a: jax.Array):
     and ``u @ X``, which the certificate reuses: one pass over ``X``."""
     V, _ = unpack(p, x)
     u = dual_of(spec.loss).dual_map(a, p.is_true, p.c)
-    uX = u @ p.X
+    uX = times_x(p, u)
     gb = jnp.where(p.fit_intercept, jnp.sum(u, axis=1), 0)
     return jnp.concatenate([(V + uX).ravel(), gb]), uX
 
@@ -187,7 +197,7 @@ def certificate(p: Problem, spec: Spec, a: jax.Array, uX: jax.Array, pool: Pool)
 
     def repaired(a):
         a, ok = dual.repair(a, p.is_true, p.c)
-        return a, dual.dual_map(a, p.is_true, p.c) @ p.X, ok
+        return a, times_x(p, dual.dual_map(a, p.is_true, p.c)), ok
 
     unchanged = (a, uX, jnp.array(True))
     a, uX, ok = jax.lax.cond(p.fit_intercept, repaired, lambda a: unchanged, a)

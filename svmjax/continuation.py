@@ -19,6 +19,7 @@ from svmjax import _solver_point as point
 from svmjax import cache, lbfgs, registry
 from svmjax._loss_parts import one_hot
 from svmjax._solver_point import dual_of
+from svmjax._sparse import SparseRows
 
 __all__ = ["SolveResult", "dual_of", "run", "solve_fn"]
 
@@ -225,9 +226,10 @@ def _done(state: _State, tol: jax.Array) -> jax.Array:
     return jnp.isfinite(gap) & (gap <= tol * jnp.abs(state.best_primal))
 
 
-def memory_size(n: int, d: int, c: int) -> int:
+def memory_size(n: int, d: int, c: int, nnz: int | None = None) -> int:
     """The L-BFGS memory for ``X`` of shape ``[n, d]`` and ``c`` classes: 30, or 100 once
-    ``X`` has at least ``2**22`` elements and ``n >= 1600 c``.
+    ``X`` has at least ``2**22`` elements and ``n >= 1600 c``; for a sparse ``X`` with
+    ``nnz`` non-zeros, 100 once ``nnz >= 2**22`` and ``nnz >= 1600 c d``.
 
     A longer memory means fewer iterations on the ill-conditioned problems of large data
     (see ``experiments/bench_solver_scale.py``), but its two-loop recursion, ``4 m``
@@ -236,7 +238,10 @@ def memory_size(n: int, d: int, c: int) -> int:
     compilation), and only while its ``2 m`` vectors of ``c·d`` variables take at most an
     eighth of ``X``'s memory (``n >= 16 m c``), so many classes never make it dominate.
     """
-    large = n * d >= _LARGE and n >= 16 * _LARGE_MEMORY * c
+    if nnz is not None:  # the same budget against the non-zeros
+        large = nnz >= _LARGE and nnz >= 16 * _LARGE_MEMORY * c * d
+    else:
+        large = n * d >= _LARGE and n >= 16 * _LARGE_MEMORY * c
     return _LARGE_MEMORY if large else _MEMORY
 
 
@@ -256,11 +261,13 @@ def solve_fn(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, *, loss, 
 
 def _solve(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, loss, squared):
     spec = point.Spec(loss, squared)
-    XT = X.T if X.size < _LARGE else None
+    sparse = isinstance(X, SparseRows)
+    XT = None if sparse or X.size >= _LARGE else X.T
     p = point.Problem(X, XT, y, one_hot(y, init["W"].shape[1]).T, c, margin, fit_intercept)
     x0 = jnp.concatenate([init["W"].T.ravel(), jnp.where(fit_intercept, init["b"], 0)])
     zero, dtype = jnp.zeros((), jnp.int32), X.dtype
     n, d = X.shape
+    nnz = X.data.size if sparse else None
     state = _State(
         x=x0,
         z=jnp.zeros((p.is_true.shape[0], X.shape[0]), dtype),
@@ -269,7 +276,7 @@ def _solve(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, loss, squar
         per=jnp.zeros_like(c),
         grad=jnp.zeros_like(x0),
         pending=jnp.array(True),
-        memory=lbfgs.init_memory(memory_size(n, d, init["W"].shape[1]), x0.size, dtype),
+        memory=lbfgs.init_memory(memory_size(n, d, init["W"].shape[1], nnz), x0.size, dtype),
         mu=mu0,
         n_iter=zero,
         stalled=jnp.array(False),

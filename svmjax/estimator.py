@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import sparse as jax_sparse
+from scipy.sparse import issparse
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
@@ -24,12 +26,29 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from svmjax import _checks as checks
 from svmjax import linear, optim, registry, train
 from svmjax._checks import as_key
+from svmjax._sparse import to_csr
 from svmjax.solve import primal_objective, solve
 
 __all__ = ["SVMClassifier"]
 
 _SOLVERS = ("exact", "sgd")
 _DEFAULT_MAX_ITER = {"exact": 5000, "sgd": 100}
+# scikit-learn's validation of X: sparse matrices are kept (other formats become CSR).
+_VALIDATION: dict[str, Any] = dict(
+    accept_sparse=("csr", "csc", "coo"), dtype=[np.float64, np.float32]
+)
+
+
+def _sparse_checked(X) -> Any:
+    """A sparse ``X`` (scipy, or a JAX ``BCOO`` / ``BCSR``) checked as svmjax reads it
+    (indices, values; :func:`svmjax._sparse.to_csr`) before scikit-learn converts it, as a
+    CSR matrix; any other ``X`` unchanged."""
+    return to_csr(X) if issparse(X) or isinstance(X, jax_sparse.BCOO | jax_sparse.BCSR) else X
+
+
+def _array(X) -> Any:
+    """Validated ``X`` as a NumPy array, or the sparse matrix it is."""
+    return X if issparse(X) else np.asarray(X)
 
 
 class SVMClassifier(ClassifierMixin, BaseEstimator):
@@ -167,18 +186,25 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"class_weight has labels not in y: {sorted(map(str, unknown))}")
         return np.array([float(self.class_weight.get(label, 1.0)) for label in self.classes_])
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # scipy.sparse X is read as its non-zeros
+        return tags
+
     def fit(self, X, y, sample_weight=None) -> SVMClassifier:
         """Fit the model; returns ``self``.
 
         Args:
-          X: ``[n_samples, n_features]`` numbers.
+          X: ``[n_samples, n_features]`` numbers: an array, or a sparse matrix
+            (``scipy.sparse``, or ``jax.experimental.sparse`` ``BCOO`` / ``BCSR``), which
+            stays sparse throughout (see the guide's section on sparse data).
           y: ``[n_samples]`` labels of any type (stored in ``classes_``).
           sample_weight: optional non-negative ``[n_samples]``; weight ``k`` is the same as
             repeating the example ``k`` times.
         """
         self._check_params()
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
-        X = np.asarray(X)
+        X, y = validate_data(self, _sparse_checked(X), y, **_VALIDATION)
+        X = _array(X)
         check_classification_targets(y)
         self.classes_, y_index = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
@@ -297,14 +323,14 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
         """Scores ``X @ coef_.T + intercept_``: ``[n_samples, n_classes]``, or for two
         classes ``[n_samples]`` (positive means ``classes_[1]``)."""
         check_is_fitted(self)
-        X = np.asarray(validate_data(self, X, reset=False, dtype=[np.float64, np.float32]))
+        X = _array(validate_data(self, _sparse_checked(X), reset=False, **_VALIDATION))
         scores = X @ self.coef_.T + self.intercept_[None, :]
         return scores[:, 1] - scores[:, 0] if len(self.classes_) == 2 else scores
 
     def predict(self, X) -> np.ndarray:
         """The label of the highest score (ties: the first of ``classes_``)."""
         check_is_fitted(self)
-        X = np.asarray(validate_data(self, X, reset=False, dtype=[np.float64, np.float32]))
+        X = _array(validate_data(self, _sparse_checked(X), reset=False, **_VALIDATION))
         scores = X @ self.coef_.T + self.intercept_[None, :]
         return self.classes_[np.argmax(scores, axis=1)]
 

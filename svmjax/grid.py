@@ -38,8 +38,11 @@ from svmjax._epoch import (
     epoch_fn,
     gather_batches,
     gather_fits,
+    sparse_batch,
 )
 from svmjax._inputs import prepare_consts, prepare_data
+from svmjax._sparse import SparseRows
+from svmjax._sparse_products import matmul, times
 from svmjax.batches import key_words, minibatches
 from svmjax.optim import make_optimizer
 
@@ -104,12 +107,24 @@ def _group_scores_bwd(res, dS):
 _group_scores.defvjp(_group_scores_fwd, _group_scores_bwd)
 
 
+def _sparse_group_scores(W: jax.Array, b: jax.Array, X: SparseRows, product=matmul):
+    """Scores ``[G, C, N]`` of ``G`` linear models on sparse rows ``X``: one sparse
+    product with the ``[D, G·C]`` weights (each non-zero gathers one row of all ``G``
+    models), differentiable with respect to ``W`` and ``b``."""
+    G, D, C = W.shape
+    S = product(X, jnp.moveaxis(W, 0, 1).reshape(D, G * C))  # [N, G·C]
+    return jnp.moveaxis(S.reshape(-1, G, C), 0, 2) + b[:, :, None]
+
+
 def _group_accuracy(params, X, y):
     """Accuracy ``[G]`` of each of the ``G`` stacked models on ``(X, y)``.
 
     The scores are laid out ``[G, C, N]`` (:func:`_class_major_scores`), so the argmax
     runs over a major axis, ``N`` examples at a time; over ``[G, N, C]`` it is a short
     scalar loop per example, slower on CPU than the product itself."""
+    if isinstance(X, SparseRows):
+        scores = _sparse_group_scores(params["W"], params["b"], X, times)
+        return jnp.mean(jnp.argmax(scores, axis=1) == y[None, :], axis=1)
     scores = _class_major_scores(params["W"], params["b"], X)
     return jnp.mean(jnp.argmax(scores, axis=1) == y[None, :], axis=1)
 
@@ -131,7 +146,10 @@ def _group_epoch(
     update = jax.vmap(static.update)
 
     def objectives(params, X_b, y_b, weight):
-        S = _group_scores(params["W"], params["b"], X_b)  # [G, B, C]
+        if isinstance(X_b, SparseRows):
+            S = jnp.swapaxes(_sparse_group_scores(params["W"], params["b"], X_b), 1, 2)
+        else:
+            S = _group_scores(params["W"], params["b"], X_b)  # [G, B, C]
         # The [G, B, C] scores as they are, labels broadcast: XLA:CPU indexes them more
         # cheaply in the loss's kernels than a [G·B, C] reshape with the labels tiled.
         per = loss_fn(S, jnp.broadcast_to(y_b, S.shape[:2]), **options)  # [G, B]
@@ -141,7 +159,10 @@ def _group_epoch(
 
     def step(carry, batch):
         params, opt_state = carry
-        X_b, y_b, weight, count = batch if gather_once else gather_batches(X, y, batch)
+        if isinstance(X, SparseRows):
+            X_b, y_b, weight, count = sparse_batch(X, y, batch[None])
+        else:
+            X_b, y_b, weight, count = batch if gather_once else gather_batches(X, y, batch)
         (_, values), g = jax.value_and_grad(objectives, has_aux=True)(params, X_b, y_b, weight)
         updates, opt_state = update(g, opt_state, params)
         params: Any = optax.apply_updates(params, updates)
@@ -176,7 +197,8 @@ def _epoch(params, opt_state, orders, regs, alive, data, consts, *, static, mesh
     configurations alone.
     """
     if mesh is None:  # one copy of X in batch order per seed, if they fit the budget
-        once = gather_fits(data.X, copies=orders.shape[0])
+        sparse = isinstance(data.X, SparseRows)  # sparse rows: gathered step by step
+        once = not sparse and gather_fits(data.X, copies=orders.shape[0])
         fn = functools.partial(_group_epoch, static=static, gather_once=once)
     else:  # vmapped over configurations: no per-configuration copy of X
         fn = functools.partial(epoch_fn, static=static, gather_once=False)
@@ -289,7 +311,7 @@ def fit_grid(
     check_options(loss, grad, mesh, epochs=epochs, batch_size=batch_size)
     key = checks.as_key(key)
     mesh = None if mesh is None else sharding.auto_axes(mesh)
-    data = prepare_data(params, X, y, validation, mesh)
+    data = prepare_data(params, X, y, validation, mesh, batch_size=batch_size)
     consts = prepare_consts(params, margin, class_weights)
     frozen = registry.loss_options(loss, loss_options)
     if registry.get(loss).constraint == "sum_to_zero":

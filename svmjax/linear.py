@@ -1,7 +1,10 @@
 r"""A linear multiclass model, :math:`s = xW + b`, and its regularised SVM objective.
 
 Parameters are the pytree ``{"W": [D, C], "b": [C]}``. Features ``X`` are ``[N, D]``
-floats; labels ``y`` are integer class indices ``[N]`` in ``[0, C)``.
+floats, dense or sparse (a ``scipy.sparse`` matrix or array, or a
+``jax.experimental.sparse`` ``BCOO`` / ``BCSR``: read as its non-zeros, never densified;
+see the guide's section on sparse data); labels ``y`` are integer class indices ``[N]``
+in ``[0, C)``.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from svmjax import fused, registry
+from svmjax import _sparse, fused, registry
 from svmjax._checks import as_key, is_concrete, poison_invalid
 from svmjax._loss_parts import one_hot
+from svmjax._sparse_products import matmul
 from svmjax.validation import validate
 
 __all__ = [
@@ -63,7 +67,12 @@ def init(
     return {"W": W, "b": jnp.zeros((n_classes,), dtype)}
 
 
-def _check_features(params, X: jax.Array) -> None:
+def _features(X: ArrayLike) -> jax.Array | _sparse.SparseRows:
+    """Dense ``X`` as a JAX array, sparse ``X`` as its non-zeros (checked when concrete)."""
+    return _sparse.as_rows(X) if _sparse.is_sparse(X) else jnp.asarray(X)
+
+
+def _check_features(params, X: jax.Array | _sparse.SparseRows) -> None:
     """Trace-time shape check of X against W."""
     W = params["W"]
     if X.ndim != 2 or X.shape[1] != W.shape[0]:
@@ -73,9 +82,22 @@ def _check_features(params, X: jax.Array) -> None:
 
 
 def scores(params: dict[str, jax.Array], X: ArrayLike) -> jax.Array:
-    """Class scores ``X @ W + b``: ``[N, D] -> [N, C]``."""
-    X = jnp.asarray(X)
-    _check_features(params, X)
+    """Class scores ``X @ W + b``: ``[N, D] -> [N, C]``.
+
+    A sparse ``X`` is read as its non-zeros (the product gathers the rows of ``W`` they
+    point to); ``jax.grad`` with respect to the parameters works, with respect to a sparse
+    ``X``'s values it raises ``NotImplementedError``. A concrete sparse ``X`` is checked
+    (an index outside its shape or a non-finite value raises); a traced ``BCOO`` with such
+    an entry gives NaN scores.
+    """
+    features = _features(X)
+    _check_features(params, features)
+    return _scores(params, features)
+
+
+def _scores(params: dict[str, jax.Array], X: jax.Array | _sparse.SparseRows) -> jax.Array:
+    if isinstance(X, _sparse.SparseRows):
+        return matmul(X, params["W"]) + params["b"][None, :]
     return X @ params["W"] + params["b"][None, :]
 
 
@@ -132,7 +154,7 @@ def objective(
 
     Args:
       params: ``{"W": [D, C], "b": [C]}``.
-      X: float ``[N, D]``.
+      X: float ``[N, D]``, dense or sparse (see :func:`scores`).
       y: integer class indices ``[N]`` in ``[0, C)``.
       loss: a registered loss name (:func:`svmjax.registry.names`), e.g.
         ``"weston_watkins"``, ``"crammer_singer"`` or ``"one_vs_rest"``.
@@ -142,7 +164,8 @@ def objective(
       grad: ``"analytic"`` differentiates through the hand-written rules of
         :mod:`svmjax.analytic` (strict ``> 0`` at kinks), computed by
         :func:`svmjax.fused.mean_loss` (one pass over ``X``; accepts ``bfloat16`` ``X``;
-        no forward mode); ``"autodiff"`` through the pure definitions of
+        no forward mode; a sparse ``X`` goes through the analytic loss on the sparse
+        product instead); ``"autodiff"`` through the pure definitions of
         :mod:`svmjax.losses` (1/2 at kinks). Values are identical.
       loss_options: the loss's extra keyword hyperparameters (e.g. ``{"k": 2}`` for
         ``top_k_hinge``), Python values fixed at compile time.
@@ -167,14 +190,14 @@ def objective(
     """
     entry, options = registry.get(loss), registry.loss_options(loss, loss_options)
     check_grad(grad)
-    X, y = jnp.asarray(X), jnp.asarray(y)
-    _check_features(params, X)
-    if X.shape[0] == 0:
-        raise ValueError(f"X is empty (shape {X.shape})")
-    if grad == "analytic":  # one pass over X, weight gradient in the fast [C, D] layout
-        data_term = fused.mean_loss(
+    features, y = _features(X), jnp.asarray(y)
+    _check_features(params, features)
+    if features.shape[0] == 0:
+        raise ValueError(f"X is empty (shape {features.shape})")
+    if grad == "analytic" and not isinstance(features, _sparse.SparseRows):
+        data_term = fused.mean_loss(  # one pass over X, weight gradient in [C, D]
             params,
-            X,
+            features,
             y,
             loss=loss,
             margin=margin,
@@ -184,8 +207,10 @@ def objective(
             loss_options=dict(options),
         )
         return data_term + reg * jnp.sum(params["W"] ** 2)
-    per_example = entry.pure(  # grad == "autodiff": jax.grad of the pure loss
-        scores(params, X),
+    # grad == "autodiff": jax.grad of the pure loss; sparse X: of the analytic one too.
+    loss_fn = entry.analytic if grad == "analytic" else entry.pure
+    per_example = loss_fn(
+        _scores(params, features),
         y,
         margin=margin,
         squared=squared,

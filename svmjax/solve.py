@@ -38,8 +38,9 @@ from jax.sharding import Mesh
 from jax.typing import ArrayLike
 
 from svmjax import _checks as checks
-from svmjax import continuation, registry, sharding
+from svmjax import _sparse, continuation, registry, sharding
 from svmjax._inputs import check_rows, on_devices, on_host
+from svmjax._sparse_products import times
 from svmjax.continuation import SolveResult
 from svmjax.validation import validate
 
@@ -98,6 +99,8 @@ def _global_rows(X, y, sample_weight, class_weights, C, n_classes, loss, mesh):
 
 def _check(X, y, loss, n_classes):
     continuation.dual_of(loss)  # an unknown loss, or one without a dual, is refused here
+    if _sparse.is_sparse(X):
+        return _check_sparse(X, y, n_classes)
     X = np.asarray(X)
     y = np.asarray(y)
     if X.ndim != 2:
@@ -106,6 +109,24 @@ def _check(X, y, loss, n_classes):
         n_classes = int(y.max()) + 1 if y.size and np.issubdtype(y.dtype, np.integer) else 2
     X, y = validate(X, y, n_classes=n_classes, name="X")
     return np.asarray(X), np.asarray(y, np.int32), n_classes
+
+
+def _check_sparse(X, y, n_classes):
+    """A sparse ``X`` checked and canonical (:func:`svmjax._sparse.to_csr`), its values in
+    the solver's dtype, and the labels checked as :func:`svmjax.validate` checks them."""
+    csr, y = _sparse.to_csr(X), np.asarray(y)
+    checks.check_dtypes(csr.data, y, "X")
+    if y.shape != csr.shape[:1]:
+        raise ValueError(f"labels shape {y.shape} does not match X shape {csr.shape}")
+    if csr.shape[0] == 0:
+        raise ValueError(f"X is empty (shape {csr.shape})")
+    if n_classes is None:
+        n_classes = int(y.max()) + 1
+    if n_classes < 2:
+        raise ValueError(f"need at least 2 classes, got {n_classes}")
+    checks.check_labels(y, n_classes)
+    dtype = jax.dtypes.canonicalize_dtype(csr.dtype)
+    return csr.astype(dtype, copy=False), y.astype(np.int32), n_classes
 
 
 def primal_objective(
@@ -144,12 +165,13 @@ def primal_objective(
       5.0
     """
     options = registry.loss_options(loss, loss_options)
+    features = _sparse.as_rows(X) if _sparse.is_sparse(X) else X
     W = jnp.asarray(params["W"])
     b = jnp.asarray(params["b"]) if "b" in params else jnp.zeros(W.shape[1], W.dtype)
     return _primal_objective(
         W,
         b,
-        X,
+        features,
         y,
         C,
         margin,
@@ -173,7 +195,10 @@ def _primal_objective(
     W, b, X, y, C, margin, sample_weight, class_weights, *, loss, squared, options
 ):
     # Full float32 products (as in the solver): the objective is what the certificate is about.
-    scores = jnp.matmul(jnp.asarray(X), W, precision=jax.lax.Precision.HIGHEST) + b[None, :]
+    if isinstance(X, _sparse.SparseRows):  # no matrix unit: float32 sums at full precision
+        scores = times(X, W) + b[None, :]
+    else:
+        scores = jnp.matmul(jnp.asarray(X), W, precision=jax.lax.Precision.HIGHEST) + b[None, :]
     per_example = registry.get(loss).pure(
         scores, y, margin=margin, squared=squared, class_weights=class_weights, **dict(options)
     )
@@ -203,7 +228,10 @@ def solve(
 
     Args:
       X: float features ``[N, D]`` (the solver works in this dtype: float32, or float64
-        with ``jax_enable_x64``).
+        with ``jax_enable_x64``), dense or sparse: a ``scipy.sparse`` matrix or array or a
+        ``jax.experimental.sparse`` ``BCOO`` / ``BCSR``, read as its non-zeros (never
+        densified, never centred: the intercept is fitted as it is; see the guide's
+        section on sparse data).
       y: integer class indices ``[N]`` in ``[0, n_classes)``.
       loss: ``"weston_watkins"``, ``"crammer_singer"`` or ``"one_vs_rest"``.
       squared: squared hinge instead of hinge.
@@ -248,16 +276,18 @@ def solve(
         checks.check_mesh(mesh)
         mesh = sharding.auto_axes(mesh)
     resident = mesh is not None and on_devices(mesh, X, y, sample_weight)
+    resident = resident and not _sparse.is_sparse(X)
+    features: Any  # checked: a NumPy array, a global jax.Array or a CSR matrix
     if resident:
-        X, y, c, n_classes = _global_rows(
+        features, y, c, n_classes = _global_rows(
             X, y, sample_weight, class_weights, float(C), n_classes, loss, mesh
         )
     else:
         with on_host():  # the checks make jax.Arrays: not all of X on one device
-            X, y, n_classes = _check(X, y, loss, n_classes)
+            features, y, n_classes = _check(X, y, loss, n_classes)
         c = _weights(y, len(y), sample_weight, class_weights, float(C), n_classes)
-    n, d = X.shape
-    dtype = X.dtype
+    n, d = features.shape
+    dtype = features.dtype
     margin = checks.scalar("margin", margin, positive=True)
     tol = checks.scalar("tol", tol, positive=True)
     max_iter = checks.count("max_iter", max_iter)
@@ -271,20 +301,22 @@ def solve(
         )
     # With an (unpenalised) intercept, centring the features is an exact change of
     # variables, b' = b + mean @ W, and it keeps uncentred data (say, all x near 100) from
-    # being needlessly ill-conditioned.
+    # being needlessly ill-conditioned. Sparse data is never centred (that would fill it).
+    sparse = _sparse.is_sparse(features)
+    centre = fit_intercept and not sparse
     if resident:  # global arrays: centred where they live, not padded further
-        mean = np.asarray(c @ X / jnp.sum(c), np.float64) if fit_intercept else np.zeros(d)
-        Xc, n_pad, d_pad = X - jnp.asarray(mean, dtype)[None, :], 0, 0
+        mean = np.asarray(c @ features / jnp.sum(c), np.float64) if centre else np.zeros(d)
+        Xc, n_pad, d_pad = features - jnp.asarray(mean, dtype)[None, :], 0, 0
     else:
-        mean = np.average(X, axis=0, weights=c) if fit_intercept else np.zeros(d)
-        Xc = (X - mean[None, :]).astype(dtype) if fit_intercept else X  # no copy when not
+        mean = np.average(features, axis=0, weights=c) if centre else np.zeros(d)
+        Xc = (features - mean[None, :]).astype(dtype) if centre else features  # no copy when not
         # Pad to a bucketed shape (rows of weight 0, columns of zeros: the solution is the
         # same) so that problems of similar size share one compiled program; under a mesh,
         # to a multiple of the devices too.
         devices = 1 if mesh is None else mesh.size
         # Columns are padded more finely than rows (every pass over X pays for them).
         n_pad, d_pad = -(-_bucket(n, 512, 8) // devices) * devices - n, _bucket(d, 16, 16) - d
-    b0 = b0 + (mean @ W0).astype(dtype) if fit_intercept else b0
+    b0 = b0 + (mean @ W0).astype(dtype) if centre else b0
 
     def rows(x):  # split by rows over the mesh (on one device: as is)
         if mesh is None:
@@ -299,8 +331,17 @@ def solve(
     def pad(x, widths):  # np.pad copies even when there is nothing to pad
         return x if resident or not np.any(widths) else np.pad(x, widths)
 
+    if sparse:  # each device's rows as its own block of non-zeros
+        blocks = 1 if mesh is None else mesh.size
+        laid_out = _sparse.lay_out(
+            Xc, dtype, blocks=blocks, block_rows=(n + n_pad) // blocks, n_cols=d + d_pad,
+            transposed=True,
+        )  # fmt: skip
+        X_rows = _sparse.place(laid_out, mesh)
+    else:
+        X_rows = rows(pad(Xc, ((0, n_pad), (0, d_pad))))
     result = continuation.run(
-        rows(pad(Xc, ((0, n_pad), (0, d_pad)))),
+        X_rows,
         rows(pad(y, (0, n_pad))),
         rows(pad(c, (0, n_pad)).astype(dtype)),
         same(np.asarray(margin, dtype)),
@@ -315,14 +356,14 @@ def solve(
     if mesh is not None:  # replicated global arrays: unpad where they live
         W = result.params["W"][:d]
         b = result.params["b"]
-        b = _uncentre(b, jnp.asarray(mean, dtype), W) if fit_intercept else b
+        b = _uncentre(b, jnp.asarray(mean, dtype), W) if centre else b
         return result._replace(params={"W": W, "b": b})
     # One device: unpad and undo the centring on the host, and hand back by a transfer;
     # eager JAX ops here (jnp.asarray too) would each compile a small program of their own
     # in a fresh process.
     W = np.asarray(result.params["W"])[:d]
     b = np.asarray(result.params["b"])
-    if fit_intercept:
+    if centre:
         b = (b - np.asarray(mean).astype(dtype) @ W).astype(dtype)
     return result._replace(params={"W": jax.device_put(W), "b": jax.device_put(b)})
 

@@ -197,10 +197,10 @@ def fit(
     key = checks.as_key(key)
     mesh = None if mesh is None else sharding.auto_axes(mesh)
     if mesh is None:
-        data = prepare_data(params, X, y, validation_data=validation)
+        data = prepare_data(params, X, y, validation_data=validation, batch_size=batch_size)
         n = data.X.shape[0]
     else:
-        data, n = shard_data(params, X, y, validation, mesh)
+        data, n = shard_data(params, X, y, validation, mesh, batch_size=batch_size)
     consts = prepare_consts(params, margin, class_weights)
     frozen = registry.loss_options(loss, loss_options)
     if registry.get(loss).constraint == "sum_to_zero":
