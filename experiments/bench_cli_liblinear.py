@@ -49,6 +49,7 @@ class Config:
     C: float = 0.1
     liblinear_tol: float = 0.01  # liblinear-train -e
     tol: float = 1e-3  # svmjax train --tol (relative duality gap)
+    sparse: bool = True  # svmjax train --sparse (False: --no-sparse, dense arrays)
     seed: int = 0
 
 
@@ -115,6 +116,7 @@ def main(config: Config) -> dict:
     train_cmd += ["--loss", "crammer_singer", "--preprocess", "none", "--no-intercept", "-C", C]
     train_cmd += ["--tol", f"{config.tol:g}", "--val-fraction", "0", "--test-fraction", "0"]
     train_cmd += ["--out", str(out / "svmjax"), "--json"]
+    train_cmd += [] if config.sparse else ["--no-sparse"]
     svmjax_s, result = _timed(train_cmd)
     metrics = json.loads(result.stdout)
     predict_cmd = [*svmjax_cli, "predict", str(out / "svmjax" / "model.npz"), str(test_file)]
@@ -158,7 +160,10 @@ def main(config: Config) -> dict:
             "features": ds.n_features,
             "classes": ds.n_classes,
         },  # fmt: skip
-        "commands": {"svmjax": " ".join(train_cmd[2:]), "liblinear": " ".join(liblinear_cmd)},
+        "commands": {
+            "svmjax": " ".join(["svmjax", *train_cmd[3:]]),
+            "liblinear": " ".join(liblinear_cmd),
+        },
         "objective": objective,
         "svmjax_vs_liblinear": objective["svmjax"] / objective["liblinear"] - 1,
         "svmjax_certified_gap": metrics["dual_gap"] / metrics["objective"],
@@ -199,5 +204,7 @@ if __name__ == "__main__":
     parser.add_argument("--test", help="its test file")
     parser.add_argument("--C", type=float, default=Config.C)
     parser.add_argument("--n-train", type=int, default=Config.n_train)
+    parser.add_argument("--no-sparse", action="store_true", help="svmjax on dense arrays")
     args = parser.parse_args()
-    main(Config(out=args.out, data=args.data, test=args.test, C=args.C, n_train=args.n_train))
+    options = dict(data=args.data, test=args.test, C=args.C, n_train=args.n_train)
+    main(Config(out=args.out, sparse=not args.no_sparse, **options))
