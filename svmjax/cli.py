@@ -26,6 +26,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -73,6 +74,12 @@ def _accuracy(params, X, y) -> float:
     return float(np.mean(np.asarray(linear.predict(params, X)) == y))
 
 
+def _features(ds: data.Dataset) -> tuple[Any, Any]:
+    """``X_train`` and ``X_val``: NumPy arrays or CSR matrices, both of which ``fit`` and
+    ``fit_grid`` take (their ``ArrayLike`` annotation names the first only)."""
+    return ds.X_train, ds.X_val
+
+
 def _demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     out = Path(args.out)
@@ -91,17 +98,18 @@ def _demo(args: argparse.Namespace) -> int:
         f"analytic gradient, SGD lr {args.lr}, {args.epochs} epochs, batch {args.batch_size}"
     )
     params = linear.init(init_key, ds.n_features, ds.n_classes)
+    X_train, X_val = _features(ds)
     train_start = time.perf_counter()
     params, history = training.fit(
         params,
-        ds.X_train,
+        X_train,
         ds.y_train,
         key=train_key,
         optimizer=optim.make_optimizer("sgd", args.lr),
         reg=args.reg,
         epochs=args.epochs,
         batch_size=args.batch_size,
-        validation=(ds.X_val, ds.y_val),
+        validation=(X_val, ds.y_val),
         progress=progress(args),
     )
     jax.block_until_ready(params)
@@ -149,10 +157,11 @@ def _sweep(args: argparse.Namespace) -> int:
     if not len(ds.y_val):
         raise UsageError("a sweep needs a validation split (this data set has none)")
     params = linear.init(init_key, ds.n_features, ds.n_classes)
+    X_train, X_val = _features(ds)
     start = time.perf_counter()
     sweep = grid.fit_grid(
         params,
-        ds.X_train,
+        X_train,
         ds.y_train,
         key=train_key,
         learning_rates=tuple(args.lrs),
@@ -163,7 +172,7 @@ def _sweep(args: argparse.Namespace) -> int:
         squared=args.squared,
         epochs=args.epochs,
         batch_size=args.batch_size,
-        validation=(ds.X_val, ds.y_val),
+        validation=(X_val, ds.y_val),
         **options,
     )
     seconds = time.perf_counter() - start
