@@ -75,7 +75,7 @@ def sparse_batch(X: SparseRows, y: jax.Array, index: jax.Array):
     weight = (index >= 0).astype(X.dtype)
     at = jnp.maximum(index, 0)
     y_b = jax.vmap(lambda y, i: y[i])(y.reshape(index.shape[0], -1), at)
-    X_b = take_rows(X, index, X.batch_nnz)
+    X_b = take_rows(X, index, X.batch_slots)
     return X_b, y_b.reshape(-1), weight.reshape(-1), jnp.sum(weight)
 
 

@@ -9,9 +9,10 @@ one). Nothing here builds the dense ``[N, D]`` array.
 
 * :func:`is_sparse` tells the kinds apart; :func:`to_csr` checks a concrete matrix and
   returns it in canonical form on the host (:func:`check_csr` names the first problem);
-* :func:`lay_out` builds the blocks from a checked CSR matrix, padded to a bucket of
-  non-zero counts (so data of similar size shares a compiled program), and :func:`place`
-  puts them on a device or a mesh; :func:`as_rows` does all of it for one block;
+* :func:`lay_out` builds the blocks from a checked CSR matrix: the non-zeros of each row
+  cut into slots of :data:`SLOT` entries, the slots padded to a bucket
+  (so data of similar size shares a compiled program); :func:`place` puts them on a
+  device or a mesh; :func:`as_rows` does all of it for one block;
 * :func:`from_jax` reads a ``BCOO`` / ``BCSR`` inside ``jit`` with no host work.
 
 The canonical form: duplicate entries are summed (scipy's ``sum_duplicates``, what the
@@ -39,40 +40,47 @@ from svmjax import sharding
 from svmjax._checks import is_concrete
 
 Csr = Any  # a scipy.sparse CSR matrix (scipy's annotations leave its shape optional)
-_MIN_NNZ = 256  # the smallest bucket of non-zeros per block
-_NNZ_STEPS = 8  # buckets per octave: at most 1/8 of a block's entries are padding
+_MIN_SLOTS = 1024  # the smallest bucket of slots per block
+_STEPS = 8  # buckets per octave: at most 1/8 of a block's slots are padding
+# Entries per slot. One width for every matrix, so that folds of one data set never
+# differ in it: on text-like data 8 is the fastest of 4, 8 and 16 or within 1.3x of it
+# for both products (experiments/bench_sparse_kernels.py times the three).
+SLOT = 8
 
 
 @dataclasses.dataclass(frozen=True)
 class SparseRows:
     """Sparse ``[P m, D]`` features as ``P`` row blocks of ``m`` rows (a pytree).
 
-    Block ``p`` holds rows ``[p m, (p + 1) m)``; its non-zeros are ``data[p]``,
-    ``cols[p]`` (their columns) and ``rows[p]`` (their rows within the block, ascending
-    when ``sorted``), padded with zeros to one length. ``t_data``, ``t_rows``, ``t_cols``
-    are the same entries in column order (each block's CSC), or ``None``. ``block_rows``
-    (``m``), ``n_cols`` (``D``), ``sorted`` and ``batch_nnz`` (for training data: the
-    non-zeros a minibatch of a block's rows can have at most) are static.
+    Block ``p`` holds rows ``[p m, (p + 1) m)``. Its non-zeros are cut into *slots* of up
+    to ``E`` entries of one row: ``values[p]`` and ``index[p]`` (``[E, S]``: the value and
+    column of entry ``e`` of slot ``s``; padding entries are 0) and ``owner[p]`` (``[S]``:
+    each slot's row within the block, ascending when ``sorted``; ``m`` marks a padding
+    slot). ``t_values``, ``t_index``, ``t_owner`` hold the same entries in slots of one
+    column each (``t_index`` their rows, ``t_owner`` the column, ``D`` for padding), or
+    ``None``. ``block_rows`` (``m``), ``n_cols`` (``D``), ``sorted`` and ``batch_slots``
+    (for training data: the slots a minibatch of a block's rows can have at most) are
+    static.
     """
 
-    data: jax.Array
-    cols: jax.Array
-    rows: jax.Array
-    t_data: jax.Array | None
-    t_rows: jax.Array | None
-    t_cols: jax.Array | None
+    values: jax.Array
+    index: jax.Array
+    owner: jax.Array
+    t_values: jax.Array | None
+    t_index: jax.Array | None
+    t_owner: jax.Array | None
     block_rows: int
     n_cols: int
     sorted: bool = True
-    batch_nnz: int = 0  # a bound on the non-zeros of any minibatch (svmjax._inputs)
+    batch_slots: int = 0
 
     @property
     def shape(self) -> tuple[int, int]:
-        return (self.data.shape[0] * self.block_rows, self.n_cols)
+        return (self.values.shape[0] * self.block_rows, self.n_cols)
 
     @property
     def dtype(self) -> Any:
-        return self.data.dtype
+        return self.values.dtype
 
     @property
     def ndim(self) -> int:
@@ -80,19 +88,24 @@ class SparseRows:
 
     @property
     def blocks(self) -> int:
-        return self.data.shape[0]
+        return self.values.shape[0]
+
+    @property
+    def stored(self) -> int:
+        """Entries stored in row slots, padding included (over all blocks)."""
+        return self.values.size
 
     def astype(self, dtype) -> SparseRows:
         return dataclasses.replace(
             self,
-            data=self.data.astype(dtype),
-            t_data=None if self.t_data is None else self.t_data.astype(dtype),
+            values=self.values.astype(dtype),
+            t_values=None if self.t_values is None else self.t_values.astype(dtype),
         )
 
 
-_FIELDS = ["data", "cols", "rows", "t_data", "t_rows", "t_cols"]
+_FIELDS = ["values", "index", "owner", "t_values", "t_index", "t_owner"]
 jax.tree_util.register_dataclass(
-    SparseRows, data_fields=_FIELDS, meta_fields=["block_rows", "n_cols", "sorted", "batch_nnz"]
+    SparseRows, data_fields=_FIELDS, meta_fields=["block_rows", "n_cols", "sorted", "batch_slots"]
 )
 try:  # so that a compiled program taking one can be exported (svmjax.cache)
     jax.export.register_pytree_node_serialization(
@@ -204,13 +217,30 @@ def to_csr(X: Any, name: str = "X") -> Csr:
 # --------------------------------------------------------------------------- layout
 
 
-def bucket(n: int, minimum: int = _MIN_NNZ, steps_per_octave: int = _NNZ_STEPS) -> int:
+def bucket(n: int, minimum: int = _MIN_SLOTS, steps_per_octave: int = _STEPS) -> int:
     """``n`` rounded up to ``minimum`` or to a multiple of ``2**k / steps_per_octave``
     with ``2**k <= n`` (so at most ``1 / steps_per_octave`` is padding)."""
     if n <= minimum:
         return minimum
     step = max(1, (1 << (n.bit_length() - 1)) // steps_per_octave)
     return -(-n // step) * step
+
+
+def _slots(indptr, indices, values, width: int, size: int, pad_owner: int, dtype):
+    """The entries of a compressed matrix (row ``r``: ``indptr[r]:indptr[r + 1]``) in
+    slots of ``width``: ``(values [E, size], index [E, size], owner [size])``."""
+    lengths = np.diff(indptr)
+    count = -(-lengths // width)
+    owner = np.repeat(np.arange(lengths.size), count)
+    first = np.cumsum(count) - count
+    row = np.repeat(np.arange(lengths.size), lengths)
+    within = np.arange(indices.size) - np.asarray(indptr)[row]
+    slot, position = first[row] + within // width, within % width
+    out = (np.zeros((width, size), dtype), np.zeros((width, size), np.int32))
+    out[0][position, slot], out[1][position, slot] = values, indices
+    padded = np.full(size, pad_owner, np.int32)
+    padded[: owner.size] = owner
+    return (*out, padded)
 
 
 def lay_out(
@@ -221,48 +251,41 @@ def lay_out(
     block_rows: int | None = None,
     n_cols: int | None = None,
     transposed: bool = False,
-    nnz: int | None = None,
     batch_rows: int | None = None,
 ) -> SparseRows:
     """``csr`` (checked, canonical) as a :class:`SparseRows` of NumPy arrays: ``blocks``
     blocks of ``block_rows`` rows (default ``ceil(N / blocks)``; rows past ``N`` are
-    empty), ``n_cols`` columns (default ``D``; more adds empty columns), each block's
-    non-zeros padded to ``nnz`` (default: the bucket of the largest block's count), and
-    with ``transposed`` the column-order copy. With ``batch_rows``, ``batch_nnz`` holds
-    every minibatch of that many rows of a block: the bucket of the largest sum of the
-    ``batch_rows`` longest rows of a block (data only, not the batch order, so every
-    epoch runs one program)."""
+    empty), ``n_cols`` columns (default ``D``; more adds empty columns), with
+    ``transposed`` the column slots too. Slots hold :data:`SLOT` entries; each block's
+    slots are padded to the bucket of the largest block's count, so data of similar size
+    shares a compiled program. With
+    ``batch_rows``, ``batch_slots`` holds every minibatch of that many rows of a block:
+    the bucket of the largest sum of the slot counts of the ``batch_rows`` longest rows
+    of a block (data only, not the batch order, so every epoch runs one program)."""
     n, d = csr.shape
     m = -(-n // blocks) if block_rows is None else int(block_rows)
     width = d if n_cols is None else int(n_cols)
     if blocks * m < n or width < d:
         raise ValueError(f"{blocks} blocks of {m} rows and {width} columns cannot hold {csr.shape}")
-    edges = np.asarray(csr.indptr)[np.minimum(np.arange(blocks + 1) * m, n)]
-    cap = bucket(int(np.max(np.diff(edges)))) if nnz is None else int(nnz)
-    arrays: dict[str, Any] = {
-        k: np.zeros((blocks, cap), dtype if k.endswith("data") else np.int32) for k in _FIELDS
-    }
-    # Padding entries have value 0 and a row (t_cols: a column) one past the last, which
-    # the products' segment sums drop.
-    arrays["rows"][:], arrays["t_cols"][:] = m, width
-    for p in range(blocks):
-        block = csr[min(p * m, n) : min((p + 1) * m, n)]
-        k = block.nnz
-        arrays["data"][p, :k], arrays["cols"][p, :k] = block.data, block.indices
-        arrays["rows"][p, :k] = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
-        if transposed:
-            csc = block.tocsc()  # sorted by column, then by row
-            arrays["t_data"][p, :k], arrays["t_rows"][p, :k] = csc.data, csc.indices
-            arrays["t_cols"][p, :k] = np.repeat(np.arange(d), np.diff(csc.indptr))
-    if not transposed:
-        arrays.update(t_data=None, t_rows=None, t_cols=None)
-    batch_nnz = 0
+    parts = [csr[min(p * m, n) : min((p + 1) * m, n)] for p in range(blocks)]
+    lengths = np.zeros((blocks, m), np.int64)
+    lengths.reshape(-1)[:n] = np.diff(csr.indptr)
+    per_row = -(-lengths // SLOT)
+    size = bucket(int(np.max(np.sum(per_row, axis=1))))
+    rows = [_slots(b.indptr, b.indices, b.data, SLOT, size, m, dtype) for b in parts]
+    arrays: dict[str, Any] = dict(
+        zip(_FIELDS, [*map(np.stack, zip(*rows, strict=True))] + 3 * [None], strict=True)
+    )
+    if transposed:
+        columns = [b.tocsc() for b in parts]  # each column's rows sorted
+        t_size = bucket(max(int(np.sum(-(-np.diff(c.indptr) // SLOT))) for c in columns))
+        t = [_slots(c.indptr, c.indices, c.data, SLOT, t_size, width, dtype) for c in columns]
+        arrays.update(zip(_FIELDS[3:], map(np.stack, zip(*t, strict=True)), strict=True))
+    batch_slots = 0
     if batch_rows is not None:
-        lengths = np.zeros(blocks * m, np.int64)
-        lengths[:n] = np.diff(csr.indptr)
-        longest = -np.sort(-lengths.reshape(blocks, m), axis=1)[:, :batch_rows]
-        batch_nnz = bucket(int(np.max(np.sum(longest, axis=1))))
-    return SparseRows(**arrays, block_rows=m, n_cols=width, batch_nnz=batch_nnz)
+        longest = -np.sort(-per_row, axis=1)[:, :batch_rows]
+        batch_slots = bucket(int(np.max(np.sum(longest, axis=1))))
+    return SparseRows(**arrays, block_rows=m, n_cols=width, batch_slots=batch_slots)
 
 
 def as_rows(X: Any, name: str = "X") -> SparseRows:
@@ -311,18 +334,25 @@ def from_jax(X: jax_sparse.BCOO | jax_sparse.BCSR, name: str = "X") -> SparseRow
     bad = (row < 0) | (col < 0) | (beyond & (X.data != 0))
     data = jnp.where(bad, jnp.nan, jnp.where(beyond, 0, X.data))
     row, col = jnp.clip(row, 0, n - 1), jnp.clip(col, 0, d - 1)
-    return SparseRows(
-        data[None], col[None].astype(jnp.int32), row[None].astype(jnp.int32), None, None,
-        None, block_rows=n, n_cols=d, sorted=bool(X.indices_sorted),
+    return SparseRows(  # one entry per slot
+        data[None, None], col[None, None].astype(jnp.int32), row[None].astype(jnp.int32),
+        None, None, None, block_rows=n, n_cols=d, sorted=bool(X.indices_sorted),
     )  # fmt: skip
 
 
 @jax.jit
 def _jax_problems(data, indices, shape):
+    """The first bad index entry and the first non-finite value, each ``(found, entry,
+    its indices, its value)``."""
     beyond = jnp.any(indices >= shape[None, :], axis=1)
     bad_index = jnp.any(indices < 0, axis=1) | (beyond & (data != 0))
     finite = jnp.isfinite(data) if jnp.issubdtype(data.dtype, jnp.inexact) else data == data
-    return jnp.argmax(bad_index), jnp.any(bad_index), jnp.argmax(~finite), jnp.all(finite)
+
+    def first(mask):
+        k = jnp.argmax(mask)
+        return jnp.any(mask), k, indices[k], data[k]
+
+    return first(bad_index), first(~finite)
 
 
 def check_jax(X: jax_sparse.BCOO, name: str = "X") -> None:
@@ -330,12 +360,12 @@ def check_jax(X: jax_sparse.BCOO, name: str = "X") -> None:
     negative index, an out-of-range one with a non-zero value, a non-finite value."""
     if X.data.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {X.data.dtype}")
-    shape = jnp.asarray(X.shape, X.indices.dtype)
-    first_bad, any_bad, first_nan, finite = jax.device_get(_jax_problems(X.data, X.indices, shape))
-    if any_bad:
-        row, col = (int(i) for i in np.asarray(X.indices[first_bad]))
+    with jax.ensure_compile_time_eval():  # concrete also where X is closed over in a trace
+        shape = jnp.asarray(X.shape, X.indices.dtype)
+        bad_index, not_finite = jax.device_get(_jax_problems(X.data, X.indices, shape))
+    if X.nse and bad_index[0]:
+        row, col = (int(i) for i in bad_index[2])
         raise ValueError(f"{name} has an index outside its shape {X.shape}: ({row}, {col})")
-    if not finite:
-        row, col = (int(i) for i in np.asarray(X.indices[first_nan]))
-        value = np.asarray(X.data[first_nan])
-        raise ValueError(f"{name} is not finite: {name}({row}, {col}) = {value}")
+    if X.nse and not_finite[0]:
+        row, col = (int(i) for i in not_finite[2])
+        raise ValueError(f"{name} is not finite: {name}({row}, {col}) = {not_finite[3]}")

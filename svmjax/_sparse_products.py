@@ -8,10 +8,11 @@ dense matrices, and the minibatch of sparse rows.
 * :func:`take_rows` gathers a minibatch of rows, its non-zeros padded to a static count,
   inside ``jit``.
 
-Each product reads the non-zeros once: it gathers the rows of the dense matrix the
-entries point to, scales them by the values and sums them into their row (column) with a
-segment sum over sorted ids. ``X^T M`` reads the column-order copy when ``X`` has one
-(sorted ids again), else scatters by column. Row blocks (a mesh's devices) are
+Each product reads the non-zeros once, slot by slot (:class:`svmjax._sparse.SparseRows`):
+it gathers the rows of the dense matrix a slot's entries point to, scales and adds them
+(one fused kernel), and sums the slots into their row (column) with a segment sum over
+sorted ids. ``X^T M`` reads the column slots when ``X`` has them, else scatters each
+entry into its column. Row blocks (a mesh's devices) are
 ``jax.vmap``-ed over, so each device reads only its own non-zeros; ``X^T M`` then sums
 the blocks' ``[D, K]`` parts.
 """
@@ -26,32 +27,37 @@ import jax.numpy as jnp
 from svmjax._sparse import SparseRows
 
 
-def _times(data, cols, rows, W, m: int, is_sorted: bool):
-    """One block's ``X_p @ W`` ``[m, K]``."""
-    picked = W.at[cols].get(mode="promise_in_bounds")
-    return jax.ops.segment_sum(
-        data[:, None] * picked, rows, m, indices_are_sorted=is_sorted, mode="drop"
-    )
+def _slot_sums(values, index, owner, src, size: int, is_sorted: bool):
+    """``sum_e values[e, s] src[index[e, s]]`` per slot ``s``, summed into ``owner[s]``
+    ``[size, K]``: the rows of ``src`` gathered, scaled and added in one pass (the loop
+    over the ``E`` entries of a slot is unrolled, so XLA fuses it into one kernel with no
+    ``[nnz, K]`` intermediate), then one segment sum of the slots."""
+    total = None
+    for e in range(values.shape[0]):
+        term = values[e][:, None] * src.at[index[e]].get(mode="promise_in_bounds")
+        total = term if total is None else total + term
+    assert total is not None
+    return jax.ops.segment_sum(total, owner, size, indices_are_sorted=is_sorted, mode="drop")
 
 
 def _transposed_times(X: SparseRows, M, d: int):
     """One block's ``X_p^T @ M_p`` ``[D, K]`` (``M_p`` its ``[m, K]`` rows)."""
-    if X.t_data is not None and X.t_rows is not None and X.t_cols is not None:  # by column
-        picked = M.at[X.t_rows].get(mode="promise_in_bounds")
-        return jax.ops.segment_sum(
-            X.t_data[:, None] * picked, X.t_cols, d, indices_are_sorted=True, mode="drop"
-        )
-    picked = jnp.take(M, X.rows, axis=0, mode="fill", fill_value=0)  # padding rows: 0
-    return jax.ops.segment_sum(X.data[:, None] * picked, X.cols, d, mode="drop")
+    if X.t_values is not None and X.t_index is not None and X.t_owner is not None:
+        return _slot_sums(X.t_values, X.t_index, X.t_owner, M, d, True)  # column slots
+    # No column slots (a minibatch, a BCOO): each entry scattered into its column.
+    picked = M.at[X.owner].get(mode="fill", fill_value=0)  # padding slots: 0
+    entries = X.values[:, :, None] * picked[None]  # [E, S, K]
+    flat = entries.reshape(-1, M.shape[1])
+    return jax.ops.segment_sum(flat, X.index.reshape(-1), d, mode="drop")
 
 
 def times(X: SparseRows, W: jax.Array) -> jax.Array:
     """``X @ W`` ``[P m, K]`` for ``W`` ``[D, K]`` (no derivative rule: see :func:`matmul`)."""
     if W.shape[0] != X.n_cols:
         raise ValueError(f"X {X.shape} and W {W.shape} do not match")
-    W = jnp.asarray(W, jnp.result_type(X.data, W))
-    out = jax.vmap(lambda d, c, r: _times(d, c, r, W, X.block_rows, X.sorted))(
-        X.data, X.cols, X.rows
+    W = jnp.asarray(W, jnp.result_type(X.values, W))
+    out = jax.vmap(lambda v, i, o: _slot_sums(v, i, o, W, X.block_rows, X.sorted))(
+        X.values, X.index, X.owner
     )
     return out.reshape(-1, W.shape[1])
 
@@ -60,7 +66,7 @@ def rmatmul(X: SparseRows, M: jax.Array) -> jax.Array:
     """``X^T @ M`` ``[D, K]`` for ``M`` ``[P m, K]``."""
     if M.shape[0] != X.shape[0]:
         raise ValueError(f"X {X.shape} and M {M.shape} do not match")
-    M = jnp.asarray(M, jnp.result_type(X.data, M))
+    M = jnp.asarray(M, jnp.result_type(X.values, M))
     blocks = M.reshape(X.blocks, X.block_rows, M.shape[1])
     leaves = dataclasses.replace(X, block_rows=0)  # vmapped: one block's arrays
     parts = jax.vmap(lambda x, m: _transposed_times(x, m, X.n_cols))(leaves, blocks)
@@ -73,7 +79,7 @@ def _matmul(X: SparseRows, W: jax.Array) -> jax.Array:
 
 
 def _matmul_fwd(X, W):
-    if X.data.perturbed or (X.t_data is not None and X.t_data.perturbed):
+    if X.values.perturbed or (X.t_values is not None and X.t_values.perturbed):
         raise NotImplementedError(
             "svmjax differentiates with respect to the weights only, not the values of a sparse X"
         )
@@ -110,31 +116,33 @@ def class_gradient(X: SparseRows, u: jax.Array) -> jax.Array:
 # ------------------------------------------------------------------------------ minibatches
 
 
-def _take_block(data, cols, rows, index, m: int, nnz: int):
-    """The rows ``index`` ``[b]`` (``-1``: an empty padding row) of one block."""
-    starts = jnp.searchsorted(rows, jnp.arange(m + 1, dtype=rows.dtype), side="left")
-    real = index >= 0
-    at = jnp.where(real, index, 0)
-    lengths = jnp.where(real, starts[at + 1] - starts[at], 0)
-    ends = jnp.cumsum(lengths)
-    slot = jnp.arange(nnz, dtype=ends.dtype)
-    owner = jnp.searchsorted(ends, slot, side="right")  # the batch row of each slot
-    inside = owner < index.shape[0]
-    owner_at = jnp.minimum(owner, index.shape[0] - 1)
-    source = starts[at[owner_at]] + slot - (ends[owner_at] - lengths[owner_at])
-    source = jnp.where(inside, source, 0)
+def _take_block(values, index, owner, rows, m: int, size: int):
+    """The rows ``rows`` ``[b]`` (``-1``: an empty padding row) of one block: their slots,
+    at most ``size``, owned by their position in ``rows``."""
+    b = rows.shape[0]
+    starts = jnp.searchsorted(owner, jnp.arange(m + 1, dtype=owner.dtype), side="left")
+    real = rows >= 0
+    at = jnp.where(real, rows, 0)
+    counts = jnp.where(real, starts[at + 1] - starts[at], 0)
+    ends = jnp.cumsum(counts)
+    slot = jnp.arange(size, dtype=ends.dtype)
+    batch_row = jnp.searchsorted(ends, slot, side="right")  # the batch row of each slot
+    inside = batch_row < b
+    row = jnp.minimum(batch_row, b - 1)
+    source = jnp.where(inside, starts[at[row]] + slot - (ends[row] - counts[row]), 0)
     return (
-        jnp.where(inside, data[source], 0),
-        jnp.where(inside, cols[source], 0),
-        jnp.where(inside, owner, index.shape[0]).astype(jnp.int32),
+        jnp.where(inside[None], values[:, source], 0),
+        jnp.where(inside[None], index[:, source], 0),
+        jnp.where(inside, batch_row, b).astype(jnp.int32),
     )
 
 
-def take_rows(X: SparseRows, index: jax.Array, nnz: int) -> SparseRows:
-    """The minibatch ``X[index]`` as a :class:`SparseRows` without the column-order copy:
-    ``index`` ``[P, b]`` row indices within each block (``-1`` for an empty padding row);
-    batch block ``p`` holds block ``p``'s rows ``index[p]`` and at most ``nnz``
-    non-zeros (``X.batch_nnz`` bounds them; more would be dropped)."""
-    take = jax.vmap(lambda d, c, r, i: _take_block(d, c, r, i, X.block_rows, nnz))
-    data, cols, rows = take(X.data, X.cols, X.rows, index)
-    return SparseRows(data, cols, rows, None, None, None, index.shape[1], X.n_cols, True)
+def take_rows(X: SparseRows, rows: jax.Array, size: int) -> SparseRows:
+    """The minibatch ``X[rows]`` as a :class:`SparseRows` without column slots: ``rows``
+    ``[P, b]`` row indices within each block (``-1`` for an empty padding row); batch
+    block ``p`` holds block ``p``'s rows ``rows[p]`` in at most ``size`` slots
+    (``X.batch_slots`` bounds them; more would be dropped). ``X``'s slot owners must be
+    sorted."""
+    take = jax.vmap(lambda v, i, o, r: _take_block(v, i, o, r, X.block_rows, size))
+    values, index, owner = take(X.values, X.index, X.owner, rows)
+    return SparseRows(values, index, owner, None, None, None, rows.shape[1], X.n_cols, True)

@@ -267,7 +267,7 @@ def _solve(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, loss, squar
     x0 = jnp.concatenate([init["W"].T.ravel(), jnp.where(fit_intercept, init["b"], 0)])
     zero, dtype = jnp.zeros((), jnp.int32), X.dtype
     n, d = X.shape
-    nnz = X.data.size if sparse else None
+    nnz = X.stored if sparse else None
     state = _State(
         x=x0,
         z=jnp.zeros((p.is_true.shape[0], X.shape[0]), dtype),

@@ -87,7 +87,7 @@ def test_take_rows_gathers_the_rows_asked_for():
     X, _ = _problem()
     rows = _sparse.place(_sparse.lay_out(X, np.float32, blocks=2, batch_rows=7))
     index = np.array([[0, 3, 29, 10, 4, -1, 2], [1, 0, 5, -1, -1, 29, 12]], np.int32)
-    batch = jax.jit(take_rows, static_argnums=2)(rows, index, rows.batch_nnz)
+    batch = jax.jit(take_rows, static_argnums=2)(rows, index, rows.batch_slots)
     want = np.zeros((14, 17), np.float32)
     for p in range(2):
         for j, i in enumerate(index[p]):
@@ -99,9 +99,9 @@ def test_take_rows_gathers_the_rows_asked_for():
 
 def test_batch_bound_holds_the_longest_rows():
     X, _ = _problem()
-    lengths = np.diff(X.indptr)
     rows = _sparse.lay_out(X, np.float32, batch_rows=5)
-    assert rows.batch_nnz >= np.sort(lengths)[-5:].sum()
+    slots = -(-np.diff(X.indptr) // rows.values.shape[1])
+    assert rows.batch_slots >= np.sort(slots)[-5:].sum()
 
 
 # --- entry points, sparse vs dense --------------------------------------------------------
@@ -452,7 +452,7 @@ def _eight_devices(out: Path) -> None:
     alone = grid.fit_grid(params, X, y, key=jax.random.key(1), epochs=1)
     report["grid_rel_error"] = _rel(swept.params, alone.params)
     laid_out = _sparse.place(_sparse.lay_out(X, np.float32, blocks=8), mesh)
-    shards = laid_out.data.addressable_shards
+    shards = laid_out.values.addressable_shards
     report["blocks_per_device"] = sorted({s.data.shape[0] for s in shards})
     report["devices_holding_blocks"] = len({s.device for s in shards})
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
