@@ -288,3 +288,12 @@ def test_text_corpus_smoke(tmp_path):
     np.testing.assert_allclose(np.sqrt(X.multiply(X).sum(axis=1)), 1, rtol=1e-5)
     assert (tmp_path / "out" / "gcloud_man.svm").exists()
     assert "| gcloud man pages | 12 |" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_bench_sparse_kernels_smoke(tmp_path):
+    bench = load("bench_sparse_kernels")
+    config = bench.Config(out=str(tmp_path), n=300, d=500, classes=3, loop=2, repeats=2)
+    results = bench.main(config)
+    assert max(results["max_rel_error"].values()) < 1e-5
+    assert {"scipy/XW", "slots_8/XtM", "svmjax/XtM", "class_major/XW"} <= set(results["timings"])
+    assert (tmp_path / "results.md").read_text().startswith("# Sparse products, 300 x 500")
