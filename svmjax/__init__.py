@@ -1,30 +1,21 @@
 """svmjax: multiclass SVM (hinge-family) losses in JAX, with analytic gradients.
 
-Modules, one concern each (modules whose name starts with ``_`` are internal):
+Public modules, one concern each (a module whose name starts with ``_`` is internal):
 
-* :mod:`svmjax.losses` — pure ``jnp`` definitions (``jax.grad`` differentiates them);
-* :mod:`svmjax.analytic` — the same losses with hand-written ``custom_vjp`` gradients;
-* :mod:`svmjax.registry` — the one list of loss names and what each supports;
-* :mod:`svmjax.linear` — the linear model ``{"W", "b"}`` and its regularised objective;
-* :mod:`svmjax.fused` — the fast analytic objective (one pass over ``X``, bfloat16 ``X``);
-* :mod:`svmjax.optim` — optimizers by name, learning rate in the state;
-* :mod:`svmjax.train` — optax training: ``fit``;
-* :mod:`svmjax.batches` — every epoch's minibatch order, drawn from the key;
-* :mod:`svmjax.grid` — ``fit_grid``: many configurations in one vmapped run;
-* :mod:`svmjax.checkpoint` — atomic ``.npz`` checkpoints, no pickle;
-* :mod:`svmjax.model` — model files (parameters, preprocessing, labels), no pickle;
-* :mod:`svmjax.cache` — an opt-in persistent compilation cache;
-* :mod:`svmjax.solve` — an exact solver with a duality-gap certificate, looping in
-  :mod:`svmjax.continuation` on :mod:`svmjax.lbfgs` and the duals of :mod:`svmjax.duals`;
-* :class:`svmjax.SVMClassifier` — a scikit-learn estimator (needs the ``data`` extra);
-* :mod:`svmjax.conventions` — conversions to torch, optax, Keras, liblinear, sklearn, cs231n;
-* :mod:`svmjax.metrics` — classification metrics (:func:`~svmjax.metrics.top_k_accuracy`);
-* :mod:`svmjax.gradcheck` — finite differences and the agreement table;
-* :mod:`svmjax.data` — built-in data sets and loaders for CIFAR-10, MNIST, LIBSVM files;
-* :mod:`svmjax.preprocessing` — feature scaling from training statistics, dense or sparse;
-* :mod:`svmjax.plots` — learning curves and weight templates (matplotlib extra);
-* :mod:`svmjax.sharding` — meshes for data-parallel ``fit`` and sharded ``fit_grid``;
-* :mod:`svmjax.validation` — input checks (:func:`validate`).
+* losses: :mod:`svmjax.losses` (pure ``jnp`` definitions, ``jax.grad`` differentiates them),
+  :mod:`svmjax.analytic` (the same losses with hand-written ``custom_vjp`` gradients),
+  :mod:`svmjax.family` (the unified template), :mod:`svmjax.registry` (the one list of loss
+  names and what each supports), :mod:`svmjax.gradcheck`, :mod:`svmjax.metrics`;
+* the model and its training: :mod:`svmjax.linear` (``{"W", "b"}`` and its objective),
+  :mod:`svmjax.fused` (the fast analytic objective), :mod:`svmjax.optim`,
+  :mod:`svmjax.train` (``fit``), :mod:`svmjax.batches`, :mod:`svmjax.grid` (``fit_grid``),
+  :mod:`svmjax.sharding` (meshes), :mod:`svmjax.checkpoint`;
+* the exact solver: :mod:`svmjax.solve` (duality-gap certificate), :mod:`svmjax.continuation`,
+  :mod:`svmjax.lbfgs`, :mod:`svmjax.duals`; :class:`svmjax.SVMClassifier` (scikit-learn,
+  the ``data`` extra); :mod:`svmjax.model` (model files, no pickle);
+* data and the rest: :mod:`svmjax.data`, :mod:`svmjax.preprocessing`, :mod:`svmjax.formats`,
+  :mod:`svmjax.validation` (:func:`validate`), :mod:`svmjax.cache`, :mod:`svmjax.conventions`
+  (torch, optax, Keras, liblinear, sklearn, cs231n), :mod:`svmjax.plots` (matplotlib extra).
 """
 
 from typing import TYPE_CHECKING
