@@ -30,6 +30,8 @@ _ENOUGH = 1.0  # hinges: no next stage once the smoothing's share of the gap is 
 _MEMORY = 30  # L-BFGS memory on small problems
 _LARGE_MEMORY = 100  # ... and once X has at least _LARGE elements
 _LARGE = 1 << 22
+_WIDE = 1 << 28  # sparse X: the memory's 2 m vectors hold at most this many values...
+_LEAST_MEMORY = 10  # ...with at least this many pairs
 _PATIENCE = 20  # iterations without a visible decrease before the next stage
 _MU_MIN = 1e-7  # relative to the margin; below this float rounding dominates
 _CERTIFY_EVERY = 4  # iterations between two dual certificates (and intercept steps)
@@ -228,8 +230,11 @@ def _done(state: _State, tol: jax.Array) -> jax.Array:
 
 def memory_size(n: int, d: int, c: int, nnz: int | None = None) -> int:
     """The L-BFGS memory for ``X`` of shape ``[n, d]`` and ``c`` classes: 30, or 100 once
-    ``X`` has at least ``2**22`` elements and ``n >= 1600 c``; for a sparse ``X`` with
-    ``nnz`` non-zeros, 100 once ``nnz >= 2**22`` and ``nnz >= 1600 c d``.
+    ``X`` has at least ``2**22`` elements and ``n >= 1600 c``. For a sparse ``X`` with
+    ``nnz`` stored entries: 100 once ``nnz >= 2**22`` and ``nnz >= 1600 c d``, and at
+    most ``2**28 / (2 c d)`` pairs (but 10 at least), so that very wide data (a dense copy
+    too large to hold, the weights the largest array) keeps its memory within 1 GiB of
+    float32.
 
     A longer memory means fewer iterations on the ill-conditioned problems of large data
     (see ``experiments/bench_solver_scale.py``), but its two-loop recursion, ``4 m``
@@ -237,12 +242,17 @@ def memory_size(n: int, d: int, c: int, nnz: int | None = None) -> int:
     do not hide; so the memory grows with the size of ``X`` (a static shape: no extra
     compilation), and only while its ``2 m`` vectors of ``c·d`` variables take at most an
     eighth of ``X``'s memory (``n >= 16 m c``), so many classes never make it dominate.
+
+    Example:
+      >>> memory_size(60000, 784, 10), memory_size(2000, 2_000_000, 3, nnz=40_000)
+      (100, 22)
     """
-    if nnz is not None:  # the same budget against the non-zeros
-        large = nnz >= _LARGE and nnz >= 16 * _LARGE_MEMORY * c * d
-    else:
+    if nnz is None:
         large = n * d >= _LARGE and n >= 16 * _LARGE_MEMORY * c
-    return _LARGE_MEMORY if large else _MEMORY
+        return _LARGE_MEMORY if large else _MEMORY
+    large = nnz >= _LARGE and nnz >= 16 * _LARGE_MEMORY * c * d  # the budget against nnz
+    size = _LARGE_MEMORY if large else _MEMORY
+    return max(_LEAST_MEMORY, min(size, _WIDE // (2 * c * d)))
 
 
 def solve_fn(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, *, loss, squared):
