@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -451,11 +452,37 @@ def _eight_devices(out: Path) -> None:
     swept = grid.fit_grid(params, X, y, mesh=mesh, key=jax.random.key(1), epochs=1)
     alone = grid.fit_grid(params, X, y, key=jax.random.key(1), epochs=1)
     report["grid_rel_error"] = _rel(swept.params, alone.params)
+    # The compiled programs: each device reads its own non-zeros, nothing is gathered.
+    report["solve_collectives"] = _collectives(
+        continuation, "run", lambda: solve.solve(X, y, mesh=mesh, max_iter=2)
+    )
+    report["fit_collectives"] = _collectives(
+        train, "run_epoch", lambda: train.fit(params, X, y, mesh=mesh, **options | {"epochs": 1})
+    )
     laid_out = _sparse.place(_sparse.lay_out(X, np.float32, blocks=8), mesh)
     shards = laid_out.values.addressable_shards
     report["blocks_per_device"] = sorted({s.data.shape[0] for s in shards})
     report["devices_holding_blocks"] = len({s.device for s in shards})
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _collectives(module, name: str, call) -> dict[str, int]:
+    """The collectives in the program ``module.name`` (a ``cache.jit``) compiles for the
+    arguments ``call`` passes it."""
+    compiled, seen = getattr(module, name), {}
+
+    def spy(*args, **kwargs):
+        seen.update(args=args, kwargs=kwargs)
+        return compiled(*args, **kwargs)
+
+    setattr(module, name, spy)
+    try:
+        call()
+    finally:
+        setattr(module, name, compiled)
+    hlo = compiled.jitted.lower(*seen["args"], **seen["kwargs"]).compile().as_text()
+    kinds = ("all-reduce", "all-gather", "all-to-all", "collective-permute")
+    return {kind: len(re.findall(rf"= [^=]*\b{kind}(-start)?\(", hlo)) for kind in kinds}
 
 
 def _rel(a, b) -> float:
@@ -487,6 +514,9 @@ def test_eight_devices(tmp_path):
     assert report["solve_objective_rel_error"] <= 2 * SOLVE_TOL
     assert report["grid_rel_error"] <= TRAIN_TOL
     assert report["blocks_per_device"] == [1] and report["devices_holding_blocks"] == 8
+    for program in ("solve_collectives", "fit_collectives"):
+        assert report[program]["all-reduce"] >= 1, report[program]
+        assert report[program]["all-gather"] == report[program]["all-to-all"] == 0
 
 
 def _peak_gb() -> float:
