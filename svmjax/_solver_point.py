@@ -23,7 +23,7 @@ from svmjax._sparse_products import class_gradient, class_scores
 
 # Inside the solver everything is transposed (see svmjax.duals): V = W.T [C, D], scores
 # Z = V @ X.T [C, N], dual variables [C, N]. The variables are one flat vector x: V.ravel()
-# then b.
+# (for sparse X: V.T.ravel(), see flatten) then b.
 
 
 class Problem(NamedTuple):
@@ -57,8 +57,18 @@ class Pool(NamedTuple):
 def unpack(p: Problem, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(V, b)`` of the flat variables ``x`` (``b`` zero without an intercept)."""
     n_classes, n_features = p.is_true.shape[0], p.X.shape[1]
-    V = x[: n_classes * n_features].reshape(n_classes, n_features)
+    if isinstance(p.X, SparseRows):  # x holds W = V.T (see flatten)
+        V = x[: n_classes * n_features].reshape(n_features, n_classes).T
+    else:
+        V = x[: n_classes * n_features].reshape(n_classes, n_features)
     return V, jnp.where(p.fit_intercept, x[n_classes * n_features :], 0)
+
+
+def flatten(p: Problem, V: jax.Array) -> jax.Array:
+    """The weights ``V`` ``[C, D]`` as the flat variables hold them: ``V.ravel()``, or for
+    sparse ``X`` ``V.T.ravel()``, the layout whose rows the sparse products gather
+    (``W = V.T``, one contiguous row per feature)."""
+    return V.T.ravel() if isinstance(p.X, SparseRows) else V.ravel()
 
 
 def scores(p: Problem, x: jax.Array) -> jax.Array:
@@ -75,7 +85,9 @@ def scores(p: Problem, x: jax.Array) -> jax.Array:
 
 
 def times_x(p: Problem, u: jax.Array) -> jax.Array:
-    """``u @ X`` ``[C, D]`` for ``u`` ``[C, N]``: one pass over ``X``."""
+    """``u @ X`` ``[C, D]`` for ``u`` ``[C, N]``, in the layout of the flat variables (for
+    sparse ``X`` its transpose ``X^T u^T`` ``[D, C]``, as the sparse product gives it; its
+    users add it to the weights in that layout or sum its squares): one pass over ``X``."""
     return class_gradient(p.X, u) if isinstance(p.X, SparseRows) else u @ p.X
 
 
@@ -89,11 +101,11 @@ def smoothed(p: Problem, spec: Spec, z: jax.Array, mu: jax.Array):
 def gradient(p: Problem, spec: Spec, x: jax.Array, a: jax.Array):
     """The smoothed objective's gradient (analytic: ``V + u @ X`` and the sum of ``u``)
     and ``u @ X``, which the certificate reuses: one pass over ``X``."""
-    V, _ = unpack(p, x)
     u = dual_of(spec.loss).dual_map(a, p.is_true, p.c)
     uX = times_x(p, u)
+    weights = x[: uX.size].reshape(uX.shape)  # V, or W = V.T for sparse X (see flatten)
     gb = jnp.where(p.fit_intercept, jnp.sum(u, axis=1), 0)
-    return jnp.concatenate([(V + uX).ravel(), gb]), uX
+    return jnp.concatenate([(weights + uX).ravel(), gb]), uX
 
 
 def primal(p: Problem, spec: Spec, x: jax.Array, z: jax.Array) -> jax.Array:

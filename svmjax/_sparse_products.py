@@ -4,7 +4,7 @@ dense matrices, and the minibatch of sparse rows.
 * :func:`matmul` is ``X @ W`` ``[N, K]``, differentiable with respect to ``W`` (its
   ``custom_vjp`` takes ``X^T G`` with :func:`rmatmul`); :func:`rmatmul` is ``X^T M``
   ``[D, K]``. The exact solver's layout: :func:`class_scores` (``V X^T``, ``[K, N]``) and
-  :func:`class_gradient` (``u X``, ``[K, D]``).
+  :func:`class_gradient` (``(u X)^T``, ``[D, K]``), with :func:`transposed`.
 * :func:`take_rows` gathers a minibatch of rows, its non-zeros padded to a static count,
   inside ``jit``.
 
@@ -103,14 +103,35 @@ def matmul(X: SparseRows, W: jax.Array) -> jax.Array:
     return _matmul(X, W)
 
 
+_IDENTITY_MAX = 128  # transposed: as a product with the identity up to this short side
+
+
+def transposed(a: jax.Array) -> jax.Array:
+    """``a.T`` of a 2-D ``a``; when its short side ``k`` is at most 128, as a product with
+    the ``k x k`` identity at full precision (exact: each entry times 1, plus zeros).
+
+    Why: XLA:CPU fuses a plain transpose (and whatever computes ``a``) into every gather
+    that reads it, one strided pass per gathered entry; the product materialises the
+    transpose once, at the speed of a matrix product (``O(n k^2)``, so only for short
+    sides)."""
+    k = min(a.shape)
+    if k > _IDENTITY_MAX:
+        return a.T
+    eye = jnp.eye(k, dtype=a.dtype)
+    spec = "kn,kj->nj" if a.shape[0] == k else "nk,kj->jn"
+    return jnp.einsum(spec, a, eye, precision=jax.lax.Precision.HIGHEST)
+
+
 def class_scores(X: SparseRows, V: jax.Array) -> jax.Array:
-    """``V @ X^T`` ``[K, N]`` for ``V`` ``[K, D]``: the exact solver's layout."""
+    """``V @ X^T`` ``[K, N]`` for ``V`` ``[K, D]``: the exact solver's layout (``V.T`` is
+    read as it lies when ``V`` is the transpose of a ``[D, K]`` array)."""
     return times(X, V.T).T
 
 
 def class_gradient(X: SparseRows, u: jax.Array) -> jax.Array:
-    """``u @ X`` ``[K, D]`` for ``u`` ``[K, N]``: the exact solver's layout."""
-    return rmatmul(X, u.T).T
+    """``(u @ X)^T = X^T u^T`` ``[D, K]`` for ``u`` ``[K, N]`` (the exact solver's dual
+    variables): the gradient in the layout of ``W``."""
+    return rmatmul(X, transposed(u))
 
 
 # ------------------------------------------------------------------------------ minibatches

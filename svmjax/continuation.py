@@ -274,7 +274,7 @@ def _solve(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, loss, squar
     sparse = isinstance(X, SparseRows)
     XT = None if sparse or X.size >= _LARGE else X.T
     p = point.Problem(X, XT, y, one_hot(y, init["W"].shape[1]).T, c, margin, fit_intercept)
-    x0 = jnp.concatenate([init["W"].T.ravel(), jnp.where(fit_intercept, init["b"], 0)])
+    x0 = jnp.concatenate([point.flatten(p, init["W"].T), jnp.where(fit_intercept, init["b"], 0)])
     zero, dtype = jnp.zeros((), jnp.int32), X.dtype
     n, d = X.shape
     nnz = X.stored if sparse else None

@@ -29,7 +29,7 @@ from conftest import F32_TOL, F64_TOL, TRAIN_TOL, assert_close
 from jax.experimental import sparse as jax_sparse
 
 from svmjax import _sparse, continuation, grid, linear, sharding, solve, train
-from svmjax._sparse_products import rmatmul, take_rows, times
+from svmjax._sparse_products import rmatmul, take_rows, times, transposed
 from svmjax.gradcheck import x64
 
 SUBPROCESS_TIMEOUT = 240
@@ -82,6 +82,12 @@ def test_products_equal_dense_ones(blocks, transposed):
     dense = X.toarray()
     assert_close(jax.jit(times)(rows, W)[:60], dense @ W, F32_TOL)
     assert_close(jax.jit(rmatmul)(rows, M), dense.T @ M[:60], F32_TOL)
+
+
+@pytest.mark.parametrize("shape", [(5, 300), (300, 7), (130, 140)])
+def test_transposed_is_exact(shape):
+    a = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(jax.jit(transposed)(a), a.T)
 
 
 def test_take_rows_gathers_the_rows_asked_for():
