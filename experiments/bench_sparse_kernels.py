@@ -20,8 +20,11 @@ Zipf law over ``D`` terms (exponent ``zipf``; repeated terms summed), values in
   (``X^T M`` from the column slots): the exact solver's products;
   ``svmjax_bcoo``: the same on a ``BCOO``, read inside ``jit`` with no host work (one
   entry per slot, ``X^T M`` scattered by column);
-* ``class_major``: the exact solver's layout, ``V @ X^T`` ``[C, N]`` and ``u @ X``
-  ``[C, D]`` (``slots_8`` with the transposes around it).
+* ``class_major``: the exact solver's layout, scores ``[C, N]`` (``slots_8`` transposed)
+  and the gradient from its ``[C, N]`` dual variables ``u`` (``slots_8`` reading ``u.T``:
+  XLA fuses the transpose into the gathers); ``class_major_identity``: ``u.T`` as
+  ``u.T @ I``, a product with the ``C x C`` identity, which XLA materialises once (the
+  solver's choice, ``svmjax._sparse_products.transposed``).
 
 The JAX methods are timed as they run in the solver's and the trainer's loops: ``loop``
 products inside one compiled ``fori_loop`` (buffers reused), time per product; scipy per
@@ -165,10 +168,13 @@ def methods(X: scipy.sparse.csr_matrix, W: np.ndarray, M: np.ndarray, config: Co
         backward = loop(lambda M, c=by_col: slot_product(*c, M, d))
         table[f"slots_{width}"] = (lambda f=forward: f(Wj), lambda f=backward: f(Mj))
         if width == 8:
-            V, u = Wj.T, Mj.T
-            scores = loop(lambda V, r=by_row: slot_product(*r, V.T, n).T)
-            gradient = loop(lambda u, c=by_col: slot_product(*c, u.T, d).T)
-            table["class_major"] = (lambda f=scores, V=V: f(V), lambda f=gradient, u=u: f(u))
+            u = Mj.T
+            scores = loop(lambda W, r=by_row: slot_product(*r, W, n).T)
+            plain = loop(lambda u, c=by_col: slot_product(*c, u.T, d))
+            eye = jnp.eye(W.shape[1], dtype=jnp.float32)
+            identity = loop(lambda u, c=by_col, e=eye: slot_product(*c, jnp.dot(u.T, e), d))
+            table["class_major"] = (lambda f=scores: f(Wj), lambda f=plain, u=u: f(u))
+            table["class_major_identity"] = (None, lambda f=identity, u=u: f(u))
     return table
 
 
@@ -210,7 +216,7 @@ def check(table) -> dict[str, float]:
             if fn is None:
                 continue
             got = np.asarray(fn(), np.float64)
-            if name == "class_major":
+            if name == "class_major" and product == "XW":  # [C, N]
                 got = got.T
             reference = np.asarray(want[product], np.float64)
             errors[f"{name}/{product}"] = float(
