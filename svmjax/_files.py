@@ -1,8 +1,9 @@
 """Internal: the folders svmjax loads from and the files it leaves behind.
 
 :func:`trusted_folder` checks that a folder whose contents svmjax runs (the compilation
-cache) can be changed by no one but the user (or root); :func:`remove_stale` removes the
-temporary files of writes that were killed midway. The rules: ``docs/files.md``.
+cache) can be changed by no one but the user (or root); :func:`write_npz` writes an archive
+atomically and durably, and removes (:func:`remove_stale`) the temporary files of its writes
+that were killed midway. The rules: ``docs/files.md``.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 import os
 import re
 import stat
+import tempfile
 import time
 import warnings
 from pathlib import Path
+
+import numpy as np
 
 STALE_SECONDS = 300.0
 """Age after which a temporary file of an interrupted write is removed: a live writer's
@@ -161,3 +165,41 @@ def remove_stale(directory: str | os.PathLike, name: str | re.Pattern[str]) -> l
         except OSError:
             continue
     return removed
+
+
+def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` to the ``.npz`` file ``path`` atomically and durably: a temporary
+    file ``<name>.<8 characters>.tmp`` beside it, flushed to disk, renamed over ``path``
+    (the folder synced too). A failed write removes its temporary file and leaves an older
+    ``path`` as it was; a successful one removes the temporary files of this name's writes
+    that were killed midway. No pickle. Returns the absolute path."""
+    path = Path(os.path.abspath(os.fspath(path)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, allow_pickle=False, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    _sync_directory(path.parent)
+    # What writes killed midway left (a live writer's file is younger than STALE_SECONDS).
+    remove_stale(path.parent, re.escape(path.name) + r"\.[a-z0-9_]{8}\.tmp")
+    return path
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import tempfile
 import zipfile
 import zlib
 from typing import Any, NamedTuple
@@ -27,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from svmjax._files import remove_stale
+from svmjax._files import write_npz
 
 __all__ = ["TrainState", "save", "load"]
 
@@ -103,35 +101,7 @@ def save(
     arrays |= {f"history_{name}": np.asarray(v) for name, v in state.history.items()}
     arrays["key"] = np.asarray(jax.random.key_data(state.key))
     arrays["manifest"] = np.array(json.dumps(manifest))
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, allow_pickle=False, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    _sync_directory(directory)
-    # What writers of this checkpoint killed midway left (a live writer's file is younger).
-    remove_stale(directory, re.escape(os.path.basename(path)) + r"\.[a-z0-9_]{8}\.tmp")
-
-
-def _sync_directory(directory: str) -> None:
-    """Make the rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    write_npz(path, arrays)
 
 
 def load(

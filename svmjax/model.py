@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from svmjax._files import remove_stale
+from svmjax._files import write_npz
 
 __all__ = ["FORMAT", "VERSION", "Model", "load", "save"]
 
@@ -198,18 +197,7 @@ def save(path: str | os.PathLike, model: Model | Mapping[str, ArrayLike]) -> Pat
     arrays = {"header": np.array(text), "W": model.W, "b": model.b}
     arrays |= {name: getattr(model, name) for name in ("offset", "scale")}
     arrays |= {f"history_{k}": v for k, v in model.history.items()}
-    path = Path(os.path.abspath(os.fspath(path)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, allow_pickle=False, **{k: v for k, v in arrays.items() if v is not None})
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    remove_stale(path.parent, re.escape(path.name) + r"\.[a-z0-9_]{8}\.tmp")
-    return path
+    return write_npz(path, {k: v for k, v in arrays.items() if v is not None})
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:
