@@ -120,16 +120,11 @@ def _labels(path: Path) -> np.ndarray:
     return np.load(path, allow_pickle=False)
 
 
-def _name(label) -> str:
-    """A LIBSVM label's text, as :func:`svmjax.data.load_svmlight` names classes."""
-    return str(int(label)) if float(label).is_integer() else repr(float(label))
-
-
 def class_index(classes: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """The index in ``classes`` of each label (``-1`` where it is none of them): numbers
     are matched by value, anything else by its text (a LIBSVM label by its class name)."""
     numeric = classes.dtype.kind in "iufb" and labels.dtype.kind in "iufb"
-    text = float if numeric else _name if labels.dtype.kind == "f" else str
+    text = float if numeric else formats.label_name if labels.dtype.kind == "f" else str
     lookup: dict = {(float if numeric else str)(c): i for i, c in enumerate(classes.tolist())}
     keys = [text(label) for label in labels.tolist()]
     return np.array([lookup.get(key, -1) for key in keys], np.int64)

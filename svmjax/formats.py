@@ -26,6 +26,7 @@ __all__ = [
     "MAX_DENSE",
     "Svmlight",
     "dense_svmlight",
+    "label_name",
     "parse_svmlight",
     "read_svmlight_files",
     "read_cifar_batch",
@@ -367,6 +368,12 @@ def _parse_lines(
     return np.array(labels), np.array(counts, np.int64), np.array(cols, np.int64), np.array(vals)
 
 
+def label_name(label: float) -> str:
+    """The class name of a LIBSVM label: its integer text when whole (``"3"`` for 3.0),
+    else ``repr`` of the float (``"0.5"``)."""
+    return str(int(label)) if float(label).is_integer() else repr(float(label))
+
+
 def read_svmlight_files(
     paths: list[Path], n_features: int | None, *, sparse: bool
 ) -> tuple[list[tuple[Any, np.ndarray]], tuple[str, ...]]:
@@ -390,7 +397,7 @@ def read_svmlight_files(
     values, classes = np.unique(np.concatenate([p.labels for p in parsed]), return_inverse=True)
     if len(values) < 2:
         raise ValueError(f"{paths[0].name}: {len(values)} distinct label(s), need at least 2")
-    names = tuple(str(int(v)) if v.is_integer() else repr(float(v)) for v in values)
+    names = tuple(label_name(v) for v in values)
     ys = np.split(classes.astype(np.int32), np.cumsum([len(p.labels) for p in parsed])[:-1])
     Xs = [
         dense_svmlight(path, p, n_features)
