@@ -11,6 +11,7 @@ the options the two entry points share.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -36,6 +37,7 @@ class Static(NamedTuple):
     squared: bool
     options: tuple  # registry.loss_options
     mesh: Mesh | None
+    top_k: tuple[int, ...] = ()  # the k of the top-k accuracies in the metrics (check_top_k)
 
 
 def check_options(loss: str, grad: str, mesh: Mesh | None, **counts: int) -> None:
@@ -46,6 +48,46 @@ def check_options(loss: str, grad: str, mesh: Mesh | None, **counts: int) -> Non
     checks.check_mesh(mesh)
     for name, value in counts.items():
         checks.count(name, value)
+
+
+def check_top_k(top_k: int | Sequence[int], n_classes: int) -> tuple[int, ...]:
+    """``top_k`` of :func:`svmjax.train.fit` and :func:`svmjax.grid.fit_grid` (an int or a
+    sequence of ints, each in ``[1, n_classes]``) as a tuple without repeats, in its order;
+    ``ValueError`` naming the bad value otherwise."""
+    if isinstance(top_k, int) and not isinstance(top_k, bool):
+        top_k = (top_k,)
+    if not isinstance(top_k, Sequence) or isinstance(top_k, str):
+        raise ValueError(f"top_k must be an int or a sequence of ints, got {top_k!r}")
+    try:
+        return tuple(dict.fromkeys(checks.check_k(k, n_classes, n_classes) for k in top_k))
+    except ValueError as error:
+        raise ValueError(f"top_k: {error}") from None
+
+
+def metric_names(split: str, top_k: tuple[int, ...]) -> list[str]:
+    """The history's names of the accuracies on ``split`` (``"train"``, ``"val"``): the
+    accuracy, then the top-k accuracy for each ``k`` of ``top_k``."""
+    return [f"{split}_accuracy"] + [f"{split}_top{k}_accuracy" for k in top_k]
+
+
+def true_class_rank(scores: jax.Array, y: jax.Array, axis: int = -1) -> jax.Array:
+    r"""The rank of the true class among the scores, along the class axis ``axis``:
+
+    .. math::
+
+        \mathrm{rank}_i = \#\{c : s_{ic} > s_{iy_i}\} + \#\{c < y_i : s_{ic} = s_{iy_i}\},
+
+    the rule of :func:`svmjax.metrics.top_k_accuracy` (ties to the lower class index, as
+    the argmax), so ``rank < k`` is a top-k hit and ``rank == 0`` an argmax hit. ``y``
+    has the shape of ``scores`` without ``axis`` (or broadcasts to it at equal rank); a
+    label outside ``[0, C)`` (``-1``: padding) gives a meaningless rank, for the caller
+    to mask."""
+    axis = axis % scores.ndim
+    shape = [scores.shape[axis] if a == axis else 1 for a in range(scores.ndim)]
+    classes = jnp.arange(scores.shape[axis]).reshape(shape)
+    y = jnp.expand_dims(y, axis)
+    true = jnp.sum(jnp.where(classes == y, scores, 0), axis=axis, keepdims=True)
+    return jnp.sum((scores > true) | ((classes < y) & (scores == true)), axis=axis)
 
 
 def gather_fits(X: jax.Array, copies: int = 1) -> bool:
@@ -108,12 +150,23 @@ def constrain(tree, mesh: Mesh | None, dim: int | None):
     return jax.tree.map(one, tree)
 
 
-def _accuracy(params: Any, X: Any, y: jax.Array, mesh: Mesh | None = None) -> jax.Array:
+def _accuracies(
+    params: Any, X: Any, y: jax.Array, mesh: Mesh | None, top_k: tuple[int, ...]
+) -> list[jax.Array]:
+    """The accuracy of ``params`` on ``(X, y)``, then its top-k accuracy for each ``k`` of
+    ``top_k`` (:func:`true_class_rank`), from one product; with a mesh, over the rows of
+    label ``>= 0`` (``-1``: padding)."""
+    if mesh is not None:
+        X, y = constrain((X, y), mesh, 0)  # each device scores its rows
+    scores = linear.scores(params, X)
+    hits = [jnp.argmax(scores, axis=-1) == y]
+    if top_k:
+        rank = true_class_rank(scores, y)
+        hits += [rank < k for k in top_k]
     if mesh is None:
-        return jnp.mean(linear.predict(params, X) == y)
-    X, y = constrain((X, y), mesh, 0)  # each device scores its rows; label -1: padding
-    hits = jnp.sum((linear.predict(params, X) == y) & (y >= 0))
-    return hits / jnp.sum(y >= 0)
+        return [jnp.mean(hit) for hit in hits]
+    real = y >= 0
+    return [jnp.sum(hit & real) / jnp.sum(real) for hit in hits]
 
 
 def epoch_fn(
@@ -194,11 +247,13 @@ def epoch_fn(
     n = X.shape[0] if mesh is None else jnp.sum(y >= 0)
     metrics = {
         "objective": jnp.sum(values) / n,
-        "train_accuracy": _accuracy(params, X, y, static.mesh),
         "finite": jnp.all(jnp.isfinite(values)) & all_finite((check, params)),
     }
+    rates = _accuracies(params, X, y, mesh, static.top_k)
+    metrics |= dict(zip(metric_names("train", static.top_k), rates, strict=True))
     if data.X_val is not None and data.y_val is not None:
-        metrics["val_accuracy"] = _accuracy(params, data.X_val, data.y_val, static.mesh)
+        rates = _accuracies(params, data.X_val, data.y_val, mesh, static.top_k)
+        metrics |= dict(zip(metric_names("val", static.top_k), rates, strict=True))
     return params, opt_state, metrics
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -34,11 +34,14 @@ from svmjax._epoch import (
     Static,
     all_finite,
     check_options,
+    check_top_k,
     constrain,
     epoch_fn,
     gather_batches,
     gather_fits,
+    metric_names,
     sparse_batch,
+    true_class_rank,
 )
 from svmjax._inputs import prepare_consts, prepare_data
 from svmjax._sparse import SparseRows
@@ -116,17 +119,23 @@ def _sparse_group_scores(W: jax.Array, b: jax.Array, X: SparseRows, product=matm
     return jnp.moveaxis(S.reshape(-1, G, C), 0, 2) + b[:, :, None]
 
 
-def _group_accuracy(params, X, y):
-    """Accuracy ``[G]`` of each of the ``G`` stacked models on ``(X, y)``.
+def _group_accuracies(params, X, y, top_k: tuple[int, ...] = ()) -> list[jax.Array]:
+    """Accuracy ``[G]`` of each of the ``G`` stacked models on ``(X, y)``, then its top-k
+    accuracy ``[G]`` for each ``k`` of ``top_k`` (:func:`svmjax._epoch.true_class_rank`),
+    from one product.
 
     The scores are laid out ``[G, C, N]`` (:func:`_class_major_scores`), so the argmax
     runs over a major axis, ``N`` examples at a time; over ``[G, N, C]`` it is a short
     scalar loop per example, slower on CPU than the product itself."""
     if isinstance(X, SparseRows):
         scores = _sparse_group_scores(params["W"], params["b"], X, times)
-        return jnp.mean(jnp.argmax(scores, axis=1) == y[None, :], axis=1)
-    scores = _class_major_scores(params["W"], params["b"], X)
-    return jnp.mean(jnp.argmax(scores, axis=1) == y[None, :], axis=1)
+    else:
+        scores = _class_major_scores(params["W"], params["b"], X)
+    hits = [jnp.argmax(scores, axis=1) == y[None, :]]
+    if top_k:
+        rank = true_class_rank(scores, y[None, :], axis=1)  # [G, N]
+        hits += [rank < k for k in top_k]
+    return [jnp.mean(hit, axis=1) for hit in hits]
 
 
 def _group_epoch(
@@ -177,13 +186,12 @@ def _group_epoch(
     # for good (inf - inf, 0 * inf and NaN are NaN), so the parameters at the end of the
     # epoch and the objectives cover it, for a pass over [G, D, C] less per step.
     finite = jnp.all(jnp.isfinite(values), axis=0) & jax.vmap(all_finite)(params)
-    metrics = {
-        "objective": jnp.sum(values, axis=0) / X.shape[0],
-        "train_accuracy": _group_accuracy(params, X, y),
-        "finite": finite,
-    }
+    metrics = {"objective": jnp.sum(values, axis=0) / X.shape[0], "finite": finite}
+    rates = _group_accuracies(params, X, y, static.top_k)
+    metrics |= dict(zip(metric_names("train", static.top_k), rates, strict=True))
     if data.X_val is not None and data.y_val is not None:
-        metrics["val_accuracy"] = _group_accuracy(params, data.X_val, data.y_val)
+        rates = _group_accuracies(params, data.X_val, data.y_val, static.top_k)
+        metrics |= dict(zip(metric_names("val", static.top_k), rates, strict=True))
     return params, opt_state, metrics
 
 
@@ -264,6 +272,7 @@ def fit_grid(
     squared: bool = False,
     class_weights: ArrayLike | None = None,
     loss_options: Mapping[str, Any] | None = None,
+    top_k: int | Sequence[int] = (),
     mesh: Mesh | None = None,
 ) -> GridResult:
     """Train every configuration in ``learning_rates × regs × seeds`` at once (``jax.vmap``).
@@ -283,8 +292,8 @@ def fit_grid(
         ``itertools.product(learning_rates, regs, seeds)``.
       optimizer, schedule: as for :func:`svmjax.optim.make_optimizer`.
       X, y, key, validation, epochs, batch_size, loss, grad, margin, squared,
-        class_weights, loss_options: as for :func:`svmjax.train.fit`. Learning rates must
-        be finite and ``> 0``, regs finite and ``>= 0``.
+        class_weights, loss_options, top_k: as for :func:`svmjax.train.fit`. Learning
+        rates must be finite and ``> 0``, regs finite and ``>= 0``.
       mesh: a ``jax.sharding.Mesh`` to split the *configurations* over its devices (the
         data is replicated; each device trains its configurations, no collectives in the
         loop). ``K`` is padded to a multiple of ``mesh.size`` with copies of the last
@@ -292,7 +301,8 @@ def fit_grid(
         without a mesh to float rounding; ``params`` come back replicated.
 
     Returns:
-      A :class:`GridResult`. ``best`` has the highest final ``val_accuracy`` (ties: the
+      A :class:`GridResult`. Its ``history`` has the names of :func:`svmjax.train.fit`'s
+      (``top_k`` included). ``best`` has the highest final ``val_accuracy`` (ties: the
       lowest final objective) or, without ``validation``, the lowest final objective.
 
     Raises:
@@ -314,6 +324,7 @@ def fit_grid(
     data = prepare_data(params, X, y, validation, mesh, batch_size=batch_size)
     consts = prepare_consts(params, margin, class_weights)
     frozen = registry.loss_options(loss, loss_options)
+    top_k = check_top_k(top_k, params["W"].shape[1])
     if registry.get(loss).constraint == "sum_to_zero":
         params = linear.project_sum_to_zero(params)
     configs = _configs(learning_rates, regs, seeds)
@@ -329,7 +340,7 @@ def fit_grid(
     regs_k = jnp.array([reg for _, reg, _ in padded], params["W"].dtype)
     seed_words = {seed: key_words(jax.random.fold_in(key, seed)) for seed in seeds}
     words = [seed_words[seed] for _, _, seed in padded]
-    static = Static(tx.update, loss, grad, bool(squared), frozen, None)
+    static = Static(tx.update, loss, grad, bool(squared), frozen, None, top_k)
     alive, rows = jnp.ones(len(padded), bool), []
 
     def split(tree, mesh: Mesh):  # configurations over the devices

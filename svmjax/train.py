@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -38,7 +38,7 @@ from jax.typing import ArrayLike
 from svmjax import _checks as checks
 from svmjax import checkpoint as checkpoints
 from svmjax import linear, registry, sharding
-from svmjax._epoch import Static, check_options, run_epoch
+from svmjax._epoch import Static, check_options, check_top_k, metric_names, run_epoch
 from svmjax._inputs import prepare_consts, prepare_data, shard_data
 from svmjax.batches import key_words, mesh_order, minibatches
 from svmjax.checkpoint import TrainState
@@ -115,9 +115,10 @@ def fit(
     squared: bool = False,
     class_weights: ArrayLike | None = None,
     loss_options: Mapping[str, Any] | None = None,
+    top_k: int | Sequence[int] = (),
     mesh: Mesh | None = None,
 ) -> tuple[Params, dict[str, np.ndarray]]:
-    """Train the linear SVM ``{"W": [D, C], "b": [C]}`` by minibatch optimisation.
+    r"""Train the linear SVM ``{"W": [D, C], "b": [C]}`` by minibatch optimisation.
 
     Each step descends on :func:`svmjax.linear.objective` of one shuffled minibatch; see the
     module docstring for the compile-once design and :mod:`svmjax.batches` for the batch
@@ -140,6 +141,12 @@ def fit(
         name (:func:`svmjax.registry.names`); a loss with a sum-to-zero constraint trains
         by projected steps (see the module docstring).
       loss_options: the loss's extra keyword hyperparameters (e.g. ``{"k": 2}``).
+      top_k: an int or a sequence of ints, each in ``[1, C]``: for each ``k`` the history
+        also records the top-k accuracy, on the same data and parameters as the accuracy
+        (:func:`svmjax.metrics.top_k_accuracy`: the share of examples whose true class is
+        among the ``k`` highest scores, ties to the lower class index,
+        :math:`\frac1N \sum_i 1(\#\{c : s_{ic} > s_{iy_i}\} + \#\{c < y_i : s_{ic} =
+        s_{iy_i}\} < k)`). Default: none.
       optimizer: any optax transformation; ``None`` means
         :data:`svmjax.optim.DEFAULT_OPTIMIZER` (plain SGD, learning rate 0.1). Optimizers
         from :func:`svmjax.optim.make_optimizer` keep the learning
@@ -176,8 +183,10 @@ def fit(
     Returns:
       ``(params, history)``. ``history`` maps ``"epoch"`` (1-based), ``"objective"`` (the
       epoch's minibatch objectives, each taken before its step, averaged with weights = real
-      examples per batch), ``"train_accuracy"`` (end-of-epoch parameters on all of ``X``)
-      and with ``validation`` ``"val_accuracy"`` to NumPy arrays ``[epochs]``.
+      examples per batch), ``"train_accuracy"`` (end-of-epoch parameters on all of ``X``),
+      ``"train_top{k}_accuracy"`` for each ``k`` of ``top_k`` (e.g. ``"train_top5_accuracy"``)
+      and with ``validation`` ``"val_accuracy"`` and ``"val_top{k}_accuracy"`` to NumPy
+      arrays ``[epochs]``.
 
     Raises:
       ValueError, TypeError: a bad option, key, mesh or input (checked before any work), or
@@ -203,6 +212,7 @@ def fit(
         data, n = shard_data(params, X, y, validation, mesh, batch_size=batch_size)
     consts = prepare_consts(params, margin, class_weights)
     frozen = registry.loss_options(loss, loss_options)
+    top_k = check_top_k(top_k, params["W"].shape[1])
     if registry.get(loss).constraint == "sum_to_zero":
         params = linear.project_sum_to_zero(params)
     batch_size = min(batch_size, n)
@@ -215,12 +225,19 @@ def fit(
     if frozen:  # stored only when set, so checkpoints without loss options still match
         options["loss_options"] = [list(item) for item in frozen]
     state = _start(params, optimizer, key, options, resume_from, epochs)
+    recorded = metric_names("train", top_k) + (metric_names("val", top_k) if validation else [])
+    if state.history and set(state.history) != {"epoch", "objective", *recorded}:
+        raise ValueError(
+            f"checkpoint {resume_from} records {sorted(state.history)}, this run "
+            f"{sorted(['epoch', 'objective', *recorded])}: resume with the same validation "
+            "and top_k"
+        )
     reg_array = jnp.asarray(reg_value, params["W"].dtype)
     if mesh is not None:  # replicate everything but the data
         placed = sharding.put((consts, reg_array, state.params, state.opt_state), mesh)
         consts, reg_array, params, opt_state = placed
         state = state._replace(params=params, opt_state=opt_state)
-    static = Static(optimizer.update, loss, grad, bool(squared), frozen, mesh)
+    static = Static(optimizer.update, loss, grad, bool(squared), frozen, mesh, top_k)
     run = functools.partial(run_epoch, reg=reg_array, data=data, consts=consts, static=static)
     words = key_words(key)
 

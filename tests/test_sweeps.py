@@ -9,7 +9,7 @@ import pytest
 from conftest import F32_TOL, assert_close
 
 from svmjax import continuation, grid, solve
-from svmjax._epoch import gather_batches
+from svmjax._epoch import _accuracies, gather_batches
 from svmjax.gradcheck import x64
 
 
@@ -69,7 +69,7 @@ def test_group_scores_gradient_matches_autodiff():
         assert_close(a, e, F32_TOL, name)
 
 
-def test_group_accuracy_is_each_models_accuracy_ties_to_the_first_class():
+def test_group_accuracy_and_top_k_are_each_models_ties_to_the_first_class():
     # Small integers: every score is exact in float32 whatever the order of the sums, so
     # the ties are ties on any machine.
     rng = np.random.default_rng(1)
@@ -81,15 +81,23 @@ def test_group_accuracy_is_each_models_accuracy_ties_to_the_first_class():
     b[2, 2] = b[2, 0]
     X = rng.integers(-2, 3, (50, 5)).astype(np.float32)
     y = rng.integers(0, 3, 50)
-    correct = []
+    correct, in_top2 = [], []
     for g in range(4):
         scores = X @ W[g] + b[g]
         predicted = [np.flatnonzero(row == row.max())[0] for row in scores]
         correct.append(np.sum(np.asarray(predicted) == y))
+        # top 2: the true class among the two first of a stable sort by decreasing score
+        top2 = [np.argsort(-row, kind="stable")[:2] for row in scores]
+        in_top2.append(sum(t in top for t, top in zip(y, top2, strict=True)))
     params = {"W": jnp.asarray(W), "b": jnp.asarray(b)}
-    got = np.asarray(grid._group_accuracy(params, jnp.asarray(X), jnp.asarray(y)))
-    np.testing.assert_array_equal(np.round(got * 50), correct)
-    assert correct[1] == np.sum(y == 0)
+    got = grid._group_accuracies(params, jnp.asarray(X), jnp.asarray(y), top_k=(2,))
+    np.testing.assert_array_equal(np.round(np.asarray(got) * 50), [correct, in_top2])
+    assert correct[1] == np.sum(y == 0) and in_top2[1] == np.sum(y <= 1)
+    # fit's epoch: the same rule, model by model
+    for g in range(4):
+        one = jax.tree.map(lambda x, g=g: x[g], params)
+        rates = _accuracies(one, jnp.asarray(X), jnp.asarray(y), None, (2,))
+        np.testing.assert_array_equal(np.round(np.asarray(rates) * 50), [correct[g], in_top2[g]])
 
 
 @pytest.mark.parametrize("seeds", [(0,), (0, 3, 3)])

@@ -53,6 +53,57 @@ def test_fit_learns_blobs_and_reports_history():
     assert history["train_accuracy"][-1] == pytest.approx(accuracy) and accuracy > 0.9
 
 
+def _top_k_reference(params, X, y, k):
+    """``(top-k accuracy, share of examples a float32 rounding could flip)`` in float64
+    NumPy: rank = #{c: s_c > s_y} + #{c < y: s_c = s_y} (ties to the lower class)."""
+    scores = X.astype(np.float64) @ np.asarray(params["W"], np.float64)
+    scores += np.asarray(params["b"], np.float64)
+    true = scores[np.arange(len(y)), y][:, None]
+    classes = np.arange(scores.shape[1])[None, :]
+    rank = np.sum(scores > true, 1) + np.sum((classes < y[:, None]) & (scores == true), 1)
+    scale = np.max(np.abs(scores))
+    near = np.any((np.abs(scores - true) <= 1e-5 * scale) & (classes != y[:, None]), axis=1)
+    return np.mean(rank < k), np.mean(near)
+
+
+def test_top_k_accuracies_in_the_history_of_fit_and_fit_grid():
+    X, y = _blobs(n=80, c=6, spread=0.7)  # overlapping: top-1 < top-2 < top-4
+    X_val, y_val = _blobs(n=50, c=6, seed=1, spread=0.7)
+    run = dict(key=jax.random.key(0), epochs=2, batch_size=16)
+    params, history = train.fit(_init(c=6), X, y, top_k=(2, 4, 2), validation=(X_val, y_val), **run)
+    assert sorted(history) == sorted(
+        ["epoch", "objective", "train_accuracy", "train_top2_accuracy", "train_top4_accuracy"]
+        + ["val_accuracy", "val_top2_accuracy", "val_top4_accuracy"]
+    )
+    sweep = grid.fit_grid(_init(c=6), X, y, learning_rates=(0.01, 0.3), regs=(0.0,), top_k=4, **run)
+    assert sweep.history["train_top4_accuracy"].shape == (2, 2)  # [configurations, epochs]
+
+    def check(params, final, splits, ks):  # final: the history's last epoch
+        for split, (X_s, y_s) in splits.items():
+            for k in ks:
+                name = f"{split}_accuracy" if k == 1 else f"{split}_top{k}_accuracy"
+                want, near = _top_k_reference(params, X_s, y_s, k)
+                assert abs(final[name] - want) <= near + 1e-6, name
+
+    both = {"train": (X, y), "val": (X_val, y_val)}
+    check(params, {name: v[-1] for name, v in history.items()}, both, (1, 2, 4))
+    for i in range(2):
+        final = {name: v[i, -1] for name, v in sweep.history.items() if name != "epoch"}
+        check(jax.tree.map(lambda x, i=i: x[i], sweep.params), final, {"train": (X, y)}, (1, 4))
+    top = [history[f"train{s}_accuracy"][-1] for s in ("", "_top2", "_top4")]
+    assert top[0] < top[1] < top[2]
+
+
+@pytest.mark.parametrize("top_k", [0, 7, (2, 0), 2.5, True, "5", [None]])
+def test_top_k_is_checked_before_training(top_k):
+    X, y = _blobs(c=6)
+    bad = top_k[-1] if isinstance(top_k, tuple | list) else top_k
+    for run in (train.fit, grid.fit_grid):
+        with pytest.raises(ValueError, match="top_k") as caught:
+            run(_init(c=6), X, y, key=jax.random.key(0), top_k=top_k)
+        assert str(caught.value).endswith(f"got {bad!r}")
+
+
 @pytest.mark.parametrize(
     "options",
     [
@@ -351,6 +402,7 @@ def test_mismatched_checkpoints_are_rejected(tmp_path):
         ({"batch_size": 8}, "option 'batch_size'"),
         ({"key": jax.random.key(1)}, "key differs"),
         ({"epochs": 1}, "at epoch 2 > epochs=1"),
+        ({"top_k": 2}, "resume with the same validation and top_k"),
     ]
     for change, match in mismatches:
         with pytest.raises(ValueError, match=match):
