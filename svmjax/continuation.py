@@ -31,7 +31,7 @@ _MEMORY = 30  # L-BFGS memory on small problems
 _LARGE_MEMORY = 100  # ... and once X has at least _LARGE elements
 _LARGE = 1 << 22
 _WIDE = 1 << 28  # sparse X: the memory's 2 m vectors hold at most this many values...
-_LEAST_MEMORY = 10  # ...with at least this many pairs
+_LEAST_MEMORY = 5  # ...with at least this many pairs
 _PATIENCE = 20  # iterations without a visible decrease before the next stage
 _MU_MIN = 1e-7  # relative to the margin; below this float rounding dominates
 _CERTIFY_EVERY = 4  # iterations between two dual certificates (and intercept steps)
@@ -231,28 +231,31 @@ def _done(state: _State, tol: jax.Array) -> jax.Array:
 def memory_size(n: int, d: int, c: int, nnz: int | None = None) -> int:
     """The L-BFGS memory for ``X`` of shape ``[n, d]`` and ``c`` classes: 30, or 100 once
     ``X`` has at least ``2**22`` elements and ``n >= 1600 c``. For a sparse ``X`` with
-    ``nnz`` stored entries: 100 once ``nnz >= 2**22`` and ``nnz >= 1600 c d``, and at
-    most ``2**28 / (2 c d)`` pairs (but 10 at least), so that very wide data (a dense copy
-    too large to hold, the weights the largest array) keeps its memory within 1 GiB of
-    float32.
+    ``nnz`` stored entries, at most ``nnz / (4 d)`` pairs and ``2**28 / (2 c d)`` (but 5 at
+    least).
 
     A longer memory means fewer iterations on the ill-conditioned problems of large data
-    (see ``experiments/bench_solver_scale.py``), but its two-loop recursion, ``4 m``
-    dependent vector operations, costs overhead that a small problem's passes over ``X``
-    do not hide; so the memory grows with the size of ``X`` (a static shape: no extra
-    compilation), and only while its ``2 m`` vectors of ``c·d`` variables take at most an
-    eighth of ``X``'s memory (``n >= 16 m c``), so many classes never make it dominate.
+    (see ``experiments/bench_solver_scale.py``), but its two-loop recursion reads the
+    ``2 m`` stored vectors of ``c·d`` variables twice per iteration (``4 m c d`` values),
+    overhead that a small problem's passes over ``X`` do not hide; so the memory grows
+    with the size of ``X`` (a static shape: no extra compilation), and only while those
+    vectors take at most an eighth of ``X``'s memory (``n >= 16 m c``). A sparse ``X``'s
+    two products read about ``2 nnz c`` values: the bound ``m <= nnz / (4 d)`` keeps the
+    recursion at most half of that (on text, where ``nnz`` is a few times ``d``, the
+    shorter memory costs a few more iterations and saves more time per iteration: see the
+    performance page), and the second keeps very wide data's memory (the weights the
+    largest array) within 1 GiB of float32.
 
     Example:
       >>> memory_size(60000, 784, 10), memory_size(2000, 2_000_000, 3, nnz=40_000)
-      (100, 22)
+      (100, 5)
     """
     if nnz is None:
         large = n * d >= _LARGE and n >= 16 * _LARGE_MEMORY * c
         return _LARGE_MEMORY if large else _MEMORY
     large = nnz >= _LARGE and nnz >= 16 * _LARGE_MEMORY * c * d  # the budget against nnz
-    size = _LARGE_MEMORY if large else _MEMORY
-    return max(_LEAST_MEMORY, min(size, _WIDE // (2 * c * d)))
+    size = min(_LARGE_MEMORY if large else _MEMORY, nnz // (4 * d), _WIDE // (2 * c * d))
+    return max(_LEAST_MEMORY, size)
 
 
 def solve_fn(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, *, loss, squared):
