@@ -27,10 +27,7 @@ side by side. Writes ``results.json`` and ``results.md``.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import dataclasses
-import os
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -38,7 +35,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import scipy.sparse
-from common import header, markdown_table, write
+from common import PeakRSS, header, markdown_table, write
 from text_corpus import NEWS20, RCV1, ZipfText, gcloud_pages, zipf_text
 
 from svmjax import solve
@@ -80,35 +77,6 @@ def _collection(name: str, config: Config):
     return X, y, f"Zipf text ({name} size)"
 
 
-class _PeakRSS:
-    """The growth of the resident set while the block runs, in MiB (a sampling thread)."""
-
-    def __enter__(self):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc
-            pass
-        self._page = os.sysconf("SC_PAGE_SIZE")
-        self.start = self.peak = self._rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _rss(self) -> int:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * self._page
-
-    def _sample(self):
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, self._rss())
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
-        self.mib = (self.peak - self.start) / 2**20
-
-
 def _objective(W, X, y, C, loss) -> float:
     with jax.enable_x64(True):
         X64 = X.astype(np.float64)
@@ -130,7 +98,7 @@ def _ours(X, y, C, loss, config, X_test, y_test) -> dict:
     start = time.perf_counter()
     run()
     cold = time.perf_counter() - start
-    with _PeakRSS() as memory:
+    with PeakRSS() as memory:
         start = time.perf_counter()
         result = run()
         warm = time.perf_counter() - start
@@ -151,7 +119,7 @@ def _theirs(X, y, C, loss, X_test, y_test) -> dict:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.svm import LinearSVC
 
-    with _PeakRSS() as memory, warnings.catch_warnings():
+    with PeakRSS() as memory, warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         start = time.perf_counter()
         model = LinearSVC(C=C, fit_intercept=False, **PEERS[loss]).fit(X, y)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import platform
+import threading
 from pathlib import Path
 
 import jax
@@ -128,3 +130,34 @@ def compile_since(before: dict[str, float]) -> float:
     """Trace + lower + compile seconds since ``before`` (a :func:`compile_seconds`)."""
     now = compile_seconds()
     return sum(now[k] - before[k] for k in now)
+
+
+class PeakRSS:
+    """The growth of the resident set while the block runs, in MiB (``.mib``): a thread
+    samples ``/proc/self/statm`` every 5 ms, after ``malloc_trim`` has returned freed
+    memory to the system."""
+
+    def __enter__(self):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self.start = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _rss(self) -> int:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * self._page
+
+    def _sample(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self._rss())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+        self.mib = (self.peak - self.start) / 2**20

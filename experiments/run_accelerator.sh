@@ -3,16 +3,17 @@
 # picks (a GPU when jax[cuda] sees one): first the test command (tests/run_accelerator.py:
 # the tests whose meaning changes on an accelerator, 5 minutes at most, its summary in
 # OUT/tests), then the gradient path's bandwidth, the exact solver at Fashion-MNIST scale
-# against LinearSVC on this machine's CPU, the scikit-learn workflow, the C path and
-# training. Each step has a time limit (the benchmarks' sized for an H200 machine, about 7
-# minutes in all), so one that hangs or fails leaves the others' results; every log and
+# against LinearSVC on this machine's CPU, the scikit-learn workflow, the C path, training
+# and an ImageNet-sized linear probe (1,281,167 x 2048, 1000 classes: iterations x time per
+# iteration). Each step has a time limit (the benchmarks' sized for an H200 machine, about
+# 10 minutes in all), so one that hangs or fails leaves the others' results; every log and
 # result lands in OUT. Exits non-zero when any step failed or ran out of time.
 #
 #   bash experiments/run_accelerator.sh OUT [FASHION_MNIST_DIR] [PEAK_TB_PER_S]
 #
 # STEPS names the steps to run (default: all, in the order tests gpu solver solver_alone
-# sklearn path train); where one command may run 10 minutes, run STEPS=tests in one and the
-# rest in the next.
+# sklearn path train many_classes); where one command may run 10 minutes, run STEPS=tests in
+# one, STEPS=many_classes in another and the rest in a third.
 # PYTHON names the interpreter (default python3); it needs scikit-learn, and mnist1d for the
 # training benchmark (svmjax comes from this checkout unless installed). PEAK_TB_PER_S is the
 # card's datasheet memory bandwidth (4.8 for an H200), printed beside the measured copy
@@ -30,7 +31,7 @@ mkdir -p "$out"
 cd "$root/experiments" || exit 2
 failed=0
 
-steps=" ${STEPS:-tests gpu solver solver_alone sklearn path train} "
+steps=" ${STEPS:-tests gpu solver solver_alone sklearn path train many_classes} "
 step() {  # step NAME SECONDS COMMAND...: run with a limit, log, and note the exit status
   local name=$1 limit=$2
   shift 2
@@ -52,5 +53,6 @@ step solver_alone 45 "$python" bench_solver_scale.py --out "$out/solver_alone" \
 step sklearn 75 "$python" bench_sklearn.py --out "$out/sklearn" --tasks cv
 step path 60 "$python" bench_path.py --out "$out/path" --data-dir "$data"
 step train 90 "$python" bench_train.py --out "$out/train" --no-torch
+step many_classes 180 "$python" bench_many_classes.py --out "$out/many_classes" --imagenet
 cat "$out/steps.txt"
 exit "$failed"

@@ -322,3 +322,60 @@ def test_bench_sparse_smoke(tmp_path):
         assert ours["objective"] <= theirs["objective"] * (1 + 2e-3)
         assert ours["accuracy"] > 0.5 and theirs["accuracy"] > 0.5
     assert (tmp_path / "results.md").read_text().startswith("# svmjax.solve vs LinearSVC")
+
+
+def test_bench_many_classes_smoke(tmp_path, monkeypatch):
+    import importlib.util
+
+    bench = load("bench_many_classes")
+    probe = load("linear_probe")
+    X, y = probe.features(3, 9000, 24, 7, workers=2)
+    again, _ = probe.features(3, 9000, 24, 7, workers=1)
+    np.testing.assert_array_equal(again, X)
+    head, y_head = probe.features(3, 100, 24, 7)  # a smaller draw is a prefix
+    np.testing.assert_array_equal(y_head, y[:100])
+    np.testing.assert_allclose(head, X[:100], rtol=1e-5, atol=1e-5 * np.abs(X).max())
+    assert X.dtype == np.float32 and X.min() == 0 and 0.3 < np.mean(X == 0) < 0.7
+    assert set(np.unique(y)) == set(range(7))
+    # 480 training rows x 16 features x 10 classes throughout: one compiled solver program
+    # (the caches are kept: cold = warm here)
+    monkeypatch.setattr(jax, "clear_caches", lambda: None)
+    peer = importlib.util.find_spec("sklearn") is not None
+    config = bench.Config(
+        out=str(tmp_path),
+        modes=("probe", "table", "fit", "imagenet"),
+        problems=((600, 16, 10),),
+        Cs=(0.1,),
+        peer=peer,
+        table_shape=(480, 16),
+        table_classes=(10,),
+        fit_shape=(300, 16, 10),
+        fit_batch=64,
+        fit_epochs=1,
+        grid_learning_rates=(0.1,),
+        imagenet_shape=(480, 16, 10),
+        imagenet_test=100,
+        imagenet_max_iter=30,
+    )
+    results = bench.main(config)
+    (row,) = results["probe"]["rows"]
+    fits = row["fits"]
+    assert list(fits) == [*bench.FITS, *(bench.PEERS if peer else ())]
+    for name in bench.FITS:
+        assert fits[name]["converged"] and fits[name]["gap"] <= 1e-3
+        assert 0 < fits[name]["top1"] <= fits[name]["top5"] <= 1
+    # the same problem: solve and the estimator without intercept agree
+    ours = fits["solve"]["objective"]
+    assert abs(fits["SVMClassifier, no intercept"]["objective"] / ours - 1) < 2e-3
+    assert fits["SVMClassifier"]["objective"] <= ours * (1 + 2e-3)  # a free intercept helps
+    if peer:  # a certified gap of 1e-3 puts svmjax within 0.1% above the optimum
+        assert ours <= fits["LinearSVC"]["objective"] * (1 + 2e-3)
+    assert row["intercept_overhead"] > 0
+    assert [r["classes"] for r in results["table"]["rows"]] == [10]
+    fit = results["fit"]
+    assert fit["steps_per_epoch"] == 5 and fit["grid_size"] == 2
+    assert all(fit[k]["per_step_ms"] > 0 for k in ("fit", "fit_top5", "fit_grid"))
+    imagenet = results["imagenet"]
+    assert 1 < imagenet["iterations"] <= 30 and np.isfinite(imagenet["per_iteration_s"])
+    text = (tmp_path / "results.md").read_text()
+    assert text.startswith("# Many classes") and "## ImageNet-sized linear probe" in text
