@@ -7,8 +7,9 @@ several (none: ``--probe``):
 
 ``--probe``: ``linear_probe.features`` (class means on a smooth low-dimensional manifold,
 overlapping classes, ReLU-like features; see that module) at 50,000 x 512 with 100 classes
-and 20,000 x 512 with 1,000 classes, the rows split 80/20 in draw order (the rows are
-independent: a random split). Crammer–Singer at C = 0.01 and 0.1, five fits of the same
+and 20,000 x 512 with 1,000 classes, the rows split 80/20 in draw order (labels come in
+random balanced blocks and examples are independent given their labels: a stratified
+random split). Crammer–Singer at C = 0.01 and 0.1, five fits of the same
 training rows in one process:
 
 - ``solve``: ``svmjax.solve.solve`` (no intercept);
@@ -185,7 +186,8 @@ def _measure(name: str, X, y, X_test, y_test, C: float, config: Config) -> dict:
 
 
 def _split(X, y, test_fraction: float):
-    """The first rows for training, the rest held out (views: the draw is iid)."""
+    """The first rows for training, the rest held out (views, no copies; a stratified
+    random split of a :func:`linear_probe.features` draw)."""
     n_train = round(len(y) * (1 - test_fraction))
     X, X_test, y, y_test = X[:n_train], X[n_train:], y[:n_train], y[n_train:]
     n_classes = int(max(y.max(), y_test.max())) + 1

@@ -60,7 +60,10 @@ def features(
     workers: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""Draw ``n`` synthetic linear-probe examples: float32 features ``X [n, d]`` and int32
-    labels ``y [n]`` in ``[0, n_classes)``, uniform over the classes.
+    labels ``y [n]`` in ``[0, n_classes)``, balanced: from the start of each chunk of
+    ``CHUNK_ROWS`` rows, every ``n_classes`` consecutive rows hold each class once, in random
+    order (so the first ``k * n_classes`` rows, for ``k * n_classes <= CHUNK_ROWS``, hold
+    each class ``k`` times).
 
     The class structure comes from ``seed`` alone: latent class centres
     :math:`z_c \sim N(0, I_m)` in ``m = latent_dim`` dimensions, a smooth random map
@@ -83,16 +86,19 @@ def features(
     classes overlap (no linear classifier separates them once there are enough examples),
     and a class is confused mostly with the few whose centres lie near it.
 
-    Examples are independent, so any split of the rows is a random split. Rows are drawn
-    ``CHUNK_ROWS`` at a time, each chunk from its own streams seeded by ``(seed, chunk)``:
-    the same arguments give the same array on the same machine (float32 products may round
-    differently on another), whatever ``workers``, and a larger ``n`` extends a smaller draw
-    (its first rows are the smaller draw: the labels exactly, the features to float32
-    rounding, as a product over fewer rows may sum in another order).
+    Examples are independent given their labels, so a split into the first and the last
+    rows is a stratified random split. Rows are drawn ``CHUNK_ROWS`` at a time, each chunk
+    from its own streams seeded by ``(seed, chunk)``: the same arguments give the same
+    array on the same machine (float32 products may round differently on another),
+    whatever ``workers``, and a larger ``n`` extends a smaller draw (its first rows are the
+    smaller draw: the labels exactly, the features to float32 rounding, as a product over
+    fewer rows may sum in another order).
 
     Args:
       seed: a non-negative int; it alone fixes the classes and the examples.
       n, d, n_classes: examples, features, classes.
+      latent_dim, width, smoothness, within, nuisance_rank, nuisance, noise, threshold:
+        the model's parameters, as above.
       out: optional C-contiguous float32 ``[n, d]`` array to fill (e.g. from
         ``np.empty`` or a memory map); without it one is allocated. No other copy of ``X``
         is made.
@@ -114,7 +120,9 @@ def features(
         rows = slice(j * CHUNK_ROWS, min(n, (j + 1) * CHUNK_ROWS))
         r = rows.stop - rows.start
         draw = [np.random.default_rng([seed, 1, j, stream]) for stream in range(4)]
-        y[rows] = draw[0].integers(0, n_classes, r)
+        # the chunk's labels as whole blocks of n_classes, each a permutation of the classes
+        blocks = np.tile(np.arange(n_classes, dtype=np.int32), (-(-CHUNK_ROWS // n_classes), 1))
+        y[rows] = draw[0].permuted(blocks, axis=1).ravel()[:r]
         z = s["centres"][y[rows]] + np.float32(within) * draw[1].standard_normal(
             (r, latent_dim), np.float32
         )
