@@ -162,6 +162,10 @@ def combine(pool: Pool, new: Pool) -> Pool:
     )
 
 
+DENSE_NEWTON = 64  # the intercept's Newton step forms the [C, C] Hessian up to this many classes
+_NEWTON_CG_STEPS = 12  # ... and beyond, takes this many conjugate-gradient steps
+
+
 def intercept_step(p: Problem, spec: Spec, z: jax.Array, per: jax.Array, a: jax.Array, mu):
     """A Newton step on the intercept alone (the weights held), with Armijo backtracking
     (:func:`svmjax.lbfgs.backtracking`), from the scores ``z`` with smoothed terms ``per``
@@ -173,14 +177,22 @@ def intercept_step(p: Problem, spec: Spec, z: jax.Array, per: jax.Array, a: jax.
     ``sum_i u_i = 0``), which the repair (``Dual.repair``) pays for in the dual value to
     first order: without this step the certificate lags the primal by many iterations.
     The step is in score space (``b`` shifts every example's scores alike: no pass over
-    ``X``), with the analytic curvature ``Dual.curvature`` (``[C, C]``).
+    ``X``), with the analytic curvature ``Dual.curvature`` (Hessian-vector products,
+    ``O(C N)`` each): up to :data:`DENSE_NEWTON` classes the ``[C, C]`` Hessian is formed
+    from ``C`` of them and solved exactly; beyond, :func:`conjugate_gradients` runs a few
+    of them (forming it would cost ``O(C^2 N)``, more than a pass over ``X`` at a thousand
+    classes).
     """
     dual = dual_of(spec.loss)
     g = jnp.sum(dual.dual_map(a, p.is_true, p.c), axis=1)
-    hessian = dual.curvature(a, per, p.is_true, p.c, mu, spec.squared)
-    # A small ridge: relative margins leave a shift of all classes alike free.
-    ridge = 1e-6 * jnp.trace(hessian) / hessian.shape[0] + jnp.finfo(z.dtype).tiny
-    db = -jnp.linalg.solve(hessian + ridge * jnp.eye(hessian.shape[0], dtype=z.dtype), g)
+    times = dual.curvature(a, per, p.is_true, p.c, mu, spec.squared)
+    if g.shape[0] <= DENSE_NEWTON:
+        hessian = jax.vmap(times, in_axes=1, out_axes=1)(jnp.eye(g.shape[0], dtype=z.dtype))
+        # A small ridge: relative margins leave a shift of all classes alike free.
+        ridge = 1e-6 * jnp.trace(hessian) / hessian.shape[0] + jnp.finfo(z.dtype).tiny
+        db = -jnp.linalg.solve(hessian + ridge * jnp.eye(hessian.shape[0], dtype=z.dtype), g)
+    else:
+        db = -conjugate_gradients(times, g, _NEWTON_CG_STEPS)
     db = jnp.where(jnp.all(jnp.isfinite(db)), db, 0)
     # Where a class's terms are all nearly linear its curvature is nearly 0 and the
     # Newton step huge: no step moves a score by more than the margin.
@@ -193,6 +205,35 @@ def intercept_step(p: Problem, spec: Spec, z: jax.Array, per: jax.Array, a: jax.
     t, change, (new_per, new_a) = lbfgs.backtracking(trial, jnp.vdot(g, db), min_step=2.0**-10)
     lower = change < 0
     return jnp.where(lower, t * db, 0), jnp.where(lower, new_per, per), jnp.where(lower, new_a, a)
+
+
+def conjugate_gradients(times, g: jax.Array, steps: int) -> jax.Array:
+    """An approximate solution of ``H x = g`` by ``steps`` conjugate-gradient iterations from
+    0 (fewer once the residual is below ``1e-4 |g|``), ``H`` positive semi-definite given as
+    ``times(v) = H v``.
+
+    Why: a Newton step followed by a line search needs a good direction, not an exact
+    solve; each iteration is one product, and the iterate after any number of them is a
+    descent direction (its inner product with ``g`` is positive). Relative margins make
+    ``H`` singular (a common shift of all classes), with ``g`` orthogonal to that null
+    direction: the iterates stay orthogonal to it too.
+    """
+    tiny = jnp.finfo(g.dtype).tiny
+    stop = 1e-8 * jnp.vdot(g, g)
+
+    def body(_, carry):
+        x, r, d, rr = carry
+        hd = times(d)
+        dhd = jnp.vdot(d, hd)
+        go = (rr > stop) & (dhd > tiny)
+        alpha = jnp.where(go, rr / jnp.where(go, dhd, 1), 0)
+        x, r = x + alpha * d, r - alpha * hd
+        new_rr = jnp.vdot(r, r)
+        beta = jnp.where(go, new_rr / jnp.maximum(rr, tiny), 0)
+        return x, r, jnp.where(go, r + beta * d, d), jnp.where(go, new_rr, 0)
+
+    x0 = jnp.zeros_like(g)
+    return jax.lax.fori_loop(0, steps, body, (x0, g, g, jnp.vdot(g, g)))[0]
 
 
 def certificate(p: Problem, spec: Spec, a: jax.Array, uX: jax.Array, pool: Pool):

@@ -50,15 +50,32 @@ class Dual(NamedTuple):
     ``scale(a, c)`` is the largest ``t`` with ``t * a`` feasible for the hinge (so every
     ``s * scale(a, c) * a`` with ``0 <= s <= 1`` is, too); ``curvature(a, per, is_true,
     c, mu, squared)`` is the Hessian of the smoothed data term in the intercept,
-    ``sum_i c_i Hess L_mu(z_i)`` ``[C, C]`` (the intercept shifts every example's scores
-    alike), from the smoothing's own outputs at those scores (``a``, and ``per = c *``
-    the smoothed losses), so the solver never evaluates the smoothing twice; built from
-    matrix products, never per-example ``[C, C]`` blocks; ``hinge(z, is_true, margin,
+    ``H = sum_i c_i Hess L_mu(z_i)`` (the intercept shifts every example's scores alike),
+    as the function ``v -> H v`` (``[C] -> [C]``, ``O(C N)`` work: the solver applies it
+    to the identity for a few classes and runs conjugate gradients with it for many,
+    where a ``[C, C]`` matrix would cost ``O(C^2 N)``), from the smoothing's own outputs at
+    those scores (``a``, and ``per = c *`` the smoothed losses), so the solver never
+    evaluates the smoothing twice; ``hinge(z, is_true, margin,
     squared)`` (optional) is the loss itself, unsmoothed and unweighted, ``[N]``: the
     values of the loss's pure definition (:mod:`svmjax.losses`) at ``z.T``, computed in
     this layout, where the pure definition's reductions over the short class axis of
     ``[N, C]`` rows do not vectorise on XLA:CPU (the solver evaluates it at every
     iteration); without it (``None``) the solver evaluates the pure definition on ``z.T``.
+
+    Two optional fields for the losses whose conjugate is more than ``-margin * sum(a)``
+    (target margins or term weights other than 1, the top-k sets, a smooth loss; see
+    :mod:`svmjax.family_duals`); with them the dual value is ``D(a) = linear - |uX|^2 / 2 -
+    conjugate`` (``|P uX|^2`` under the sum-to-zero constraint, ``P`` centring the
+    classes). ``linear(a, is_true, c, margin)`` is its linear part ``sum_i c_i <nu_i,
+    a_i>`` (without it: ``margin * sum(c * a)``), used wherever the solver takes that part:
+    the pooled point's ``lin`` and the smoothing's share of the gap. ``conjugate(a,
+    is_true, c, squared)`` is the rest of the conjugate, ``sum_i c_i phi(a_i)`` with
+    ``phi`` convex and ``phi(0) = 0``: for a squared hinge ``phi(t a) = t^2 phi(a)``, and
+    the best point of the ray ``t * a`` (replacing ``value``) is ``t = max(lin, 0) / (|uX|^2
+    + 2 conjugate)``, worth ``t lin - t^2 (|uX|^2 / 2 + conjugate)``; for a hinge it is 0;
+    for a loss that needs no smoothing (``smoothed(False)`` is False) ``scale`` is 1 and
+    the pooled point's ``lin`` is ``linear - conjugate`` (a lower bound of every pooled
+    combination's value, as ``phi`` is convex and 0 at 0).
     """
 
     smooth: Callable
@@ -69,6 +86,8 @@ class Dual(NamedTuple):
     scale: Callable
     curvature: Callable
     hinge: Callable | None = None
+    linear: Callable | None = None
+    conjugate: Callable | None = None
 
 
 _UNROLL = 64  # up to this many classes, a maximum over classes compares rows one by one
@@ -158,8 +177,20 @@ def _absolute_map(a, is_true, c):
 
 def _flow(v, is_true, c):
     """``flow[k, j]`` ``[C, C]``: the sum of ``c_i v_ij`` over the examples ``i`` of class
-    ``k`` (``v`` ``[C, N]``), what relative margins move from class ``k`` to class ``j``."""
-    return (is_true.astype(v.dtype) * c[None, :]) @ v.T
+    ``k`` (``v`` ``[C, N]``), what relative margins move from class ``k`` to class ``j``.
+
+    A product with the one-hot labels for a few classes; for many, a segment sum by label
+    (``O(C N)`` work where the product takes ``O(C^2 N)``)."""
+    if v.shape[0] <= _UNROLL:
+        return (is_true.astype(v.dtype) * c[None, :]) @ v.T
+    labels = jnp.argmax(is_true, axis=0)
+    return jax.ops.segment_sum((c[None, :] * v).T, labels, v.shape[0])
+
+
+def _true_rows(q, is_true):
+    """``sum_i [y_i = k] q_i`` ``[C]`` for ``q`` ``[N]``: each example's value summed into
+    its class."""
+    return jnp.sum(jnp.where(is_true, q[None, :], 0), axis=1)
 
 
 def _repair_relative(a, is_true, c):
@@ -170,13 +201,19 @@ def _repair_relative(a, is_true, c):
     ``flow.T @ lam = out * lam``: a null vector of this Laplacian (the Perron vector),
     unique and positive when the flow graph is strongly connected, and 1 at the optimum.
     ``ok`` is False when no such vector exists (a class with no active dual variable).
+
+    The columns of the Laplacian ``L`` sum to zero, so ``L + 1 1^T / C`` maps its null
+    vector ``v`` to ``mean(v) 1``: one linear solve finds it (``O(C^3 / 3)``, where a
+    singular value decomposition costs tens of times more at a thousand classes).
     """
     flow = _flow(a, is_true, c)
     out = jnp.sum(flow, axis=1)
     isolated = (out <= 0) & (jnp.sum(flow, axis=0) <= 0)
     laplacian = jnp.diag(out + isolated.astype(a.dtype)) - flow.T
-    _, _, vt = jnp.linalg.svd(laplacian)
-    lam = vt[-1] * jnp.sign(jnp.sum(vt[-1]))
+    n_classes = laplacian.shape[0]
+    scale = jnp.maximum(jnp.max(out), jnp.finfo(a.dtype).tiny) / n_classes
+    ones = jnp.ones(n_classes, a.dtype)
+    lam = jnp.linalg.solve(laplacian + scale * jnp.outer(ones, ones), ones)
     lam = jnp.where(isolated, 0, jnp.maximum(lam, 0))
     lam = lam / jnp.maximum(jnp.max(lam), jnp.finfo(a.dtype).tiny)
     residual = jnp.max(jnp.abs(flow.T @ lam - out * lam))
@@ -228,18 +265,26 @@ def _max_value(a, uX, c, margin):
 
 
 def _relative_curvature(h, is_true, c):
-    r""":math:`\sum_i c_i G_i^\top \mathrm{diag}(h_i) G_i` ``[C, C]`` for relative margins
-    (:math:`G_i z = (z_j - z_{y_i})_j`; ``h`` ``[C, N]`` is 0 on the true class): the
-    diagonal collects each class's own terms and, on the true class, the example's total;
-    ``flow[k, j]`` of ``h`` (:func:`_flow`) couples ``k`` and ``j``."""
-    flow = _flow(h, is_true, c)
-    own = jnp.sum(c[None, :] * h, axis=1) + jnp.sum(flow, axis=1)
-    return jnp.diag(own) - flow - flow.T
+    r"""``v ->`` :math:`\sum_i c_i G_i^\top \mathrm{diag}(h_i) G_i v` for relative margins
+    (:math:`G_i z = (z_j - z_{y_i})_j`; ``h`` ``[C, N]`` is 0 on the true class):
+    :math:`q_i = c_i h_i \circ (v - v_{y_i})`, then :math:`G_i^\top q_i` puts
+    :math:`-\sum_j q_{ij}` on the true class."""
+
+    def times(v):
+        q = c[None, :] * h * (v[:, None] - class_sum(jnp.where(is_true, v[:, None], 0))[None, :])
+        return jnp.sum(q, axis=1) - _true_rows(class_sum(q), is_true)
+
+    return times
 
 
 def _outer(v, weight):
-    """``sum_i weight_i v_i v_i^T`` ``[C, C]`` for ``v`` ``[C, N]``."""
-    return (v * weight[None, :]) @ v.T
+    """``x -> sum_i weight_i v_i (v_i^T x)`` for ``v`` ``[C, N]``."""
+    return lambda x: v @ (weight * (x @ v))
+
+
+def _plus(*operators):
+    """The sum of linear operators given as functions."""
+    return lambda x: sum(op(x) for op in operators)
 
 
 def _logistic_curvature(a, mu, squared):
@@ -255,7 +300,8 @@ def _curvature_weston_watkins(a, per, is_true, c, mu, squared):
 
 
 def _curvature_one_vs_rest(a, per, is_true, c, mu, squared):  # z_j enters as -t_j z_j
-    return jnp.diag(jnp.sum(c[None, :] * _logistic_curvature(a, mu, squared), axis=1))
+    own = jnp.sum(c[None, :] * _logistic_curvature(a, mu, squared), axis=1)
+    return lambda v: own * v
 
 
 def _curvature_crammer_singer(a, per, is_true, c, mu, squared):
@@ -274,7 +320,7 @@ def _curvature_crammer_singer(a, per, is_true, c, mu, squared):
     else:
         p, h, w = a, a / mu, jnp.full(c.shape, -1 / mu, a.dtype)
     pt = _relative_map(p, is_true, jnp.ones_like(c))
-    return _relative_curvature(h, is_true, c) + _outer(pt, c * w)
+    return _plus(_relative_curvature(h, is_true, c), _outer(pt, c * w))
 
 
 WESTON_WATKINS = Dual(

@@ -372,7 +372,8 @@ def test_curvature_is_the_hessian_in_the_intercept(loss, squared):
 
             expected = jax.hessian(data_term)(jnp.zeros(z.shape[0]))
             values, a = dual.smooth(z, p.is_true, 1.0, mu, squared)
-            got = dual.curvature(a, p.c * values, p.is_true, p.c, mu, squared)
+            times = dual.curvature(a, p.c * values, p.is_true, p.c, mu, squared)
+            got = jax.vmap(times, in_axes=1, out_axes=1)(jnp.eye(z.shape[0]))
             assert_close(got, expected, 1e3 * F64_TOL)
 
 
@@ -386,9 +387,10 @@ def test_curvature_ignores_weights_too_small_to_count():
     z = z.astype(jnp.float32)
     tiny = p.c.astype(jnp.float32).at[:5].set(1e-25)
     values, a = dual.smooth(z, p.is_true, 1.0, 0.3, True)
-    got = dual.curvature(a, tiny * values, p.is_true, tiny, 0.3, True)
+    eye = jnp.eye(z.shape[0], dtype=z.dtype)
+    got = jax.vmap(dual.curvature(a, tiny * values, p.is_true, tiny, 0.3, True))(eye)
     zeroed = tiny.at[:5].set(0)
-    want = dual.curvature(a, zeroed * values, p.is_true, zeroed, 0.3, True)
+    want = jax.vmap(dual.curvature(a, zeroed * values, p.is_true, zeroed, 0.3, True))(eye)
     assert bool(jnp.all(jnp.isfinite(got)))
     assert_close(got, want, 1e-5)
 
@@ -417,7 +419,7 @@ def test_intercept_step_is_a_newton_step(loss, squared, monkeypatch):
         assert norms[-1] <= 1e-8 * norms[0], norms
         # A direction uphill (here: from a curvature of the wrong sign) is refused.
         dual = continuation.dual_of(loss)
-        wrong = dual._replace(curvature=lambda a, *args: -jnp.eye(a.shape[0]))
+        wrong = dual._replace(curvature=lambda a, *args: lambda v: -v)
         monkeypatch.setattr(_solver_point, "dual_of", lambda loss: wrong)
         z = _smooth_problem(loss, squared, seed=3)[0]  # far from the best intercept
         per, a = smoothed(z)
@@ -479,3 +481,66 @@ def test_every_product_is_full_precision(default):
         dots = [line for line in text.splitlines() if "dot_general" in line]
         assert dots, name
         assert all("precision = [HIGHEST, HIGHEST]" in line for line in dots), (name, dots)
+
+
+@pytest.mark.parametrize("loss,squared", CASES)
+def test_many_class_curvature_and_flow_match_their_dense_forms(loss, squared):
+    # Beyond _UNROLL classes the flow is a segment sum by label and the Hessian-vector
+    # products never form [C, C] blocks: both against the one-hot product and jax.hessian.
+    dual = continuation.dual_of(loss)
+    with x64():
+        z, p = _smooth_problem(loss, squared, n=60, k=duals._UNROLL + 6)
+        mu = 0.3
+        values, a = dual.smooth(z, p.is_true, 1.0, mu, squared)
+        flow = duals._flow(a, p.is_true, p.c)
+        assert_close(flow, (p.is_true * p.c[None, :]) @ a.T, F64_TOL)
+
+        def data_term(b):
+            return jnp.sum(p.c * dual.smooth(z + b[:, None], p.is_true, 1.0, mu, squared)[0])
+
+        v = jnp.asarray(np.random.default_rng(5).standard_normal(z.shape[0]))
+        expected = jax.jvp(jax.grad(data_term), (jnp.zeros(z.shape[0]),), (v,))[1]
+        got = dual.curvature(a, p.c * values, p.is_true, p.c, mu, squared)(v)
+        assert_close(got, expected, 1e3 * F64_TOL)
+
+
+def test_relative_repair_finds_the_laplacians_null_vector():
+    # The repair's linear solve against a null vector from the singular value
+    # decomposition of the flow's Laplacian, with a class left out of the flow entirely.
+    rng = np.random.default_rng(7)
+    with x64():
+        for k in (4, duals._UNROLL + 6):
+            y = np.arange(200) % (k - 1)  # class k - 1 has no example...
+            is_true = jnp.asarray(np.eye(k, dtype=bool)[y].T)
+            a = jnp.asarray(rng.uniform(0, 1, (k, 200))).at[k - 1].set(0)  # ...nor any flow
+            a = jnp.where(is_true, 0, a)
+            c = jnp.asarray(rng.uniform(0.5, 2, 200))
+            repaired, ok = duals._repair_relative(a, is_true, c)
+            u = duals._relative_map(repaired, is_true, c)
+            assert bool(ok)
+            assert float(jnp.max(jnp.abs(jnp.sum(u, axis=1)))) <= 1e-9 * float(jnp.sum(c))
+            flow = np.asarray((is_true * c[None, :]) @ a.T)[: k - 1, : k - 1]
+            laplacian = np.diag(flow.sum(1)) - flow.T
+            null = np.linalg.svd(laplacian)[2][-1]
+            null = null / null[np.argmax(np.abs(null))]
+            ratio = np.asarray(repaired / jnp.where(a > 0, a, 1)).max(axis=0)  # lam[y_i]
+            lam = np.array([ratio[y == j][0] for j in range(k - 1)])
+            np.testing.assert_allclose(lam / lam.max(), null / null.max(), atol=1e-9)
+
+
+@pytest.mark.parametrize("loss,squared", CASES)
+def test_conjugate_gradient_intercept_step_is_a_newton_step(loss, squared, monkeypatch):
+    # The many-class path (conjugate gradients on Hessian-vector products) forced at five
+    # classes: its steps drive the intercept's gradient to zero like the exact Newton step.
+    monkeypatch.setattr(_solver_point, "DENSE_NEWTON", 0)
+    spec, mu = _solver_point.Spec(loss, squared), 0.3
+    with x64():
+        z, p = _smooth_problem(loss, squared)
+        per, a = _solver_point.smoothed(p, spec, z, mu)
+        norms = [float(jnp.linalg.norm(_intercept_gradient(p, loss, a)))]
+        for _ in range(10):
+            db, new_per, a = _solver_point.intercept_step(p, spec, z, per, a, mu)
+            assert float(jnp.sum(new_per - per)) <= 0
+            z, per = z + db[:, None], new_per
+            norms.append(float(jnp.linalg.norm(_intercept_gradient(p, loss, a))))
+        assert norms[-1] <= 1e-8 * norms[0], norms
