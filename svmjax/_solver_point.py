@@ -39,10 +39,14 @@ class Problem(NamedTuple):
 
 
 class Spec(NamedTuple):
-    """The static (hashable) settings of one solve."""
+    r"""The static (hashable) settings of one solve: the loss, its frozen options
+    (:func:`svmjax.registry.loss_options`) and whether the model carries the sum-to-zero
+    constraint (:math:`\sum_c w_c = 0`, :math:`\sum_c b_c = 0`)."""
 
     loss: str
     squared: bool
+    options: tuple = ()
+    sum_to_zero: bool = False
 
 
 class Pool(NamedTuple):
@@ -84,6 +88,22 @@ def scores(p: Problem, x: jax.Array) -> jax.Array:
     return (V @ p.X.T if p.XT is None else V @ p.XT) + b[:, None]
 
 
+def centre(p: Problem, spec: Spec, v: jax.Array) -> jax.Array:
+    r"""``v`` (weights or ``u @ X`` in the flat variables' layout, or an intercept ``[C]``)
+    with its mean over the classes removed under the sum-to-zero constraint (the
+    projection onto :math:`\sum_c v_c = 0`), else ``v`` itself.
+
+    Why: the constrained problem's gradients are the projected ones, so L-BFGS's steps
+    and every iterate stay in the subspace (to float rounding); its dual value is
+    ``lin - |P uX|^2 / 2``, as the weights that minimise ``|V|^2 / 2 + <V, uX>`` over
+    the subspace are ``-P uX``.
+    """
+    if not spec.sum_to_zero:
+        return v
+    axis = 1 if isinstance(p.X, SparseRows) and v.ndim == 2 else 0  # W = V.T for sparse X
+    return v - jnp.mean(v, axis=axis, keepdims=True)
+
+
 def times_x(p: Problem, u: jax.Array) -> jax.Array:
     """``u @ X`` ``[C, D]`` for ``u`` ``[C, N]``, in the layout of the flat variables (for
     sparse ``X`` its transpose ``X^T u^T`` ``[D, C]``, as the sparse product gives it; its
@@ -94,17 +114,17 @@ def times_x(p: Problem, u: jax.Array) -> jax.Array:
 def smoothed(p: Problem, spec: Spec, z: jax.Array, mu: jax.Array):
     """The smoothed per-example terms ``c_i L_mu(z_i)`` ``[N]`` and their dual variables
     ``a`` ``[C, N]`` at the scores ``z`` (no pass over ``X``)."""
-    values, a = dual_of(spec.loss).smooth(z, p.is_true, p.margin, mu, spec.squared)
+    values, a = dual_for(p, spec).smooth(z, p.is_true, p.margin, mu, spec.squared)
     return p.c * values, a
 
 
 def gradient(p: Problem, spec: Spec, x: jax.Array, a: jax.Array):
     """The smoothed objective's gradient (analytic: ``V + u @ X`` and the sum of ``u``)
     and ``u @ X``, which the certificate reuses: one pass over ``X``."""
-    u = dual_of(spec.loss).dual_map(a, p.is_true, p.c)
-    uX = times_x(p, u)
+    u = dual_for(p, spec).dual_map(a, p.is_true, p.c)
+    uX = centre(p, spec, times_x(p, u))
     weights = x[: uX.size].reshape(uX.shape)  # V, or W = V.T for sparse X (see flatten)
-    gb = jnp.where(p.fit_intercept, jnp.sum(u, axis=1), 0)
+    gb = jnp.where(p.fit_intercept, centre(p, spec, jnp.sum(u, axis=1)), 0)
     return jnp.concatenate([(weights + uX).ravel(), gb]), uX
 
 
@@ -113,10 +133,11 @@ def primal(p: Problem, spec: Spec, x: jax.Array, z: jax.Array) -> jax.Array:
     (``Dual.hinge``, those of its pure definition, in the solver's ``[C, N]`` layout; the
     pure definition itself on ``z.T`` for a ``Dual`` without one)."""
     V, _ = unpack(p, x)
-    hinge = dual_of(spec.loss).hinge
+    hinge = dual_for(p, spec).hinge
     if hinge is None:
         pure = registry.get(spec.loss).pure
-        per_example = pure(z.T, p.y, margin=p.margin, squared=spec.squared)
+        options = dict(spec.options)
+        per_example = pure(z.T, p.y, margin=p.margin, squared=spec.squared, **options)
     else:
         per_example = hinge(z, p.is_true, p.margin, spec.squared)
     return 0.5 * jnp.sum(V * V) + jnp.sum(p.c * per_example)
@@ -183,9 +204,13 @@ def intercept_step(p: Problem, spec: Spec, z: jax.Array, per: jax.Array, a: jax.
     of them (forming it would cost ``O(C^2 N)``, more than a pass over ``X`` at a thousand
     classes).
     """
-    dual = dual_of(spec.loss)
-    g = jnp.sum(dual.dual_map(a, p.is_true, p.c), axis=1)
-    times = dual.curvature(a, per, p.is_true, p.c, mu, spec.squared)
+    dual = dual_for(p, spec)
+    g = centre(p, spec, jnp.sum(dual.dual_map(a, p.is_true, p.c), axis=1))
+    curvature = dual.curvature(a, per, p.is_true, p.c, mu, spec.squared)
+
+    def times(v):  # projected onto the constraint's subspace where the model has it
+        return centre(p, spec, curvature(centre(p, spec, v)))
+
     if g.shape[0] <= DENSE_NEWTON:
         hessian = jax.vmap(times, in_axes=1, out_axes=1)(jnp.eye(g.shape[0], dtype=z.dtype))
         # A small ridge: relative margins leave a shift of all classes alike free.
@@ -197,6 +222,7 @@ def intercept_step(p: Problem, spec: Spec, z: jax.Array, per: jax.Array, a: jax.
     # Where a class's terms are all nearly linear its curvature is nearly 0 and the
     # Newton step huge: no step moves a score by more than the margin.
     db = db * jnp.minimum(1, p.margin / jnp.maximum(jnp.max(jnp.abs(db)), p.margin))
+    db = centre(p, spec, db)
 
     def trial(t):
         new_per, new_a = smoothed(p, spec, z + t * db[:, None], mu)
@@ -246,25 +272,48 @@ def certificate(p: Problem, spec: Spec, a: jax.Array, uX: jax.Array, pool: Pool)
     quadratic term that the summaries do not carry). If the repair fails: hinge losses
     keep ``pool`` and return its (still valid) value, squared hinges return ``-inf``.
     """
-    dual = dual_of(spec.loss)
+    dual = dual_for(p, spec)
 
     def repaired(a):
         a, ok = dual.repair(a, p.is_true, p.c)
-        return a, times_x(p, dual.dual_map(a, p.is_true, p.c)), ok
+        return a, centre(p, spec, times_x(p, dual.dual_map(a, p.is_true, p.c))), ok
 
     unchanged = (a, uX, jnp.array(True))
     a, uX, ok = jax.lax.cond(p.fit_intercept, repaired, lambda a: unchanged, a)
     if spec.squared:
-        return jnp.where(ok, dual.value(a, uX, p.c, p.margin), -jnp.inf), pool
+        if dual.conjugate is None:
+            return jnp.where(ok, dual.value(a, uX, p.c, p.margin), -jnp.inf), pool
+        # The best point t * a of the ray: phi(t a) = t^2 phi(a) (see Dual).
+        lin, uu = linear_part(p, spec, a), jnp.vdot(uX, uX)
+        quad = uu + 2 * dual.conjugate(a, p.is_true, p.c, True)
+        t = jnp.maximum(lin, 0) / jnp.maximum(quad, jnp.finfo(a.dtype).tiny)
+        return jnp.where(ok, t * lin - 0.5 * t * t * quad, -jnp.inf), pool
     t = dual.scale(a, p.c)
-    new = Pool(t * p.margin * jnp.sum(p.c[None, :] * a), t * uX.ravel())
+    lin = linear_part(p, spec, t * a)
+    if dual.conjugate is not None:
+        lin = lin - dual.conjugate(t * a, p.is_true, p.c, False)
+    new = Pool(lin, t * uX.ravel())
     combined = combine(pool, new)
     pool = jax.tree.map(lambda x, y: jnp.where(ok, x, y), combined, pool)
     return pool.lin - 0.5 * jnp.vdot(pool.uX, pool.uX), pool
 
 
-def dual_of(loss: str) -> duals.Dual:
-    """The solver's pieces for ``loss``; a clear refusal for a loss without a dual."""
+def linear_part(p: Problem, spec: Spec, a: jax.Array) -> jax.Array:
+    """The linear part of the dual value at ``a``: ``Dual.linear``, or ``margin * sum(c *
+    a)`` for a loss without one (every target margin the margin, every weight 1)."""
+    linear = dual_for(p, spec).linear
+    if linear is None:
+        return p.margin * jnp.sum(p.c[None, :] * a)
+    return linear(a, p.is_true, p.c, p.margin)
+
+
+def dual_of(
+    loss: str, options: tuple = (), n_classes: int = 2, squared: bool = False
+) -> duals.Dual:
+    """The solver's pieces for ``loss`` with its frozen ``options`` at ``n_classes``
+    classes; a clear refusal for a loss without a dual, or for options no derived dual
+    covers (the registry entry's ``dual`` is a :class:`svmjax.duals.Dual`, or a function
+    of the options, the number of classes and ``squared`` that builds one)."""
     dual = registry.get(loss).dual
     if dual is None:
         raise ValueError(
@@ -272,4 +321,11 @@ def dual_of(loss: str) -> duals.Dual:
             f"is derived for it); use svmjax.train.fit, or one of: "
             f"{', '.join(registry.names(solver=True))}"
         )
-    return dual
+    if isinstance(dual, duals.Dual):
+        return dual
+    return dual(dict(options), n_classes, squared)
+
+
+def dual_for(p: Problem, spec: Spec) -> duals.Dual:
+    """:func:`dual_of` for the loss of ``spec`` at the classes of ``p``."""
+    return dual_of(spec.loss, spec.options, p.is_true.shape[0], spec.squared)

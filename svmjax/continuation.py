@@ -148,7 +148,7 @@ def _step(p: point.Problem, spec: point.Spec, state: _State):
     return state, moved, a, uX
 
 
-def _smoothing_share(p: point.Problem, state: _State, primal, a, uX) -> jax.Array:
+def _smoothing_share(p: point.Problem, spec: point.Spec, state: _State, primal, a, uX) -> jax.Array:
     r"""The smoothing's share of the gap of the current point's own dual point ``a``.
 
     With :math:`D(a) = \Delta \sum_i c_i \textstyle\sum_j a_{ij} - \tfrac12 \lVert u
@@ -165,7 +165,7 @@ def _smoothing_share(p: point.Problem, state: _State, primal, a, uX) -> jax.Arra
     """
     n = p.is_true.size // p.is_true.shape[1] * p.X.shape[1]
     V, b = point.unpack(p, state.x)
-    dual = p.margin * jnp.sum(p.c[None, :] * a) - 0.5 * jnp.sum(uX * uX)
+    dual = point.linear_part(p, spec, a) - 0.5 * jnp.sum(uX * uX)
     g_V, g_b = state.grad[:n], state.grad[n:]
     return primal - dual - 0.5 * jnp.vdot(g_V, g_V) - jnp.vdot(b, g_b)
 
@@ -187,12 +187,12 @@ def _iteration(p: point.Problem, spec: point.Spec, state: _State, tol: jax.Array
     primal = point.primal(p, spec, state.x, state.z)
     better = primal < state.best_primal
     hopeless = (~moved & (state.memory.size == 0)) | (state.weak >= _PATIENCE)
-    can_shrink = dual_of(spec.loss).smoothed(spec.squared) & (state.mu > _MU_MIN * p.margin)
+    can_shrink = point.dual_for(p, spec).smoothed(spec.squared) & (state.mu > _MU_MIN * p.margin)
     g2 = jnp.vdot(state.grad, state.grad)
     if spec.squared:
         ready = g2 <= _STAGE * (state.value - primal)
     else:
-        share = _smoothing_share(p, state, primal, a, uX)
+        share = _smoothing_share(p, spec, state, primal, a, uX)
         ready = moved & (share > _ENOUGH * tol * jnp.abs(primal)) & (g2 / 2 <= share)
     next_stage = can_shrink & (ready | hopeless)
     # The dual is certified every _CERTIFY_EVERY iterations and at every iteration that
@@ -258,7 +258,9 @@ def memory_size(n: int, d: int, c: int, nnz: int | None = None) -> int:
     return max(_LEAST_MEMORY, size)
 
 
-def solve_fn(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, *, loss, squared):
+def solve_fn(
+    X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, *, loss, squared, options=()
+):
     """The whole solve from ``init``: one ``while_loop`` of L-BFGS iterations, returning a
     :class:`SolveResult` (the arguments are those :func:`svmjax.solve.solve` prepares).
 
@@ -269,15 +271,19 @@ def solve_fn(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, *, loss, 
     bound by the pass over ``X``, not by arithmetic, and full precision costs little; on
     CPU the setting changes nothing."""
     with jax.default_matmul_precision("highest"):
-        return _solve(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, loss, squared)
+        spec = point.Spec(loss, squared, options, registry.get(loss).constraint == "sum_to_zero")
+        return _solve(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, spec)
 
 
-def _solve(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, loss, squared):
-    spec = point.Spec(loss, squared)
+def _solve(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, spec):
     sparse = isinstance(X, SparseRows)
     XT = None if sparse or X.size >= _LARGE else X.T
     p = point.Problem(X, XT, y, one_hot(y, init["W"].shape[1]).T, c, margin, fit_intercept)
-    x0 = jnp.concatenate([point.flatten(p, init["W"].T), jnp.where(fit_intercept, init["b"], 0)])
+    # Under the sum-to-zero constraint the start is projected onto it (every step stays).
+    W0, b0 = init["W"], init["b"]
+    if spec.sum_to_zero:
+        W0, b0 = W0 - jnp.mean(W0, axis=1, keepdims=True), b0 - jnp.mean(b0)
+    x0 = jnp.concatenate([point.flatten(p, W0.T), jnp.where(fit_intercept, b0, 0)])
     zero, dtype = jnp.zeros((), jnp.int32), X.dtype
     n, d = X.shape
     nnz = X.stored if sparse else None
@@ -316,7 +322,7 @@ def _solve(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, loss, squar
         gap=state.best_primal - state.best_dual,
         converged=_done(state, tol),
         n_iter=state.n_iter,
-        smoothing=jnp.where(dual_of(loss).smoothed(squared), state.mu, 0),
+        smoothing=jnp.where(point.dual_for(p, spec).smoothed(spec.squared), state.mu, 0),
         stalled=state.stalled & ~_done(state, tol),
     )
 
@@ -325,7 +331,7 @@ run = cache.jit(
     solve_fn,
     cpu_options=cache.NO_TREE_SUMS,
     export_if=lambda static: registry.builtin(static["loss"]),
-    static_argnames=("loss", "squared"),
+    static_argnames=("loss", "squared", "options"),
 )
 """``solve_fn`` compiled (with :func:`svmjax.cache.compiler_options` and, on CPU,
 :data:`svmjax.cache.NO_TREE_SUMS`)."""

@@ -230,7 +230,7 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
             loss=self.loss, squared=bool(self.squared), margin=float(self.margin)
         )
         extra = dict(registry.loss_options(self.loss, self.loss_options))
-        if extra:  # only losses without a dual have options, so only solver="sgd" gets here
+        if extra:
             options["loss_options"] = extra
         if self.solver == "exact":
             result = self._fit_exact(X_jax, y_jax, sample_weight, class_weights, max_iter, options)

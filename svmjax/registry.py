@@ -47,7 +47,9 @@ class Loss(NamedTuple):
       pure: ``pure(scores, labels, *, margin, squared, class_weights, **options)``, plain
         ``jnp`` (``jax.grad`` differentiates it).
       analytic: the same signature and values, with a hand-written ``custom_vjp`` gradient.
-      dual: the exact solver's pieces (:class:`svmjax.duals.Dual`), or ``None``: then
+      dual: the exact solver's pieces (:class:`svmjax.duals.Dual`), or a function of the
+        loss's options (a dict), the number of classes and ``squared`` that returns them
+        (raising ``ValueError`` for a setting it cannot certify), or ``None``: then
         :func:`svmjax.solve.solve` refuses the loss (no certificate without a dual).
       constraint: ``None`` or ``"sum_to_zero"``: the model the loss is meant for has
         :math:`\\sum_c w_c = 0` and :math:`\\sum_c b_c = 0` (training keeps it so).
@@ -61,7 +63,7 @@ class Loss(NamedTuple):
     name: str
     pure: Callable[..., jax.Array]
     analytic: Callable[..., jax.Array]
-    dual: duals.Dual | None = None
+    dual: duals.Dual | Callable[[dict, int, bool], duals.Dual] | None = None
     constraint: str | None = None
     kinks: Callable[..., jax.Array] | None = None
     options: tuple[str, ...] = ()
@@ -211,11 +213,24 @@ def _top_k_kinks(scores, labels, margin, *, k=1, variant="alpha", **_):
     return jnp.concatenate(parts)
 
 
+def _derived(name: str) -> Callable[[dict, int, bool], duals.Dual]:
+    """The exact solver's pieces of the built-in ``name``, derived for its options
+    (:func:`svmjax.family_duals.dual_for`)."""
+
+    def build(options: dict, n_classes: int, squared: bool) -> duals.Dual:
+        from svmjax import family_duals  # it imports this module
+
+        return family_duals.dual_for(name, options, n_classes, squared=squared)
+
+    return build
+
+
 register(
     Loss(
         "unified_hinge",
         losses.unified_hinge,
         analytic.unified_hinge,
+        dual=_derived("unified_hinge"),
         kinks=_unified_kinks,
         options=("margins", "classes", "aggregate", "true_margin", "wrong_weight", "true_weight"),
         paper="Doğan, Glasmachers & Igel, JMLR 2016 (the template; constraint per machine)",
@@ -226,6 +241,7 @@ register(
         "lee_lin_wahba",
         losses.lee_lin_wahba,
         analytic.lee_lin_wahba,
+        dual=_derived("lee_lin_wahba"),
         constraint="sum_to_zero",
         kinks=_template_kinks("absolute", "wrong", "sum"),
         paper="Lee, Lin & Wahba, JASA 2004",
@@ -236,6 +252,7 @@ register(  # ATS: the one-vs-rest loss, trained jointly under the sum-to-zero co
         "absolute_sum_hinge",
         losses.one_vs_rest,
         analytic.one_vs_rest,
+        dual=_derived("absolute_sum_hinge"),
         constraint="sum_to_zero",
         kinks=_template_kinks("absolute", "all", "sum"),
         paper="Doğan, Glasmachers & Igel, JMLR 2016 (ATS)",
@@ -246,6 +263,7 @@ register(
         "absolute_max_hinge",
         losses.absolute_max_hinge,
         analytic.absolute_max_hinge,
+        dual=_derived("absolute_max_hinge"),
         constraint="sum_to_zero",
         kinks=_template_kinks("absolute", "all", "max"),
         paper="Doğan, Glasmachers & Igel, JMLR 2016 (ATM)",
@@ -256,6 +274,7 @@ register(
         "absolute_wrong_max_hinge",
         losses.absolute_wrong_max_hinge,
         analytic.absolute_wrong_max_hinge,
+        dual=_derived("absolute_wrong_max_hinge"),
         constraint="sum_to_zero",
         kinks=_template_kinks("absolute", "wrong", "max"),
         paper="Doğan, Glasmachers & Igel, JMLR 2016 (ADM)",
@@ -266,6 +285,7 @@ register(
         "true_class_hinge",
         losses.true_class_hinge,
         analytic.true_class_hinge,
+        dual=_derived("true_class_hinge"),
         constraint="sum_to_zero",
         kinks=_template_kinks("absolute", "true", "sum"),
         paper="Szedmak, Shawe-Taylor & Parado-Hernandez, PASCAL 2006 (MMR)",
@@ -276,6 +296,7 @@ register(
         "reinforced_hinge",
         losses.reinforced_hinge,
         analytic.reinforced_hinge,
+        dual=_derived("reinforced_hinge"),
         constraint="sum_to_zero",
         kinks=_reinforced_kinks,
         options=("gamma",),
@@ -287,6 +308,7 @@ register(
         "top_k_hinge",
         losses.top_k_hinge,
         analytic.top_k_hinge,
+        dual=_derived("top_k_hinge"),
         kinks=_top_k_kinks,
         options=("k", "variant"),
         paper="Lapin, Hein & Schiele, NeurIPS 2015",
@@ -297,6 +319,7 @@ register(
         "smooth_top_k",
         losses.smooth_top_k,
         analytic.smooth_top_k,
+        dual=_derived("smooth_top_k"),
         options=("k", "tau"),
         paper="Berrada, Zisserman & Kumar, ICLR 2018",
     )

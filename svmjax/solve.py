@@ -223,6 +223,7 @@ def solve(
     max_iter: int = 5000,
     init: dict[str, ArrayLike] | None = None,
     mesh: Mesh | None = None,
+    loss_options: Mapping[str, Any] | None = None,
 ) -> SolveResult:
     r"""Minimise :func:`primal_objective` to a relative duality gap ``tol``.
 
@@ -233,7 +234,13 @@ def solve(
         densified, never centred: the intercept is fitted as it is; see the guide's
         section on sparse data).
       y: integer class indices ``[N]`` in ``[0, n_classes)``.
-      loss: ``"weston_watkins"``, ``"crammer_singer"`` or ``"one_vs_rest"``.
+      loss: any built-in machine of :func:`svmjax.registry.names` (``solver=True``:
+        Weston–Watkins, Crammer–Singer, one-vs-rest, the unified template and its
+        members, the top-k hinges; smooth top-k at ``k = 1``), or a registered loss with
+        a :class:`svmjax.duals.Dual`. A loss registered with ``constraint="sum_to_zero"``
+        (Lee–Lin–Wahba, ATS, ATM, ADM, MMR, reinforced) is solved under
+        :math:`\sum_c w_c = 0` (and :math:`\sum_c b_c = 0` with an intercept), kept in
+        every iterate to float rounding (``init`` is projected onto it).
       squared: squared hinge instead of hinge.
       C: liblinear's ``C``: weight of the summed (not averaged) loss against
         :math:`\tfrac12\lVert W\rVert^2`.
@@ -248,6 +255,9 @@ def solve(
       tol: stop when ``P - D <= tol * P`` (relative duality gap).
       max_iter: cap on L-BFGS iterations (each costs a few passes over the data).
       init: optional warm start ``{"W": [D, C], "b": [C]}``.
+      loss_options: the loss's extra hyperparameters (e.g. ``{"k": 2}``), static: each
+        setting compiles its own program; a setting no derived dual covers is refused,
+        naming the option.
       mesh: a ``jax.sharding.Mesh``: ``X``, ``y`` and the weights ``c_i`` are laid out by
         rows over all its devices (:func:`svmjax.sharding.shard_rows`, padding rows of
         weight 0); the variables and the L-BFGS memory are replicated. The objective,
@@ -272,6 +282,7 @@ def solve(
       >>> bool(0 <= result.gap <= 1e-3 * result.objective)  # a certified relative gap
       True
     """
+    options = registry.loss_options(loss, loss_options)
     if mesh is not None:
         checks.check_mesh(mesh)
         mesh = sharding.auto_axes(mesh)
@@ -282,9 +293,11 @@ def solve(
         features, y, c, n_classes = _global_rows(
             X, y, sample_weight, class_weights, float(C), n_classes, loss, mesh
         )
+        continuation.dual_of(loss, options, n_classes, bool(squared))
     else:
         with on_host():  # the checks make jax.Arrays: not all of X on one device
             features, y, n_classes = _check(X, y, loss, n_classes)
+        continuation.dual_of(loss, options, n_classes, bool(squared))  # options it refuses
         c = _weights(y, len(y), sample_weight, class_weights, float(C), n_classes)
     n, d = features.shape
     dtype = features.dtype
@@ -352,6 +365,7 @@ def solve(
         same(np.asarray(bool(fit_intercept))),
         loss=loss,
         squared=bool(squared),
+        options=options,
     )
     if mesh is not None:  # replicated global arrays: unpad where they live
         W = result.params["W"][:d]

@@ -420,7 +420,7 @@ def test_intercept_step_is_a_newton_step(loss, squared, monkeypatch):
         # A direction uphill (here: from a curvature of the wrong sign) is refused.
         dual = continuation.dual_of(loss)
         wrong = dual._replace(curvature=lambda a, *args: lambda v: -v)
-        monkeypatch.setattr(_solver_point, "dual_of", lambda loss: wrong)
+        monkeypatch.setattr(_solver_point, "dual_of", lambda loss, *args: wrong)
         z = _smooth_problem(loss, squared, seed=3)[0]  # far from the best intercept
         per, a = smoothed(z)
         assert float(jnp.linalg.norm(_intercept_gradient(p, loss, a))) > 1
