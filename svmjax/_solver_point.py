@@ -104,6 +104,20 @@ def centre(p: Problem, spec: Spec, v: jax.Array) -> jax.Array:
     return v - jnp.mean(v, axis=axis, keepdims=True)
 
 
+def project(p: Problem, spec: Spec, x: jax.Array) -> jax.Array:
+    """The flat variables ``x`` projected onto the sum-to-zero constraint (weights and
+    intercept centred over the classes) where the model has it, else ``x``: each step
+    stays in the subspace only to the rounding of its own arithmetic, so the iterate is
+    projected again after every step, and those roundings never add up."""
+    if not spec.sum_to_zero:
+        return x
+    n_classes, n_features = p.is_true.shape[0], p.X.shape[1]
+    size = n_classes * n_features
+    shape = (n_features, n_classes) if isinstance(p.X, SparseRows) else (n_classes, n_features)
+    weights = centre(p, spec, x[:size].reshape(shape)).ravel()
+    return jnp.concatenate([weights, centre(p, spec, x[size:])])
+
+
 def times_x(p: Problem, u: jax.Array) -> jax.Array:
     """``u @ X`` ``[C, D]`` for ``u`` ``[C, N]``, in the layout of the flat variables (for
     sparse ``X`` its transpose ``X^T u^T`` ``[D, C]``, as the sparse product gives it; its

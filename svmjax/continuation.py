@@ -118,7 +118,7 @@ def _step(p: point.Problem, spec: point.Spec, state: _State):
 
     t, change, (z, z_error, per, a) = lbfgs.backtracking(trial, slope)
     moved = change <= 1e-4 * t * slope
-    x = jnp.where(moved, state.x + t * d, state.x)
+    x = jnp.where(moved, point.project(p, spec, state.x + t * d), state.x)
     # Every _CERTIFY_EVERY iterations with an intercept: one Newton step on b alone.
     shift = p.fit_intercept & moved & ~state.pending & (state.n_iter % _CERTIFY_EVERY == 0)
     db, per, a = jax.lax.cond(
