@@ -13,7 +13,8 @@ Public modules, one concern each (a module whose name starts with ``_`` is inter
 * the exact solver: :mod:`svmjax.solve` (duality-gap certificate), :mod:`svmjax.continuation`,
   :mod:`svmjax.lbfgs`, :mod:`svmjax.duals`; :class:`svmjax.SVMClassifier` (scikit-learn,
   the ``data`` extra); :mod:`svmjax.model` (model files, no pickle);
-* data and the rest: :mod:`svmjax.data`, :mod:`svmjax.preprocessing`, :mod:`svmjax.formats`,
+* data and the rest: :mod:`svmjax.data`, :mod:`svmjax.preprocessing`, :mod:`svmjax.features`
+  (random Fourier features), :mod:`svmjax.formats`,
   :mod:`svmjax.validation` (:func:`validate`), :mod:`svmjax.cache`, :mod:`svmjax.conventions`
   (torch, optax, Keras, liblinear, sklearn, cs231n), :mod:`svmjax.plots` (matplotlib extra).
 """
@@ -29,6 +30,7 @@ from svmjax import (
     conventions,
     data,
     duals,
+    features,
     fused,
     gradcheck,
     grid,
@@ -62,6 +64,7 @@ __all__ = [
     "conventions",
     "data",
     "duals",
+    "features",
     "fused",
     "gradcheck",
     "grid",

@@ -36,6 +36,7 @@ API_MODULES = [
     "cache",
     "data",
     "preprocessing",
+    "features",
     "formats",
     "plots",
 ]
