@@ -11,7 +11,7 @@ independent (any batching gives the same features).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -129,18 +129,20 @@ def fourier_transform(params: FourierFeatures, X: ArrayLike) -> jax.Array:
         raise ValueError(
             f"X must be [N, {d}] (the features the map was drawn for), got {np.shape(X)}"
         )
-    if isinstance(X, jax_sparse.BCOO | jax_sparse.BCSR):
-        X = X.to_bcoo() if isinstance(X, jax_sparse.BCSR) else X
-        wide = jnp.promote_types(X.dtype, omega.dtype)
-        projected = X.astype(wide) @ omega.astype(wide)
-    elif scipy_sparse.issparse(X):  # on the host, in float64, rounded once
-        wide = jnp.promote_types(X.dtype, omega.dtype)
-        projected = jnp.asarray(X @ np.asarray(omega, np.float64), wide)
+    matrix: Any = X  # checked below: an array-like or a sparse matrix
+    if isinstance(matrix, jax_sparse.BCSR):
+        matrix = matrix.to_bcoo()
+    if isinstance(matrix, jax_sparse.BCOO):
+        wide = jnp.promote_types(matrix.dtype, omega.dtype)
+        projected = matrix.astype(wide) @ omega.astype(wide)
+    elif scipy_sparse.issparse(matrix):  # on the host, in float64, rounded once
+        wide = jnp.promote_types(matrix.dtype, omega.dtype)
+        projected = jnp.asarray(matrix @ np.asarray(omega, np.float64), wide)
     else:
-        X = jnp.asarray(X)
-        if jnp.issubdtype(X.dtype, jnp.complexfloating):
-            raise TypeError(f"X must be real, got {X.dtype}")
-        if not jnp.issubdtype(X.dtype, jnp.floating):
-            X = X.astype(omega.dtype)
-        projected = jnp.matmul(X, omega, precision=jax.lax.Precision.HIGHEST)
+        dense = jnp.asarray(matrix)
+        if jnp.issubdtype(dense.dtype, jnp.complexfloating):
+            raise TypeError(f"X must be real, got {dense.dtype}")
+        if not jnp.issubdtype(dense.dtype, jnp.floating):
+            dense = dense.astype(omega.dtype)
+        projected = jnp.matmul(dense, omega, precision=jax.lax.Precision.HIGHEST)
     return jnp.sqrt(jnp.asarray(2.0 / m, projected.dtype)) * jnp.cos(projected + phase[None, :])
