@@ -60,7 +60,7 @@ def _solved(name, options, squared, fit_intercept, X, y, c, tol):
 
 def check_against_cvxpy(setting, seed=0):
     name, options, squared, fit_intercept = setting
-    X, y, c = tiny_problem(seed, n=60, weighted=True)
+    X, y, c = tiny_problem(seed, weighted=True)
     optimum, W_ref, _ = cvxpy_optimum(name, options, X, y, c, fit_intercept, squared)
     result = _solved(name, options, squared, fit_intercept, X, y, c, tol=1e-9)
     objective, dual = float(result.objective), float(result.dual)
@@ -99,7 +99,7 @@ def test_the_certificate_holds_the_optimum(seed):
     # default tolerance: the generic solver's optimum lies in [dual, objective].
     rng = np.random.default_rng(1000 + seed)
     name, options, squared, fit_intercept = SETTINGS[rng.integers(len(SETTINGS))]
-    X, y, c = tiny_problem(seed, n=60, weighted=bool(rng.integers(2)))
+    X, y, c = tiny_problem(seed, weighted=bool(rng.integers(2)))
     c = c * math.exp(rng.uniform(math.log(0.05), math.log(20)))
     optimum, _, _ = cvxpy_optimum(name, options, X, y, c, fit_intercept, squared)
     result = _solved(name, options, squared, fit_intercept, X, y, c, tol=1e-3)
