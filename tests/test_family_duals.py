@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -382,31 +383,36 @@ def cvxpy_optimum(name, options, X, y, c, fit_intercept, squared):
         if fit_intercept:
             constraints.append(cp.sum(b) == 0)
 
-    def hinge(v):
-        return cp.square(cp.pos(v)) if squared else cp.pos(v)
+    def power(s):
+        return cp.square(s) if squared else s
 
     if m.kind == "template":
         if m.relative:
             v = S - true_score @ np.ones((1, k_classes)) + MARGIN * (1 - onehot) + m.nu_y * onehot
         else:
-            v = (
-                cp.multiply(np.where(onehot, -1.0, 1.0), S)
-                + MARGIN * (1 - onehot)
-                + m.nu_y * onehot
-            )
+            signs = np.where(onehot, -1.0, 1.0)
+            v = cp.multiply(signs, S) + MARGIN * (1 - onehot) + m.nu_y * onehot
         w = np.where(onehot, m.true, m.wrong)
-        if m.agg == "sum":
-            loss = cp.sum(cp.multiply(w, hinge(v)), axis=1)
+        rows, cols = np.nonzero(w > 0)  # the terms, one slack variable each
+        if m.agg == "sum":  # slack s_j >= max(0, v_j): the loss is sum_j w_j s_j (or s_j^2)
+            s = cp.Variable(len(rows), nonneg=True)
+            constraints.append(s >= v[rows, cols])
+            terms_of = np.zeros((n, len(rows)))
+            terms_of[rows, np.arange(len(rows))] = w[rows, cols]
+            loss = terms_of @ power(s)
         else:  # slack t_i >= 0, t_i >= e_c v_ic: the loss is t_i (or t_i^2)
             t = cp.Variable(n, nonneg=True)
             e = np.sqrt(w) if squared else w
-            active = w > 0
-            t_col = cp.reshape(t, (n, 1), order="C") @ np.ones((1, k_classes))
-            constraints.append(cp.multiply(active, t_col) >= cp.multiply(e * active, v))
-            loss = cp.square(t) if squared else t
+            constraints.append(t[rows] >= cp.multiply(e[rows, cols], v[rows, cols]))
+            loss = power(t)
     elif m.kind in ("alpha", "beta"):
         v = S - true_score @ np.ones((1, k_classes)) + MARGIN * (1 - onehot)  # v_y = 0
-        x = v if m.kind == "alpha" else hinge(v)
+        if m.kind == "alpha":
+            x = v
+        else:  # slack r >= max(0, v), x = r (or r^2)
+            r = cp.Variable((n, k_classes), nonneg=True)
+            constraints.append(r >= v)
+            x = power(r)
         tau = cp.Variable(n)  # sum of the k largest of x_i = min_tau k tau + sum_j (x_ij - tau)_+
         xi = cp.Variable((n, k_classes), nonneg=True)
         constraints.append(xi >= x - cp.reshape(tau, (n, 1), order="C") @ np.ones((1, k_classes)))
@@ -414,7 +420,7 @@ def cvxpy_optimum(name, options, X, y, c, fit_intercept, squared):
         if m.kind == "alpha":
             t = cp.Variable(n, nonneg=True)
             constraints.append(t >= top_mean)
-            loss = cp.square(t) if squared else t
+            loss = power(t)
         else:
             loss = top_mean
     else:  # tau log(1 + sum_{j != y} exp(v_j / tau)): the wrong classes gathered by position
@@ -426,10 +432,15 @@ def cvxpy_optimum(name, options, X, y, c, fit_intercept, squared):
         loss = m.tau * cp.log_sum_exp(cp.hstack(columns), axis=1)
     objective = 0.5 * cp.sum_squares(W) + cp.sum(cp.multiply(c, loss))
     problem = cp.Problem(cp.Minimize(objective), constraints)
-    try:
-        problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
-    except cp.error.SolverError:  # tolerances beyond what it reaches: its defaults (1e-8)
-        problem.solve(solver=cp.CLARABEL)
+    for tol in (1e-10, 1e-9, 1e-8):  # the tightest tolerances it reaches
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "solution may be inaccurate": the next one
+            try:
+                problem.solve(solver=cp.CLARABEL, tol_gap_abs=tol, tol_gap_rel=tol, tol_feas=tol)
+            except cp.error.SolverError:
+                continue
+        if problem.status == cp.OPTIMAL:
+            break
     assert problem.status == cp.OPTIMAL, problem.status
     return problem.value, W.value, (b.value if fit_intercept else np.zeros(k_classes))
 
@@ -577,21 +588,17 @@ def _marked(cases, quick, ids):
 
 
 # The default run: a few settings that together meet every kind of dual (a weighted sum with
-# a target margin, a maximum with a constant term, squared, the sum-to-zero constraint with
-# an intercept, top-k alpha and beta, smooth top-k); everything under the slow marker.
+# a target margin under the sum-to-zero constraint, a maximum with a constant term, squared,
+# top-k alpha and beta, smooth top-k); everything under the slow marker.
 QUICK_PROPERTIES = [
     ("reinforced_hinge", {"gamma": 0.2}, False),
     ("unified_hinge", UNIFIED[3], True),
     ("top_k_hinge", {"k": 2}, False),
-    ("top_k_hinge", {"k": 3, "variant": "beta"}, True),
     ("smooth_top_k", {"k": 1, "tau": 0.5}, False),
 ]
-QUICK_STRONG = [
-    ("lee_lin_wahba", {}, False, True, True),
-    ("top_k_hinge", {"k": 2, "variant": "beta"}, True, False, False),
-]
+QUICK_STRONG = [("top_k_hinge", {"k": 2, "variant": "beta"}, True, False, False)]
 BOUND_SEEDS = 320
-QUICK_BOUND_SEEDS = (0, 1, 2)
+QUICK_BOUND_SEEDS = (1, 2)
 
 
 @pytest.mark.float64
