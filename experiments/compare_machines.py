@@ -10,7 +10,20 @@ accuracy is scored on the test part. Reported: test accuracy mean ± std over th
 the chosen configurations, and the median wall time of one grid (every configuration
 trained at once, compiled code reused after the first split).
 
-Second part: top-1 … top-5 test accuracy (:func:`svmjax.metrics.top_k_accuracy`) of
+Second part, the same machines at their optimum, on the same splits: each machine is solved
+exactly (:func:`svmjax.solve.solve_path` over ``exact_Cs``, warm-started, with an
+unpenalised intercept, to a certified relative duality gap ``exact_tol``) on the training
+part, ``C`` is chosen by accuracy on the validation part (a hold-out, not k-fold), and that
+solution is scored on the test part. Once on the standardised features ("exact linear"), once
+on ``n_components`` random Fourier features of them (:mod:`svmjax.features`, a Gaussian
+kernel's width ``gamma`` from the median heuristic on the training part, times each of
+``gamma_scales``, chosen with ``C``; "exact with features", the nonlinear setting of Doğan et
+al.). Reported: test accuracy, the certified relative gaps, the solve time of one path per
+machine (median over splits, compilation left out) and its ratio to Weston–Watkins', every
+solve that stopped short of its gap or raised, and where the machines' ranking changes
+between SGD, exact linear and exact with features.
+
+Third part: top-1 … top-5 test accuracy (:func:`svmjax.metrics.top_k_accuracy`) of
 Crammer–Singer, the top-k hinge (alpha, k = 1..5) and the smooth top-k loss on one data
 set with many classes; each machine's configuration is chosen by validation top-k accuracy
 at its own k.
@@ -36,7 +49,7 @@ import jax
 import numpy as np
 from common import markdown_table, write
 
-from svmjax import data, grid, linear, metrics, registry
+from svmjax import data, features, grid, linear, metrics, registry, solve
 
 # The paper's machines: label -> (registered loss, loss_options).
 MACHINES = {
@@ -59,7 +72,7 @@ class Config:
     out: str = "results/compare_machines"
     datasets: tuple[str, ...] = ("iris", "wine", "digits", "mnist1d", "blobs", "fashion_mnist")
     fashion_mnist: str | None = FASHION_MNIST
-    fashion_subsample: int = 5000  # images drawn per split (of 70,000)
+    fashion_subsample: int = 3000  # images drawn per split (of 70,000)
     machines: tuple[str, ...] = tuple(MACHINES)
     splits: int = 5
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)  # train / validation / test
@@ -69,6 +82,16 @@ class Config:
     schedule: str = "cosine"
     steps: int = 1000  # optimizer steps per run (epochs = ceil(steps / batches per epoch))
     batch_size: int = 64
+    # exact part (solve_path with an intercept; C and gamma chosen on the validation part)
+    exact: bool = True
+    # The unified template at its default options is Weston–Watkins: not solved twice.
+    exact_machines: tuple[str, ...] = tuple(m for m in MACHINES if m != "unified")
+    exact_Cs: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0)  # on the standardised features
+    features_Cs: tuple[float, ...] = (0.1, 1.0, 10.0)  # on the random Fourier features
+    exact_tol: float = 1e-3  # certified relative duality gap
+    exact_max_iter: int = 5000
+    n_components: int = 1000  # random Fourier features
+    gamma_scales: tuple[float, ...] = (1.0,)  # times the median heuristic's gamma
     # top-k part
     top_k_dataset: str = "fashion_mnist"  # falls back to digits when absent
     top_k_ks: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -224,6 +247,199 @@ def compare(config: Config, pools) -> list[dict]:
     return results
 
 
+# ------------------------------------------------------------------------ exact solutions
+
+
+def median_gamma(X: np.ndarray, seed: int, pairs: int = 2000) -> float:
+    """The median heuristic: ``1 / median |x - x'|^2`` over random pairs of distinct rows."""
+    rng = np.random.default_rng([4321, seed])
+    i, j = rng.integers(len(X), size=(2, pairs))
+    squared = np.sum((X[i] - X[j]).astype(np.float64) ** 2, axis=1)
+    return float(1.0 / np.median(squared[squared > 0]))
+
+
+def _feature_parts(config: Config, parts, seed: int):
+    """``[(gamma, (train, val, test))]``: the three parts through random Fourier features,
+    one map (drawn from the split's seed) per scale of the median heuristic's gamma."""
+    train = parts[0]
+    gamma = median_gamma(train[0], seed)
+    mapped = []
+    for scale in config.gamma_scales:
+        params = features.fourier_features(
+            jax.random.key(seed), train[0].shape[1], config.n_components, gamma=gamma * scale
+        )
+        to = [(np.asarray(features.fourier_transform(params, X)), y) for X, y in parts]
+        mapped.append((gamma * scale, tuple(to)))
+    return mapped
+
+
+def _exact_split(config: Config, loss, options, candidates, Cs, n_classes: int) -> dict:
+    """One machine on one split: a warm-started ``solve_path`` per candidate feature map;
+    ``(gamma, C)`` chosen by validation accuracy (ties: the first, so the smaller ``C``)."""
+    best, solves, failures, seconds = None, [], [], 0.0
+    for gamma, (train, val, test) in candidates:
+        start = time.perf_counter()
+        try:
+            path = solve.solve_path(
+                *train, Cs, loss=loss, fit_intercept=True, n_classes=n_classes,
+                tol=config.exact_tol, max_iter=config.exact_max_iter,
+                loss_options=options or None,
+            )  # fmt: skip
+            jax.block_until_ready([r.params for r in path])
+        except Exception as error:  # reported with the machine, data and Cs, never hidden
+            failures.append({"gamma": gamma, "Cs": list(Cs), "error": repr(error)})
+            continue
+        seconds += time.perf_counter() - start
+        for C, result in zip(Cs, path, strict=True):
+            record = {
+                "gamma": gamma,
+                "C": C,
+                "relative_gap": float(result.gap / result.objective),
+                "converged": bool(result.converged),
+                "stalled": bool(result.stalled),
+                "n_iter": int(result.n_iter),
+            }
+            solves.append(record)
+            if not record["converged"]:
+                failures.append({**record, "error": "stopped short of the gap"})
+            score = _accuracy(result.params, *val)
+            if best is None or score > best[0]:
+                best = (score, record, _accuracy(result.params, *test))
+    if best is None:
+        return {"test": float("nan"), "solves": solves, "failures": failures, "seconds": seconds}
+    return {
+        "test": best[2],
+        "chosen": best[1],
+        "solves": solves,
+        "failures": failures,
+        "seconds": seconds,
+    }
+
+
+def exact_compare(config: Config, pools, setting: str) -> list[dict]:
+    """Every machine solved exactly on every split: ``setting`` is ``"exact"`` (the
+    standardised features) or ``"features"`` (random Fourier features of them)."""
+    results = []
+    for ds_name, (X, y, subsample) in pools.items():
+        n_classes = int(y.max()) + 1
+        machines = [m for m in config.machines if m in config.exact_machines]
+        runs = {label: [] for label in machines}
+        start = time.perf_counter()
+        for seed in range(config.splits):
+            parts = split(X, y, config.fractions, seed, subsample)
+            if setting == "exact":
+                candidates, Cs = [(None, tuple(parts))], config.exact_Cs
+            else:
+                candidates, Cs = _feature_parts(config, parts, seed), config.features_Cs
+            for label in machines:
+                loss, options = MACHINES[label]
+                run = _exact_split(config, loss, options, candidates, Cs, n_classes)
+                runs[label].append(run)
+                for failure in run["failures"]:
+                    print(f"{ds_name} {setting} {label} split {seed}: {failure}", flush=True)
+        print(f"{ds_name} {setting}: {time.perf_counter() - start:.0f} s", flush=True)
+        for label, per_split in runs.items():
+            tests = [r["test"] for r in per_split]
+            seconds = [r["seconds"] for r in per_split]
+            chosen = [r.get("chosen") for r in per_split]
+            gaps = [s["relative_gap"] for r in per_split for s in r["solves"]]
+            row = {
+                "dataset": ds_name,
+                "machine": label,
+                "loss": MACHINES[label][0],
+                "setting": setting,
+                "n_features": candidates[0][1][0][0].shape[1],
+                "test_accuracy": tests,
+                "mean": float(np.mean(tests)),
+                "std": float(np.std(tests)),
+                "chosen_C": [c and c["C"] for c in chosen],
+                "chosen_gamma": [c and c["gamma"] for c in chosen],
+                "gap_chosen_max": max((c["relative_gap"] for c in chosen if c), default=None),
+                "gap_max": max(gaps, default=None),
+                "n_solves": len(gaps),
+                "failures": [
+                    {"split": seed, **f} for seed, r in enumerate(per_split) for f in r["failures"]
+                ],
+                "seconds": seconds,
+                "seconds_first": seconds[0],  # with compilation
+                "seconds_median": float(np.median(seconds[1:] or seconds)),
+            }
+            results.append(row)
+            print(
+                f"{ds_name:>13} {label:>7} {setting:>8}: {row['mean']:.4f} ± {row['std']:.4f} "
+                f"({row['seconds_median']:.2f} s per path, largest relative gap "
+                f"{row['gap_max'] if row['gap_max'] is None else format(row['gap_max'], '.1e')})",
+                flush=True,
+            )
+    return results
+
+
+SETTINGS = {"sgd": "SGD", "exact": "exact linear", "features": "exact + RFF"}
+
+
+def _clear(a: list[float], b: list[float]) -> int:
+    """+1 / -1 when ``a`` beats / trails ``b`` by more than twice the standard error of the
+    paired differences over the splits (the same splits), 0 otherwise."""
+    diff = np.asarray(a) - np.asarray(b)
+    if len(diff) < 2 or not np.all(np.isfinite(diff)):
+        return 0
+    error = diff.std(ddof=1) / np.sqrt(len(diff))
+    mean = diff.mean()
+    return int(np.sign(mean)) if abs(mean) > 2 * error and mean != 0 else 0
+
+
+def rankings(by_setting: dict[str, list[dict]]) -> dict:
+    """Per data set: each setting's ranks (1 = best mean test accuracy; ties share the
+    better rank), Kendall's tau between settings, and the clear flips: pairs of machines
+    whose order is clear (:func:`_clear`) in two settings and opposite."""
+    from scipy import stats
+
+    out = {}
+    datasets = list(dict.fromkeys(r["dataset"] for rows in by_setting.values() for r in rows))
+    for ds_name in datasets:
+        tables = {
+            s: {r["machine"]: r for r in rows if r["dataset"] == ds_name and np.isfinite(r["mean"])}
+            for s, rows in by_setting.items()
+        }
+        machines = [m for m in next(iter(tables.values())) if all(m in t for t in tables.values())]
+        ranks = {
+            s: {m: 1 + sum(t[o]["mean"] > t[m]["mean"] for o in machines) for m in machines}
+            for s, t in tables.items()
+        }
+        taus, flips = {}, []
+        names = list(tables)
+        for i, s1 in enumerate(names):
+            for s2 in names[i + 1 :]:
+                tau = stats.kendalltau(
+                    [ranks[s1][m] for m in machines], [ranks[s2][m] for m in machines]
+                )
+                taus[f"{s1}~{s2}"] = float(tau.statistic)
+                for j, a in enumerate(machines):
+                    for b in machines[j + 1 :]:
+                        one = _clear(tables[s1][a]["test_accuracy"], tables[s1][b]["test_accuracy"])
+                        two = _clear(tables[s2][a]["test_accuracy"], tables[s2][b]["test_accuracy"])
+                        if one * two < 0:
+                            first, second = (a, b) if one > 0 else (b, a)
+                            flips.append(
+                                {
+                                    "from": s1,
+                                    "to": s2,
+                                    "ahead": first,
+                                    "behind": second,
+                                    "from_means": [
+                                        tables[s1][first]["mean"],
+                                        tables[s1][second]["mean"],
+                                    ],
+                                    "to_means": [
+                                        tables[s2][first]["mean"],
+                                        tables[s2][second]["mean"],
+                                    ],
+                                }
+                            )
+        out[ds_name] = {"ranks": ranks, "kendall_tau": taus, "flips": flips}
+    return out
+
+
 def _top_k_accuracies(result, X, y, k: int) -> list[float]:
     """Validation top-``k`` accuracy of every configuration of a grid (diverged ones: -1)."""
     accuracies = []
@@ -317,6 +533,233 @@ def _figure(results, rows_top_k, path: Path) -> Path:
     return path
 
 
+def _figure_exact(by_setting: dict[str, list[dict]], path: Path) -> Path:
+    """Per data set, each machine's test accuracy in every setting (bars, ± std over the
+    splits); last panel, each machine's solve time per path relative to Weston–Watkins'."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = list(by_setting)
+    rows = [r for rs in by_setting.values() for r in rs]
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    machines = list(dict.fromkeys(r["machine"] for r in rows))
+    by = {(r["setting"] if "setting" in r else "sgd", r["dataset"], r["machine"]): r for r in rows}
+    panels = len(datasets) + 1
+    cols = min(3, panels)
+    fig, axes = plt.subplots(
+        math.ceil(panels / cols), cols, figsize=(4.6 * cols, 3.3 * math.ceil(panels / cols)),
+        squeeze=False,
+    )  # fmt: skip
+    width = 0.8 / len(settings)
+    x = np.arange(len(machines))
+    for ax, ds_name in zip(axes.flat, datasets, strict=False):
+        lows, highs = [], []
+        for k, setting in enumerate(settings):
+            cells = [by.get((setting, ds_name, m)) for m in machines]
+            means = np.array([c["mean"] if c else np.nan for c in cells])
+            stds = np.array([c["std"] if c else np.nan for c in cells])
+            ax.bar(x + (k - (len(settings) - 1) / 2) * width, means, width, yerr=stds,
+                   capsize=1.5, label=SETTINGS[setting])  # fmt: skip
+            lows.append(np.nanmin(means - stds))
+            highs.append(np.nanmax(means + stds))
+        ax.set_ylim(max(0.0, min(lows) - 0.05), min(1.0, max(highs) + 0.02))
+        ax.set_xticks(x, machines, rotation=60, fontsize=8)
+        ax.set_title(ds_name, fontsize=10)
+        ax.set_ylabel("test accuracy")
+    axes.flat[0].legend(fontsize=7)
+    ax = axes.flat[len(datasets)]
+    markers = {"exact": "o", "features": "s"}
+    for setting in [s for s in settings if s != "sgd"]:
+        for d, ds_name in enumerate(datasets):
+            ww = by.get((setting, ds_name, "WW"))
+            if ww is None:
+                continue
+            ratios = [
+                by[setting, ds_name, m]["seconds_median"] / ww["seconds_median"]
+                if (setting, ds_name, m) in by
+                else np.nan
+                for m in machines
+            ]
+            ax.scatter(x + (0.15 if setting == "features" else -0.15), ratios, s=12,
+                       marker=markers[setting], color=plt.get_cmap("tab10")(d % 10),
+                       label=f"{SETTINGS[setting]}, {ds_name}")  # fmt: skip
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.axhline(2.0, color="grey", lw=0.8, ls="--")
+    ax.set_yscale("log")
+    ax.set_xticks(x, machines, rotation=60, fontsize=8)
+    ax.set_ylabel("solve time / WW's")
+    ax.set_title("time of one solve_path (o linear, s RFF)", fontsize=10)
+    for ax in list(axes.flat)[panels:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _cell(row: dict | None) -> str:
+    if row is None:
+        return "–"
+    if not np.isfinite(row["mean"]):
+        return "raised"
+    return f"{row['mean']:.4f} ± {row['std']:.4f}"
+
+
+def _exact_markdown(config: Config, by_setting: dict[str, list[dict]], ranks: dict) -> list[str]:
+    exact_settings = [s for s in by_setting if s != "sgd"]
+    rows = [r for s in exact_settings for r in by_setting[s]]
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    machines = list(dict.fromkeys(r["machine"] for r in rows))
+    by = {(r["setting"], r["dataset"], r["machine"]): r for r in rows}
+    lines = [
+        "",
+        "## Exact solutions",
+        "",
+        f"The same splits. Every machine solved by `solve_path` over C in "
+        f"{list(config.exact_Cs)} (standardised features) or {list(config.features_Cs)} "
+        f"(random Fourier features), warm-started, with an intercept, to a certified "
+        f"relative duality gap of {config.exact_tol:g} (float32, at most "
+        f"{config.exact_max_iter} L-BFGS iterations per C); C chosen on the validation "
+        "part (a hold-out), the chosen solution scored on the test part. Random Fourier "
+        f"features: {config.n_components} components of the Gaussian kernel, gamma = "
+        f"{' or '.join(f'{g:g}' for g in config.gamma_scales)} × the median heuristic "
+        "(1 / median squared distance between training rows)"
+        + (", chosen with C" if len(config.gamma_scales) > 1 else "")
+        + ", a new map drawn per split. The unified template at its default options is "
+        "Weston–Watkins' loss, so it is not solved twice.",
+    ]
+    for setting in exact_settings:
+        Cs = config.exact_Cs if setting == "exact" else config.features_Cs
+        chosen = {
+            d: [
+                c
+                for r in rows
+                if r["setting"] == setting and r["dataset"] == d
+                for c in r["chosen_C"]
+            ]
+            for d in datasets
+        }
+        edges = ", ".join(
+            f"{d} {sum(c == min(Cs) for c in cs)} / {sum(c == max(Cs) for c in cs)} of {len(cs)}"
+            for d, cs in chosen.items()
+        )
+        lines += [
+            "",
+            f"C chosen at the grid's lower / upper end, {SETTINGS[setting]}: {edges}.",
+        ]
+    for setting in exact_settings:
+        table = [[m] + [_cell(by.get((setting, d, m))) for d in datasets] for m in machines]
+        lines += [
+            "",
+            f"### Test accuracy, {SETTINGS[setting]} (mean ± std over splits)",
+            "",
+            markdown_table(["machine", *datasets], table),
+        ]
+    for setting in exact_settings:
+        table = []
+        for m in machines:
+            cells = [m]
+            for d in datasets:
+                row, ww = by.get((setting, d, m)), by.get((setting, d, "WW"))
+                if row is None:
+                    cells.append("–")
+                    continue
+                ratio = f" ({row['seconds_median'] / ww['seconds_median']:.2f}×)" if ww else ""
+                cells.append(f"{row['seconds_median']:.2f}{ratio}")
+            table.append(cells)
+        lines += [
+            "",
+            f"### Seconds per path, {SETTINGS[setting]} (median over splits after the first; "
+            "in brackets, relative to WW's)",
+            "",
+            markdown_table(["machine", *datasets], table),
+        ]
+    table = []
+    for m in machines:
+        cells = [m]
+        for setting in exact_settings:
+            gaps = [by[setting, d, m]["gap_max"] for d in datasets if (setting, d, m) in by]
+            gaps = [g for g in gaps if g is not None]
+            solves = sum(by[setting, d, m]["n_solves"] for d in datasets if (setting, d, m) in by)
+            short = sum(
+                f["error"] == "stopped short of the gap"
+                for d in datasets
+                if (setting, d, m) in by
+                for f in by[setting, d, m]["failures"]
+            )
+            cells += [f"{max(gaps):.1e}" if gaps else "–", f"{short} of {solves}"]
+        table.append(cells)
+    header = ["machine"]
+    for setting in exact_settings:
+        header += [f"{SETTINGS[setting]}: largest gap", f"{SETTINGS[setting]}: short of it"]
+    lines += [
+        "",
+        "### Certified relative gaps (largest over every data set, split and C; solves "
+        "that stopped short of the gap)",
+        "",
+        markdown_table(header, table),
+    ]
+    settings = list(by_setting)
+    table = []
+    for m in machines:
+        cells = [m]
+        for d in datasets:
+            r = ranks.get(d, {}).get("ranks", {})
+            cells.append(" / ".join(str(r.get(s, {}).get(m, "–")) for s in settings))
+        table.append(cells)
+    lines += [
+        "",
+        f"## Rankings: {' / '.join(SETTINGS[s] for s in settings)}",
+        "",
+        "Rank of each machine's mean test accuracy per data set (1 = best; ties share the "
+        "better rank).",
+        "",
+        markdown_table(["machine", *datasets], table),
+        "",
+        "Kendall's tau between the settings' rankings, and the clear reversals: a pair of "
+        "machines whose order is clear in two settings (mean paired difference over the same "
+        "splits above twice its standard error) and opposite.",
+        "",
+    ]
+    for d in datasets:
+        info = ranks.get(d)
+        if info is None:
+            continue
+        taus = ", ".join(
+            f"{' ~ '.join(SETTINGS[s] for s in key.split('~'))} "
+            + (f"{tau:.2f}" if np.isfinite(tau) else "undefined (all tied in one)")
+            for key, tau in info["kendall_tau"].items()
+        )
+        flips = "; ".join(
+            f"{f['ahead']} ahead of {f['behind']} with {SETTINGS[f['from']]} "
+            f"({f['from_means'][0]:.3f} vs {f['from_means'][1]:.3f}), behind with "
+            f"{SETTINGS[f['to']]} ({f['to_means'][0]:.3f} vs {f['to_means'][1]:.3f})"
+            for f in info["flips"]
+        )
+        lines.append(
+            f"- {d}: tau {taus}. " + (f"Reversals: {flips}." if flips else "No clear reversal.")
+        )
+    failures = [
+        f"- {SETTINGS[r['setting']]}, {r['dataset']}, {r['machine']} (`{r['loss']}`), split "
+        f"{f['split']}"
+        + (f", gamma {f['gamma']:.4g}" if f.get("gamma") is not None else "")
+        + (
+            f", C = {f['C']:g}: relative gap {f['relative_gap']:.2e} after {f['n_iter']} "
+            f"iterations{' (stalled)' if f['stalled'] else ''}"
+            if "C" in f
+            else f", Cs {f['Cs']}: raised {f['error']}"
+        )
+        for r in rows
+        for f in r["failures"]
+    ]
+    lines += ["", "## Solves that stopped short of the gap or raised", ""]
+    lines += failures or ["None."]
+    return lines
+
+
 def _markdown(config: Config, results, rows_top_k, header: str, pools) -> str:
     datasets = list(dict.fromkeys(r["dataset"] for r in results))
     machines = list(dict.fromkeys(r["machine"] for r in results))
@@ -383,26 +826,47 @@ def main(config: Config) -> dict:
     start = time.perf_counter()
     names = [*config.datasets, *([config.top_k_dataset] if config.top_k_splits else [])]
     pools = _pools(config, names)
-    results = compare(config, {d: pools[d] for d in config.datasets if d in pools})
+    compared = {d: pools[d] for d in config.datasets if d in pools}
+    results = compare(config, compared)
     rows_top_k = []
     if config.top_k_splits:
         name = config.top_k_dataset if config.top_k_dataset in pools else "digits"
         if name not in pools:
             pools[name] = (*_builtin(name), None)
         rows_top_k = top_k(config, *pools[name], name)
+    by_setting, ranks, exact_figure = {"sgd": results}, {}, None
+    if config.exact:
+        for setting in ("exact", "features"):
+            by_setting[setting] = exact_compare(config, compared, setting)
+        ranks = rankings(by_setting)
+        exact_figure = _figure_exact(by_setting, Path(config.out) / "exact.png")
     figure = _figure(results, rows_top_k, Path(config.out) / "accuracy.png")
     markdown = _markdown(config, results, rows_top_k, header, pools)
+    if config.exact:
+        markdown += "\n" + "\n".join(_exact_markdown(config, by_setting, ranks))
     seconds = time.perf_counter() - start
-    markdown += f"\n\nTotal run time {seconds:.0f} s. Figure: accuracy.png."
+    figures = "accuracy.png" + (", exact.png" if exact_figure else "")
+    markdown += f"\n\nTotal run time {seconds:.0f} s. Figures: {figures}."
     payload = {
         "config": dataclasses.asdict(config),
         "machine": info,
         "results": results,
+        "exact": by_setting.get("exact", []),
+        "features": by_setting.get("features", []),
+        "rankings": ranks,
         "top_k": rows_top_k,
         "seconds": seconds,
     }
     write(config.out, payload, markdown)
-    return {"results": results, "top_k": rows_top_k, "figure": str(figure)}
+    return {
+        "results": results,
+        "exact": by_setting.get("exact", []),
+        "features": by_setting.get("features", []),
+        "rankings": ranks,
+        "top_k": rows_top_k,
+        "figure": str(figure),
+        "exact_figure": str(exact_figure) if exact_figure else None,
+    }
 
 
 if __name__ == "__main__":

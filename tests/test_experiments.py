@@ -218,10 +218,24 @@ def test_compare_machines_smoke(tmp_path):
         top_k_ks=(1, 2),
         top_k_smooth_ks=(2,),
         top_k_splits=1,
+        exact_Cs=(0.1, 1.0),
+        features_Cs=(0.1, 1.0),
+        n_components=12,  # the linear problems' column bucket: no program of its own
     )
     result = experiment.main(config)
     rows = {(r["dataset"], r["machine"]): r for r in result["results"]}
     assert len(rows) == 4 and all(len(r["test_accuracy"]) == 2 for r in rows.values())
+    for setting in ("exact", "features"):  # the same splits, every machine solved exactly
+        exact = {(r["dataset"], r["machine"]): r for r in result[setting]}
+        assert exact.keys() == rows.keys()
+        assert all(len(r["test_accuracy"]) == 2 and 0.5 < r["mean"] <= 1.0 for r in exact.values())
+        assert all(r["n_solves"] == 4 and 0 <= r["gap_max"] < 1.0 for r in exact.values())
+        Cs = config.exact_Cs if setting == "exact" else config.features_Cs
+        assert all(c in Cs for r in exact.values() for c in r["chosen_C"])
+    assert all(r["n_features"] == 12 for r in result["features"])
+    assert set(result["rankings"]) == {"iris", "wine"}
+    assert set(result["rankings"]["iris"]["ranks"]) == {"sgd", "exact", "features"}
+    assert (tmp_path / "exact.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert all(0.5 < r["mean"] <= 1.0 for r in rows.values())
     assert [r["machine"] for r in result["top_k"]] == [
         "CS",
@@ -236,7 +250,9 @@ def test_compare_machines_smoke(tmp_path):
     ]
     assert "machine" in saved
     assert (tmp_path / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| WW | weston_watkins |" in (tmp_path / "results.md").read_text()
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| WW | weston_watkins |" in markdown
+    assert "### Test accuracy, exact + RFF" in markdown and "## Rankings" in markdown
 
 
 def test_bench_cli_liblinear_smoke(tmp_path):
