@@ -1,7 +1,8 @@
-r"""Internal: the ``[C, N]`` pieces that the duals of :mod:`svmjax.family_duals` and
-:mod:`svmjax.topk_duals` share.
+r"""Internal: the ``[C, N]`` pieces that the duals of :mod:`svmjax.duals`,
+:mod:`svmjax.family_duals` and :mod:`svmjax.topk_duals` share.
 
-Dual maps (:func:`relative_map`, :func:`absolute_map`), the intercept's feasibility repairs
+Reductions over the short class axis (:func:`class_sum`, :func:`class_max`, re-exported by
+:mod:`svmjax.duals`), dual maps (:func:`relative_map`, :func:`absolute_map`), the intercept's feasibility repairs
 (:func:`relative_factors`, :func:`absolute_repair`), the largest feasible multiple
 (:func:`largest_scale`) and the pieces of the intercept's curvature as Hessian-vector
 products (:func:`gram`, :func:`outer`, :func:`plus`). The derivations: docs page *The
@@ -10,12 +11,33 @@ duals of the family*.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
-from svmjax.duals import class_sum
+_FEW = 64  # up to this many classes: the flow is a product with the one-hot labels, and...
+_UNROLL = _FEW  # ...a maximum over classes compares rows one by one
 
-_FEW = 64  # up to this many classes, the flow is a product with the one-hot labels
+
+def class_sum(v: jax.Array) -> jax.Array:
+    """The sum over the leading (class) axis of ``v`` ``[C, N]``: ``[N]``.
+
+    XLA:CPU reduces a short leading axis without vectorising along ``N``; a product with a
+    row of ones vectorises, and is one operation in the program (at full float32
+    precision, also where matrix units would round it).
+    """
+    ones = jnp.ones((1, v.shape[0]), v.dtype)
+    return jnp.matmul(ones, v, precision=jax.lax.Precision.HIGHEST)[0]
+
+
+def class_max(v: jax.Array) -> jax.Array:
+    """The maximum over the leading (class) axis of ``v`` ``[C, N]``; up to ``_UNROLL``
+    classes the rows are compared one by one, which vectorises along ``N`` where XLA:CPU's
+    reduction does not (see :func:`class_sum`)."""
+    if v.shape[0] > _UNROLL:
+        return jnp.max(v, axis=0)
+    return functools.reduce(jnp.maximum, [v[k] for k in range(v.shape[0])])
 
 
 def relative_map(a: jax.Array, is_true: jax.Array, c: jax.Array) -> jax.Array:

@@ -25,13 +25,13 @@ the conjugates :math:`\ell^*`, the feasible sets and the smoothing are on the do
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from svmjax._dual_parts import class_max, class_sum, relative_factors
 from svmjax._loss_parts import hinge
 
 __all__ = ["Dual", "WESTON_WATKINS", "CRAMMER_SINGER", "ONE_VS_REST", "class_max", "class_sum"]
@@ -88,29 +88,6 @@ class Dual(NamedTuple):
     hinge: Callable | None = None
     linear: Callable | None = None
     conjugate: Callable | None = None
-
-
-_UNROLL = 64  # up to this many classes, a maximum over classes compares rows one by one
-
-
-def class_sum(v: jax.Array) -> jax.Array:
-    """The sum over the leading (class) axis of ``v`` ``[C, N]``: ``[N]``.
-
-    XLA:CPU reduces a short leading axis without vectorising along ``N``; a product with a
-    row of ones vectorises, and is one operation in the program (at full float32
-    precision, also where matrix units would round it).
-    """
-    ones = jnp.ones((1, v.shape[0]), v.dtype)
-    return jnp.matmul(ones, v, precision=jax.lax.Precision.HIGHEST)[0]
-
-
-def class_max(v: jax.Array) -> jax.Array:
-    """The maximum over the leading (class) axis of ``v`` ``[C, N]``; up to ``_UNROLL``
-    classes the rows are compared one by one, which vectorises along ``N`` where XLA:CPU's
-    reduction does not (see :func:`class_sum`)."""
-    if v.shape[0] > _UNROLL:
-        return jnp.max(v, axis=0)
-    return functools.reduce(jnp.maximum, [v[k] for k in range(v.shape[0])])
 
 
 def _relative_margins(z, is_true, margin):
@@ -175,18 +152,6 @@ def _absolute_map(a, is_true, c):
     return c[None, :] * jnp.where(is_true, -a, a)
 
 
-def _flow(v, is_true, c):
-    """``flow[k, j]`` ``[C, C]``: the sum of ``c_i v_ij`` over the examples ``i`` of class
-    ``k`` (``v`` ``[C, N]``), what relative margins move from class ``k`` to class ``j``.
-
-    A product with the one-hot labels for a few classes; for many, a segment sum by label
-    (``O(C N)`` work where the product takes ``O(C^2 N)``)."""
-    if v.shape[0] <= _UNROLL:
-        return (is_true.astype(v.dtype) * c[None, :]) @ v.T
-    labels = jnp.argmax(is_true, axis=0)
-    return jax.ops.segment_sum((c[None, :] * v).T, labels, v.shape[0])
-
-
 def _true_rows(q, is_true):
     """``sum_i [y_i = k] q_i`` ``[C]`` for ``q`` ``[N]``: each example's value summed into
     its class."""
@@ -197,7 +162,7 @@ def _repair_relative(a, is_true, c):
     """Rescale ``a`` per class so that ``sum_i u_i = 0``, only scaling down (factors in
     ``[0, 1]``, which keeps every other constraint).
 
-    With ``flow`` of ``a`` (:func:`_flow`) we need ``lam >= 0`` with
+    With the flow of ``a`` (:func:`svmjax._dual_parts.flow`) we need ``lam >= 0`` with
     ``flow.T @ lam = out * lam``: a null vector of this Laplacian (the Perron vector),
     unique and positive when the flow graph is strongly connected, and 1 at the optimum.
     ``ok`` is False when no such vector exists (a class with no active dual variable).
@@ -206,18 +171,7 @@ def _repair_relative(a, is_true, c):
     vector ``v`` to ``mean(v) 1``: one linear solve finds it (``O(C^3 / 3)``, where a
     singular value decomposition costs tens of times more at a thousand classes).
     """
-    flow = _flow(a, is_true, c)
-    out = jnp.sum(flow, axis=1)
-    isolated = (out <= 0) & (jnp.sum(flow, axis=0) <= 0)
-    laplacian = jnp.diag(out + isolated.astype(a.dtype)) - flow.T
-    n_classes = laplacian.shape[0]
-    scale = jnp.maximum(jnp.max(out), jnp.finfo(a.dtype).tiny) / n_classes
-    ones = jnp.ones(n_classes, a.dtype)
-    lam = jnp.linalg.solve(laplacian + scale * jnp.outer(ones, ones), ones)
-    lam = jnp.where(isolated, 0, jnp.maximum(lam, 0))
-    lam = lam / jnp.maximum(jnp.max(lam), jnp.finfo(a.dtype).tiny)
-    residual = jnp.max(jnp.abs(flow.T @ lam - out * lam))
-    ok = jnp.isfinite(residual) & (residual <= 1e-3 * jnp.max(out * lam))
+    lam, ok = relative_factors(a, is_true, c)
     return a * class_sum(jnp.where(is_true, lam[:, None], 0))[None, :], ok
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import F32_TOL, F64_TOL, assert_close
 
-from svmjax import _solver_point, continuation, duals, losses, registry
+from svmjax import _dual_parts, _solver_point, continuation, duals, losses, registry
 from svmjax.gradcheck import x64
 from svmjax.solve import primal_objective, solve
 
@@ -316,7 +316,7 @@ def test_reductions_over_classes():
 def test_dual_hinge_is_the_pure_loss(loss, squared, margin, k, dtype):
     # The solver's primal in its [C, N] layout against svmjax.losses' definition on the
     # [N, C] rows, with ties and exact kinks (integer scores, margins 0 and 1); 70 classes
-    # take the other branch of the class maximum (duals._UNROLL).
+    # take the other branch of the class maximum (_dual_parts._UNROLL).
     rng = np.random.default_rng(5)
     z = rng.integers(-2, 3, (k, 50)).astype(dtype)  # [C, N]
     z[:, :25] = rng.standard_normal((k, 25))
@@ -489,10 +489,10 @@ def test_many_class_curvature_and_flow_match_their_dense_forms(loss, squared):
     # products never form [C, C] blocks: both against the one-hot product and jax.hessian.
     dual = continuation.dual_of(loss)
     with x64():
-        z, p = _smooth_problem(loss, squared, n=60, k=duals._UNROLL + 6)
+        z, p = _smooth_problem(loss, squared, n=60, k=_dual_parts._UNROLL + 6)
         mu = 0.3
         values, a = dual.smooth(z, p.is_true, 1.0, mu, squared)
-        flow = duals._flow(a, p.is_true, p.c)
+        flow = _dual_parts.flow(a, p.is_true, p.c)
         assert_close(flow, (p.is_true * p.c[None, :]) @ a.T, F64_TOL)
 
         def data_term(b):
@@ -509,7 +509,7 @@ def test_relative_repair_finds_the_laplacians_null_vector():
     # decomposition of the flow's Laplacian, with a class left out of the flow entirely.
     rng = np.random.default_rng(7)
     with x64():
-        for k in (4, duals._UNROLL + 6):
+        for k in (4, _dual_parts._UNROLL + 6):
             y = np.arange(200) % (k - 1)  # class k - 1 has no example...
             is_true = jnp.asarray(np.eye(k, dtype=bool)[y].T)
             a = jnp.asarray(rng.uniform(0, 1, (k, 200))).at[k - 1].set(0)  # ...nor any flow

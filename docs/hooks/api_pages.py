@@ -16,6 +16,8 @@ API_MODULES = [
     "registry",
     "family",
     "duals",
+    "family_duals",
+    "topk_duals",
     "metrics",
     "linear",
     "fused",
