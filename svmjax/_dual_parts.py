@@ -1,12 +1,12 @@
 r"""Internal: the ``[C, N]`` pieces that the duals of :mod:`svmjax.duals`,
 :mod:`svmjax.family_duals` and :mod:`svmjax.topk_duals` share.
 
-Reductions over the short class axis (:func:`class_sum`, :func:`class_max`, re-exported by
-:mod:`svmjax.duals`), dual maps (:func:`relative_map`, :func:`absolute_map`), the intercept's feasibility repairs
-(:func:`relative_factors`, :func:`absolute_repair`), the largest feasible multiple
-(:func:`largest_scale`) and the pieces of the intercept's curvature as Hessian-vector
-products (:func:`gram`, :func:`outer`, :func:`plus`). The derivations: docs page *The
-duals of the family*.
+Reductions over the short class axis (:func:`class_sum`, :func:`class_max`, re-exported
+by :mod:`svmjax.duals`), dual maps (:func:`relative_map`, :func:`absolute_map`), the
+intercept's feasibility repairs (:func:`relative_factors`, :func:`absolute_repair`), the
+largest feasible multiple (:func:`largest_scale`) and the pieces of the intercept's
+curvature as Hessian-vector products (:func:`gram`, :func:`outer`, :func:`plus`). The
+derivations: docs page *The duals of the family*.
 """
 
 from __future__ import annotations
