@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import optax
 
-from svmjax import data, linear, optim, registry, solve, train
+from svmjax import continuation, data, linear, optim, registry, solve, train
 from svmjax import model as models
 from svmjax._cli_args import (
     PIXEL_MAX,
@@ -295,6 +295,13 @@ def run(args: argparse.Namespace) -> int:
     splits = [ds.X_train, ds.X_val, ds.X_test]
     preprocess, offset, scale = _scaling(ds, PIXEL_MAX.get(source(args), 1.0))
     weights, extra = class_weights(args, ds), loss_options(args)
+    if args.solver == "exact":  # a setting no derived dual covers: before any work
+        try:
+            continuation.dual_of(
+                args.loss, registry.loss_options(args.loss, extra), ds.n_classes, args.squared
+            )
+        except ValueError as error:
+            raise UsageError(str(error)) from None
     options: dict[str, Any] = dict(loss=args.loss, squared=args.squared, margin=args.margin)
     if extra:
         options["loss_options"] = extra

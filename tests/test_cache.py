@@ -141,7 +141,7 @@ def test_the_solver_runs_from_its_exported_program(tmp_path, monkeypatch):
         fresh = cache.jit(
             continuation.solve_fn,
             cpu_options=cache.NO_TREE_SUMS,
-            static_argnames=("loss", "squared"),
+            static_argnames=("loss", "squared", "options"),
         )
         monkeypatch.setattr(continuation, "run", fresh)
         loaded = solve.solve(X, y, loss="crammer_singer", C=1.0)

@@ -318,7 +318,10 @@ def test_data_that_does_not_fit_the_model_is_one_line(tmp_path, capsys, name, wr
     [
         (["-C", "2"], "-C does not apply to --solver sgd"),
         (["--solver", "exact", "--lr", "0.5"], "--lr does not apply to --solver exact"),
-        (["--solver", "exact", "--loss", "top_k_hinge"], "--solver exact takes the losses with"),
+        (
+            ["--solver", "exact", "--loss", "smooth_top_k", "--loss-option", "k=2"],
+            "smooth_top_k with k=2 has no duality-gap certificate",
+        ),
         (["--loss-option", "k=2"], "--loss-option: loss 'weston_watkins' has no option 'k'"),
         (["--loss", "top_k_hinge", "--loss-option", "q=1"], "has no option 'q' (its options: k"),
         (["--loss", "top_k_hinge", "--loss-option", "k"], "expected NAME=VALUE, got 'k'"),

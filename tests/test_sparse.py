@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import resource
@@ -234,12 +235,17 @@ def test_estimator_on_sparse_data_equals_dense():
 
     X, y = _problem(n=90)
     labels = np.array(["a", "b", "c", "d"])[y]
-    for solver, tol in [("sgd", TRAIN_TOL), ("exact", 1e-2)]:
+    for solver, tol in [("sgd", TRAIN_TOL), ("exact", None)]:
         options = dict(C=1.0, solver=solver, random_state=0, tol=1e-4)
         sparse = SVMClassifier(**options).fit(X, labels)
         dense = SVMClassifier(**options).fit(X.toarray(), labels)
         assert_close(sparse.objective_, dense.objective_, 1e-4 if solver == "exact" else tol)
-        assert_close(sparse.decision_function(X), dense.decision_function(X.toarray()), tol)
+        if solver == "exact":  # W is unique (the objective is 1-strongly convex in W), the
+            # unpenalised intercept need not be: |W - W*|^2 / 2 <= each certified gap.
+            bound = math.sqrt(2 * sparse.dual_gap_) + math.sqrt(2 * dense.dual_gap_)
+            assert np.linalg.norm(sparse.coef_ - dense.coef_) <= bound
+        else:
+            assert_close(sparse.decision_function(X), dense.decision_function(X.toarray()), tol)
         assert sparse.score(X.tocsc(), labels) == pytest.approx(dense.score(X.toarray(), labels))
         np.testing.assert_array_equal(sparse.predict(X), sparse.predict(X.toarray()))
     bcoo = jax_sparse.BCOO.from_scipy_sparse(X)
