@@ -4,8 +4,8 @@ A linear machine trained on :math:`z(x)` approximates the kernel machine with
 :math:`k(x, x') = \exp(-\gamma \lVert x - x' \rVert^2)`, at the cost of a linear one
 (Rahimi & Recht, "Random features for large-scale kernel machines", NeurIPS 2007).
 :func:`fourier_features` draws the map's parameters from a key; :func:`fourier_transform`
-applies them. Both are pure functions; the transform is jittable and its rows are
-independent (any batching gives the same features).
+applies them. Both are pure functions and jittable (the draw with its sizes static); the
+transform's rows are independent (any batching gives the same features).
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ def fourier_features(
       n_components: :math:`m`, the number of features made (static: a Python ``int``
         ``>= 1``).
       gamma: the kernel's width :math:`\gamma > 0` (scikit-learn's ``gamma`` of ``rbf``;
-        :math:`\gamma = 1 / (2\sigma^2)` for a bandwidth :math:`\sigma`). It may be traced.
+        :math:`\gamma = 1 / (2\sigma^2)` for a bandwidth :math:`\sigma`; a common start is
+        the median heuristic, one over the median squared distance between training rows).
+        It may be traced.
       dtype: a float dtype of the parameters (and so of the features); default JAX's
         default float (float32 unless ``jax_enable_x64``).
 
