@@ -35,6 +35,7 @@ _LEAST_MEMORY = 5  # ...with at least this many pairs
 _PATIENCE = 20  # iterations without a visible decrease before the next stage
 _MU_MIN = 1e-7  # relative to the margin; below this float rounding dominates
 _CERTIFY_EVERY = 4  # iterations between two dual certificates (and intercept steps)
+_INSIDE = 0.99  # the loop stops at this fraction of tol (see _solve)
 
 
 @cache.serializable
@@ -305,8 +306,11 @@ def _solve(X, y, c, margin, tol, max_iter, mu0, init, fit_intercept, spec):
         best_dual=jnp.asarray(-jnp.inf, dtype),
         pool=point.Pool(jnp.zeros((), dtype), jnp.zeros(x0.size - init["b"].size, dtype)),
     )
+    # The loop stops a little inside tol: the objective reported is recomputed from X
+    # below, and can differ from the loop's (from scores updated along the steps) by
+    # rounding, which must not leave a solve that met tol just above it.
     state = jax.lax.while_loop(
-        lambda s: (s.n_iter < max_iter) & ~_done(s, tol) & ~s.stalled,
+        lambda s: (s.n_iter < max_iter) & ~_done(s, _INSIDE * tol) & ~s.stalled,
         lambda s: _iteration(p, spec, s, tol),
         state,
     )
