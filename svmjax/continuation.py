@@ -34,7 +34,8 @@ _WIDE = 1 << 28  # sparse X: the memory's 2 m vectors hold at most this many val
 _LEAST_MEMORY = 5  # ...with at least this many pairs
 _PATIENCE = 20  # iterations without a visible decrease before the next stage
 _MU_MIN = 1e-7  # relative to the margin; below this float rounding dominates
-_CERTIFY_EVERY = 4  # iterations between two dual certificates (and intercept steps)
+_CERTIFY_EVERY = 4  # iterations between two dual certificates (and intercept steps)...
+_MANY_CERTIFY_EVERY = 8  # ...beyond point.DENSE_NEWTON classes (see _certify_every)
 _INSIDE = 0.99  # the loop stops at this fraction of tol (see _solve)
 
 
@@ -81,6 +82,15 @@ class _State(NamedTuple):
     pool: point.Pool  # the best combination of the dual points certified so far
 
 
+def _certify_every(p: point.Problem) -> int:
+    """Iterations between two certificates (and intercept steps): 4, or 8 beyond
+    ``point.DENSE_NEWTON`` classes, where the intercept's repair (a ``[C, C]`` solve and an
+    extra product with ``X``) and its Newton step (conjugate gradients) cost the most and
+    the iterations they save are fewer (measured: docs/performance.md, many classes)."""
+    many = p.is_true.shape[0] > point.DENSE_NEWTON
+    return _MANY_CERTIFY_EVERY if many else _CERTIFY_EVERY
+
+
 def _step(p: point.Problem, spec: point.Spec, state: _State):
     """One L-BFGS step with Armijo backtracking; returns ``(state, moved, a, uX)``, the
     dual variables of the last trial point and their ``u @ X``.
@@ -120,8 +130,8 @@ def _step(p: point.Problem, spec: point.Spec, state: _State):
     t, change, (z, z_error, per, a) = lbfgs.backtracking(trial, slope)
     moved = change <= 1e-4 * t * slope
     x = jnp.where(moved, point.project(p, spec, state.x + t * d), state.x)
-    # Every _CERTIFY_EVERY iterations with an intercept: one Newton step on b alone.
-    shift = p.fit_intercept & moved & ~state.pending & (state.n_iter % _CERTIFY_EVERY == 0)
+    # Every few iterations with an intercept: one Newton step on b alone.
+    shift = p.fit_intercept & moved & ~state.pending & (state.n_iter % _certify_every(p) == 0)
     db, per, a = jax.lax.cond(
         shift,
         lambda: point.intercept_step(p, spec, z, per, a, state.mu),
@@ -196,14 +206,14 @@ def _iteration(p: point.Problem, spec: point.Spec, state: _State, tol: jax.Array
         share = _smoothing_share(p, spec, state, primal, a, uX)
         ready = moved & (share > _ENOUGH * tol * jnp.abs(primal)) & (g2 / 2 <= share)
     next_stage = can_shrink & (ready | hopeless)
-    # The dual is certified every _CERTIFY_EVERY iterations and at every iteration that
+    # The dual is certified every few iterations and at every iteration that
     # could end a stage or stall; without an intercept also at every iteration that could
     # end the solve (near the tolerance, at the last smoothing). With one, the dual (its
     # repair, another product with X) costs more than a step and is only worth taking
     # right after the intercept's Newton step (_step, same iterations): its dual point
     # then nearly meets the intercept's constraint. The best dual seen is kept.
     near = primal - state.best_dual <= 10 * tol * jnp.abs(primal)
-    check = (state.n_iter % _CERTIFY_EVERY == 0) | next_stage | hopeless
+    check = (state.n_iter % _certify_every(p) == 0) | next_stage | hopeless
     check = check | ((~can_shrink | near) & ~p.fit_intercept)
     no_value = jnp.asarray(-jnp.inf, primal.dtype)
 
