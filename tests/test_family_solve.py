@@ -35,13 +35,10 @@ SETTINGS = [
     if not (name == "smooth_top_k" and squared)
     and (not fit_intercept or has_intercept_optimum(name, options))
 ]
-QUICK = [
+QUICK = [  # the constraint with an intercept, a squared maximum, top-k with options
     ("lee_lin_wahba", {}, False, True),
     ("absolute_max_hinge", {}, True, False),
-    ("reinforced_hinge", {"gamma": 0.2}, False, True),
-    ("top_k_hinge", {"k": 2}, False, False),
     ("top_k_hinge", {"k": 3, "variant": "beta"}, False, True),
-    ("smooth_top_k", {"k": 1, "tau": 0.5}, False, True),
 ]
 
 
@@ -92,7 +89,7 @@ def test_solution_and_certificate_against_cvxpy(setting):
 
 @pytest.mark.float64
 @pytest.mark.parametrize(
-    "seed", [pytest.param(s, marks=() if s < 2 else pytest.mark.slow) for s in range(320)]
+    "seed", [pytest.param(s, marks=() if s < 1 else pytest.mark.slow) for s in range(320)]
 )
 def test_the_certificate_holds_the_optimum(seed):
     # A random machine, weights and C on problems of one fixed shape, solved to the
@@ -109,7 +106,7 @@ def test_the_certificate_holds_the_optimum(seed):
     assert bool(result.converged)
 
 
-ESTIMATOR_QUICK = ("lee_lin_wahba", "absolute_max_hinge", "top_k_hinge")
+ESTIMATOR_QUICK = ("top_k_hinge",)
 
 
 @pytest.mark.parametrize(
