@@ -31,7 +31,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from svmjax._dual_parts import class_max, class_sum, relative_factors
+from svmjax._dual_parts import class_max, class_sum, gram, outer, plus, relative_factors
 from svmjax._loss_parts import hinge
 
 __all__ = ["Dual", "WESTON_WATKINS", "CRAMMER_SINGER", "ONE_VS_REST", "class_max", "class_sum"]
@@ -152,12 +152,6 @@ def _absolute_map(a, is_true, c):
     return c[None, :] * jnp.where(is_true, -a, a)
 
 
-def _true_rows(q, is_true):
-    """``sum_i [y_i = k] q_i`` ``[C]`` for ``q`` ``[N]``: each example's value summed into
-    its class."""
-    return jnp.sum(jnp.where(is_true, q[None, :], 0), axis=1)
-
-
 def _repair_relative(a, is_true, c):
     """Rescale ``a`` per class so that ``sum_i u_i = 0``, only scaling down (factors in
     ``[0, 1]``, which keeps every other constraint).
@@ -218,29 +212,6 @@ def _max_value(a, uX, c, margin):
     return _ray_value(a, uX, c, margin, jnp.sum(c * class_sum(a) ** 2))
 
 
-def _relative_curvature(h, is_true, c):
-    r"""``v ->`` :math:`\sum_i c_i G_i^\top \mathrm{diag}(h_i) G_i v` for relative margins
-    (:math:`G_i z = (z_j - z_{y_i})_j`; ``h`` ``[C, N]`` is 0 on the true class):
-    :math:`q_i = c_i h_i \circ (v - v_{y_i})`, then :math:`G_i^\top q_i` puts
-    :math:`-\sum_j q_{ij}` on the true class."""
-
-    def times(v):
-        q = c[None, :] * h * (v[:, None] - class_sum(jnp.where(is_true, v[:, None], 0))[None, :])
-        return jnp.sum(q, axis=1) - _true_rows(class_sum(q), is_true)
-
-    return times
-
-
-def _outer(v, weight):
-    """``x -> sum_i weight_i v_i (v_i^T x)`` for ``v`` ``[C, N]``."""
-    return lambda x: v @ (weight * (x @ v))
-
-
-def _plus(*operators):
-    """The sum of linear operators given as functions."""
-    return lambda x: sum(op(x) for op in operators)
-
-
 def _logistic_curvature(a, mu, squared):
     """Second derivative of each summed hinge term: ``a (1 - a) / mu`` of the softplus
     smoothing (``a`` its sigmoid), ``2`` where a squared hinge is active (``a = 2 h``)."""
@@ -250,12 +221,11 @@ def _logistic_curvature(a, mu, squared):
 
 
 def _curvature_weston_watkins(a, per, is_true, c, mu, squared):
-    return _relative_curvature(_logistic_curvature(a, mu, squared), is_true, c)
+    return gram(_logistic_curvature(a, mu, squared), is_true, c, True)
 
 
 def _curvature_one_vs_rest(a, per, is_true, c, mu, squared):  # z_j enters as -t_j z_j
-    own = jnp.sum(c[None, :] * _logistic_curvature(a, mu, squared), axis=1)
-    return lambda v: own * v
+    return gram(_logistic_curvature(a, mu, squared), is_true, c, False)
 
 
 def _curvature_crammer_singer(a, per, is_true, c, mu, squared):
@@ -273,8 +243,7 @@ def _curvature_crammer_singer(a, per, is_true, c, mu, squared):
         h, w = 2 * m[None, :] * p / mu, 2 - 2 * m / mu
     else:
         p, h, w = a, a / mu, jnp.full(c.shape, -1 / mu, a.dtype)
-    pt = _relative_map(p, is_true, jnp.ones_like(c))
-    return _plus(_relative_curvature(h, is_true, c), _outer(pt, c * w))
+    return plus(gram(h, is_true, c, True), outer(p, is_true, c, w, True))
 
 
 WESTON_WATKINS = Dual(
