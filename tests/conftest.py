@@ -173,3 +173,24 @@ def pytest_runtest_setup(item):
     reason = backend_skip_reason(item, jax.default_backend())
     if reason is not None:
         pytest.skip(reason)
+
+
+# `make test` runs pytest-xdist with --dist loadfile, which hands whole files to the two
+# workers in collection order: the longest files go first, so that the files handed out
+# last are short and neither worker waits long for the other at the end.
+_LONGEST_FIRST = (
+    "test_sparse.py",
+    "test_experiments.py",
+    "test_cli.py",
+    "test_fused.py",
+    "test_solve.py",
+    "test_sharding.py",
+    "test_machines.py",
+    "test_family.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+    # A stable sort: the other files keep their order.
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -44,22 +44,67 @@ def test_gradcheck_prints_every_variant():
     assert len(rows) == 12
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["demo", "--epochs", "0"], "--epochs: expected a positive integer, got '0'"),
-        (["demo", "--lr", "-1"], "--lr: expected a number > 0, got '-1'"),
-        (["demo", "--lr", "fast"], "--lr: expected a number > 0, got 'fast'"),
-        (["fit"], "invalid choice: 'fit'"),
-        (["train", "--loss", "hinge"], "argument --loss: invalid choice: 'hinge'"),
-        (["train", "--dataset", "digits", "--svmlight", "x.svm"], "not allowed with argument"),
-        (["train", "--svmlight", "/no/such/file.svm"], "No such file or directory"),
-        (["train", "--mnist", "/no/such/dir"], "train: error:"),
-        (["sweep", "--lrs"], "expected at least one argument"),
-        (["train", "--lr", "1e30", "--squared", "--epochs", "2"], "diverged in epoch 1"),
-    ],
-)
-def test_bad_flags_give_one_line_and_no_traceback(args, message):
+BAD_FLAGS = [
+    (["demo", "--epochs", "0"], "--epochs: expected a positive integer, got '0'"),
+    (["demo", "--lr", "-1"], "--lr: expected a number > 0, got '-1'"),
+    (["demo", "--lr", "fast"], "--lr: expected a number > 0, got 'fast'"),
+    (["fit"], "invalid choice: 'fit'"),
+    (["train", "--loss", "hinge"], "argument --loss: invalid choice: 'hinge'"),
+    (["train", "--dataset", "digits", "--svmlight", "x.svm"], "not allowed with argument"),
+    (["train", "--svmlight", "/no/such/file.svm"], "No such file or directory"),
+    (["train", "--mnist", "/no/such/dir"], "train: error:"),
+    (["sweep", "--lrs"], "expected at least one argument"),
+    (["train", "--lr", "1e30", "--squared", "--epochs", "2"], "diverged in epoch 1"),
+]
+
+# Every bad command line of BAD_FLAGS through ``cli.main`` in one fresh process (one
+# start-up of JAX instead of ten): its exit status (``main``'s return value, or argparse's
+# SystemExit) and what it wrote to stderr, a traceback included if anything escaped.
+_BAD_FLAGS_DRIVER = """
+import contextlib, io, json, sys, traceback
+from svmjax import cli
+runs = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(argv)
+        except SystemExit as exit:
+            code = exit.code
+        except BaseException:
+            traceback.print_exc()
+            code = None
+    runs.append([code, err.getvalue()])
+print(json.dumps(runs))
+"""
+
+
+@pytest.fixture(scope="module")
+def bad_flag_runs():
+    argvs = json.dumps([args for args, _ in BAD_FLAGS])
+    result = subprocess.run(
+        [sys.executable, "-c", _BAD_FLAGS_DRIVER, argvs],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", range(len(BAD_FLAGS)), ids=[" ".join(a) for a, _ in BAD_FLAGS])
+def test_bad_flags_give_one_line_and_no_traceback(case, bad_flag_runs):
+    code, stderr = bad_flag_runs[case]
+    assert code == 2
+    assert BAD_FLAGS[case][1] in stderr
+    assert "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("case", [0, 9], ids=["usage", "diverged"])
+def test_a_bad_flag_alone_in_its_process_prints_one_line(case):
+    # The whole process: exit status and stderr, start-up included (JAX's own messages).
+    args, message = BAD_FLAGS[case]
     result = run(*args, timeout=60)
     assert result.returncode == 2
     assert message in result.stderr

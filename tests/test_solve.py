@@ -370,10 +370,15 @@ def test_curvature_is_the_hessian_in_the_intercept(loss, squared):
                 values, _ = dual.smooth(z + b[:, None], p.is_true, 1.0, mu, squared)
                 return jnp.sum(p.c * values)
 
-            expected = jax.hessian(data_term)(jnp.zeros(z.shape[0]))
-            values, a = dual.smooth(z, p.is_true, 1.0, mu, squared)
-            times = dual.curvature(a, p.c * values, p.is_true, p.c, mu, squared)
-            got = jax.vmap(times, in_axes=1, out_axes=1)(jnp.eye(z.shape[0]))
+            expected = jax.jit(jax.hessian(data_term))(jnp.zeros(z.shape[0]))
+
+            @jax.jit
+            def got(eye, mu=mu):
+                values, a = dual.smooth(z, p.is_true, 1.0, mu, squared)
+                times = dual.curvature(a, p.c * values, p.is_true, p.c, mu, squared)
+                return jax.vmap(times, in_axes=1, out_axes=1)(eye)
+
+            got = got(jnp.eye(z.shape[0]))
             assert_close(got, expected, 1e3 * F64_TOL)
 
 
@@ -541,9 +546,10 @@ def test_conjugate_gradient_intercept_step_is_a_newton_step(loss, squared, monke
     with x64():
         z, p = _smooth_problem(loss, squared)
         per, a = _solver_point.smoothed(p, spec, z, mu)
+        step = jax.jit(lambda z, per, a: _solver_point.intercept_step(p, spec, z, per, a, mu))
         norms = [float(jnp.linalg.norm(_intercept_gradient(p, loss, a)))]
         for _ in range(10):
-            db, new_per, a = _solver_point.intercept_step(p, spec, z, per, a, mu)
+            db, new_per, a = step(z, per, a)
             assert float(jnp.sum(new_per - per)) <= 0
             z, per = z + db[:, None], new_per
             norms.append(float(jnp.linalg.norm(_intercept_gradient(p, loss, a))))
