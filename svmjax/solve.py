@@ -38,7 +38,7 @@ from jax.sharding import Mesh
 from jax.typing import ArrayLike
 
 from svmjax import _checks as checks
-from svmjax import _sparse, continuation, registry, sharding
+from svmjax import _sparse, continuation, dual_coordinate, registry, sharding
 from svmjax._inputs import check_rows, on_devices, on_host
 from svmjax._sparse_products import times
 from svmjax.continuation import SolveResult
@@ -224,6 +224,8 @@ def solve(
     init: dict[str, ArrayLike] | None = None,
     mesh: Mesh | None = None,
     loss_options: Mapping[str, Any] | None = None,
+    method: str = "auto",
+    key: jax.Array | None = None,
 ) -> SolveResult:
     r"""Minimise :func:`primal_objective` to a relative duality gap ``tol``.
 
@@ -253,7 +255,8 @@ def solve(
         constant feature, which penalises it).
       n_classes: number of classes; default ``max(y) + 1``.
       tol: stop when ``P - D <= tol * P`` (relative duality gap).
-      max_iter: cap on L-BFGS iterations (each costs a few passes over the data).
+      max_iter: cap on L-BFGS iterations (each costs a few passes over the data), or on
+        the coordinate method's passes.
       init: optional warm start ``{"W": [D, C], "b": [C]}``.
       loss_options: the loss's extra hyperparameters (e.g. ``{"k": 2}``), static: each
         setting compiles its own program; a setting no derived dual covers is refused,
@@ -268,6 +271,15 @@ def solve(
         ``jax.Array`` s spanning several processes, e.g. from ``shard_rows(rows, mesh,
         n=N)`` on each process (label ``-1`` marks padding rows); those are checked and
         centred on the devices, never gathered. ``None`` (default): one device.
+      method: ``"continuation"`` (smoothing continuation with L-BFGS: every loss and
+        setting), ``"coordinate"`` (dual coordinate ascent, :mod:`svmjax.dual_coordinate`:
+        Crammer–Singer's hinge only, without intercept, ``init``, ``loss_options`` or
+        ``mesh``, dense ``X``) or ``"auto"`` (default): the coordinate method where it
+        applies, on CPU, beyond ``dual_coordinate.MANY_CLASSES`` classes (there it needs
+        tens of passes where the continuation needs hundreds of iterations of about the
+        same cost), else the continuation.
+      key: the coordinate method's random order of the examples (a ``jax.random.key`` or
+        ``PRNGKey``; default ``jax.random.key(0)``): same key, same result.
 
     Returns:
       A :class:`svmjax.continuation.SolveResult`. It does not raise when ``max_iter`` is
@@ -301,6 +313,11 @@ def solve(
         c = _weights(y, len(y), sample_weight, class_weights, float(C), n_classes)
     n, d = features.shape
     dtype = features.dtype
+    sparse = _sparse.is_sparse(features)
+    settings = (loss, squared, options, fit_intercept, init, mesh, sparse)
+    coordinate = dual_coordinate.applies(method, *settings) and (
+        method == "coordinate" or n_classes > dual_coordinate.MANY_CLASSES
+    )
     margin = checks.scalar("margin", margin, positive=True)
     tol = checks.scalar("tol", tol, positive=True)
     max_iter = checks.count("max_iter", max_iter)
@@ -315,7 +332,6 @@ def solve(
     # With an (unpenalised) intercept, centring the features is an exact change of
     # variables, b' = b + mean @ W, and it keeps uncentred data (say, all x near 100) from
     # being needlessly ill-conditioned. Sparse data is never centred (that would fill it).
-    sparse = _sparse.is_sparse(features)
     centre = fit_intercept and not sparse
     if resident:  # global arrays: centred where they live, not padded further
         mean = np.asarray(c @ features / jnp.sum(c), np.float64) if centre else np.zeros(d)
@@ -353,6 +369,19 @@ def solve(
         X_rows = _sparse.place(laid_out, mesh)
     else:
         X_rows = rows(pad(Xc, ((0, n_pad), (0, d_pad))))
+    if coordinate:
+        result = dual_coordinate.run(
+            X_rows,
+            pad(y, (0, n_pad)),
+            pad(c, (0, n_pad)).astype(dtype),
+            np.asarray(margin, dtype),
+            np.asarray(tol, dtype),
+            np.asarray(int(max_iter), np.int32),
+            jax.random.key(0) if key is None else key,
+            n_classes=n_classes,
+        )
+        W = np.asarray(result.params["W"])[:d]
+        return result._replace(params={"W": jax.device_put(W), "b": result.params["b"]})
     result = continuation.run(
         X_rows,
         rows(pad(y, (0, n_pad))),
