@@ -209,7 +209,8 @@ def _solve(X, y, c, margin, tol, max_passes, key, n_classes):
         def one(t, carry):
             order = jax.random.permutation(jax.random.fold_in(key, passes + t), n)
             order = jnp.pad(order, (0, blocks * BLOCK - n))
-            return _pass(X, y, c, margin, *carry, order, live)
+            A, V = carry
+            return _pass(X, y, c, margin, A, V, order, live)
 
         count = jnp.minimum(CERTIFY_EVERY, max_passes - passes)
         A, V = jax.lax.fori_loop(0, count, one, (A, V))
