@@ -33,7 +33,9 @@ during one fit (``common.PeakRSS``; svmjax's warm call). The intercept's overhea
 
 ``--table``: well-separated Gaussian classes (``linear_probe.blobs``), 10,000 x 256 with
 10, 100 and 1,000 classes, C = 0.1, no intercept: ``solve`` warm against ``LinearSVC``,
-with iterations and the time per iteration (warm time / iterations).
+with its method (by default the continuation up to ``dual_coordinate.MANY_CLASSES``
+classes, dual coordinate ascent beyond, on CPU), its iterations or passes and the time
+of each (warm time / count).
 
 ``--fit``: ``svmjax.train.fit`` at 1,000 classes (batch 256, D = 2048, Crammer–Singer,
 the default SGD; linear-probe features, 25,600 rows: 100 steps an epoch): time per step
@@ -73,7 +75,7 @@ import numpy as np
 from common import PeakRSS, header, markdown_table, write
 from linear_probe import blobs, describe, features
 
-from svmjax import SVMClassifier, grid, linear, metrics, solve, train
+from svmjax import SVMClassifier, dual_coordinate, grid, linear, metrics, solve, train
 
 LOSS = "crammer_singer"
 FITS = ("solve", "SVMClassifier", "SVMClassifier, no intercept")
@@ -310,11 +312,15 @@ def _table(config: Config) -> tuple[dict, str]:
         X, y = blobs(config.seed, n, d, n_classes)
         ours = _measure("solve", X, y, X, y, C, config)
         theirs = _measure("LinearSVC", X, y, X, y, C, config) if config.peer else None
-        rows.append({"classes": n_classes, "svmjax": ours, "liblinear": theirs})
+        # solve's default method for this problem (no intercept, dense X): see solve(method=)
+        coordinate = n_classes > dual_coordinate.MANY_CLASSES and jax.default_backend() == "cpu"
+        method = "coordinate" if coordinate else "continuation"
+        rows.append({"classes": n_classes, "method": method, "svmjax": ours, "liblinear": theirs})
         print(rows[-1], flush=True)
     table = [
         [
             r["classes"],
+            r["method"],
             f"{r['svmjax']['seconds']:.2f} s",
             r["svmjax"]["iterations"],
             f"{1e3 * r['svmjax']['seconds'] / max(r['svmjax']['iterations'], 1):.1f} ms",
@@ -339,9 +345,10 @@ def _table(config: Config) -> tuple[dict, str]:
             markdown_table(
                 [
                     "classes",
+                    "method",
                     "svmjax",
-                    "iterations",
-                    "per iteration",
+                    "iterations / passes",
+                    "per iteration / pass",
                     "LinearSVC",
                     "passes",
                     "ratio",

@@ -31,6 +31,7 @@ API_MODULES = [
     "model",
     "lbfgs",
     "continuation",
+    "dual_coordinate",
     "solve",
     "estimator",
     "conventions",
