@@ -50,6 +50,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from svmjax import duals
 from svmjax.continuation import SolveResult
 
 __all__ = ["BLOCK", "CERTIFY_EVERY", "MANY_CLASSES", "applies", "run", "solve_fn"]
@@ -59,6 +60,7 @@ CERTIFY_EVERY = 5  # passes between two certificates
 MANY_CLASSES = 64  # solve's default method: this one beyond this many classes (CPU)
 _NEWTON_STEPS = 64  # cap on Newton's steps for a threshold (they stop at the root)
 _INSIDE = 0.99  # the loop stops at this fraction of tol (as the continuation's)
+PENALTY = 0.1  # the intercept's rho, relative to the mean squared norm of the rows
 
 
 _METHODS = ("auto", "continuation", "coordinate")
@@ -77,7 +79,6 @@ def applies(method, loss, squared, options, fit_intercept, init, mesh, sparse) -
             (f"loss {loss!r} (only 'crammer_singer')", loss != "crammer_singer"),
             ("squared=True", bool(squared)),
             ("loss_options", bool(options)),
-            ("fit_intercept=True", bool(fit_intercept)),
             ("init", init is not None),
             ("a mesh", mesh is not None),
             ("sparse X", sparse),
@@ -128,15 +129,23 @@ def _threshold(p: jax.Array, total: jax.Array) -> jax.Array:
     return jnp.maximum(inactive, active)
 
 
-def _pass(X, y, c, margin, A, V, order, live):
+def _flow(A, y, c):
+    r""":math:`r = \sum_i u_i` ``[C]``: what the intercept's constraint asks to be 0."""
+    true = jnp.arange(A.shape[1])[None, :] == y[:, None]
+    return jnp.sum(c[:, None] * jnp.where(true, -jnp.sum(A, axis=1)[:, None], A), axis=0)
+
+
+def _pass(X, y, c, margin, A, V, shift, rho, order, live):
     """One pass over the examples in ``order`` (``[blocks * BLOCK]``, ``live`` False on the
-    padding of the last block): returns the new ``A`` and ``V``."""
+    padding of the last block) with the intercept's multipliers ``shift`` ``[C]`` and
+    penalty ``rho`` (0 without intercept; see :func:`solve_fn`): returns the new ``A``,
+    ``V`` and the flow :math:`r` at the end of the pass."""
     n_classes = A.shape[1]
     classes = jnp.arange(n_classes)
-    squares = jnp.sum(X * X, axis=1)
+    squares = jnp.sum(X * X, axis=1) + rho
 
     def block(k, carry):
-        A, V = carry
+        A, V, r = carry
         rows = jax.lax.dynamic_slice(order, (k * BLOCK,), (BLOCK,))
         on = jax.lax.dynamic_slice(live, (k * BLOCK,), (BLOCK,))
         Xb, yb, ab = X[rows], y[rows], A[rows]
@@ -144,7 +153,7 @@ def _pass(X, y, c, margin, A, V, order, live):
         beta = cb * squares[rows]
         moves = beta > 0  # an example of weight 0 (or x = 0) has nothing to gain
         beta = jnp.where(moves, beta, 1)
-        gram = Xb @ Xb.T
+        gram = Xb @ Xb.T + rho  # the penalty couples every pair through r
 
         def example(i, carry):
             Z, ab = carry
@@ -157,82 +166,121 @@ def _pass(X, y, c, margin, A, V, order, live):
             g = jnp.where(true, -jnp.sum(d), d)  # G(d): the change of u_i / c_i
             return Z - (cb[i] * gram[i])[:, None] * g[None, :], ab.at[i].add(d)
 
-        _, new = jax.lax.fori_loop(0, BLOCK, example, (Xb @ V.T, ab))
+        scores = Xb @ V.T + (shift - rho * r)[None, :]
+        _, new = jax.lax.fori_loop(0, BLOCK, example, (scores, ab))
         d = new - ab
         G = cb[:, None] * jnp.where(classes[None, :] == yb[:, None], -jnp.sum(d, 1)[:, None], d)
-        V = V - G.T @ Xb
         # Padding entries are dropped (out of range), never written over a real row.
         A = A.at[jnp.where(on, rows, A.shape[0])].set(new, mode="drop")
-        return A, V
+        return A, V - G.T @ Xb, r + jnp.sum(G, axis=0)
 
-    return jax.lax.fori_loop(0, order.size // BLOCK, block, (A, V))
+    return jax.lax.fori_loop(0, order.size // BLOCK, block, (A, V, _flow(A, y, c)))
 
 
-def _certify(X, y, c, margin, A):
-    """``V = -u @ X`` from the dual variables, the primal at ``V`` and the dual value."""
-    true = jnp.arange(A.shape[1])[None, :] == y[:, None]
-    U = c[:, None] * jnp.where(true, -jnp.sum(A, axis=1)[:, None], A)
-    V = -(U.T @ X)
-    Z = X @ V.T
+def _primal(X, y, c, margin, V, b):
+    """The primal objective at ``(V, b)``."""
+    true = jnp.arange(V.shape[0])[None, :] == y[:, None]
+    Z = X @ V.T + b[None, :]
     z_true = jnp.sum(jnp.where(true, Z, 0), axis=1)
     worst = jnp.max(jnp.where(true, -jnp.inf, Z - z_true[:, None] + margin), axis=1)
-    half = 0.5 * jnp.sum(V * V)
-    primal = half + jnp.sum(c * jnp.maximum(worst, 0))
-    dual = margin * jnp.sum(c[:, None] * A) - half
-    return V, primal, dual
+    return 0.5 * jnp.sum(V * V) + jnp.sum(c * jnp.maximum(worst, 0))
 
 
-def solve_fn(X, y, c, margin, tol, max_passes, key, *, n_classes: int) -> SolveResult:
-    """Passes of dual coordinate ascent until the certified relative gap is at most
+def _weights(A, y, c, X):
+    """``V = -u @ X`` of the dual variables ``A``."""
+    true = jnp.arange(A.shape[1])[None, :] == y[:, None]
+    return -((c[:, None] * jnp.where(true, -jnp.sum(A, axis=1)[:, None], A)).T @ X)
+
+
+def _certify(X, y, c, margin, A, b, fit_intercept):
+    r"""``V = -u @ X`` from the dual variables, the better primal point of ``(V, b)`` and
+    (with an intercept) the repaired point's ``(V', b)``, its value, and the dual value
+    (of the repaired variables, which meet :math:`\sum_i u_i = 0`; ``-inf`` if the repair
+    fails)."""
+    V = _weights(A, y, c, X)
+    primal = _primal(X, y, c, margin, V, b)
+    if not fit_intercept:
+        return V, V, primal, margin * jnp.sum(c[:, None] * A) - 0.5 * jnp.sum(V * V)
+    true = jnp.arange(A.shape[1])[None, :] == y[:, None]
+    fixed, ok = duals.CRAMMER_SINGER.repair(A.T, true.T, c)
+    fixed_V = _weights(fixed.T, y, c, X)
+    fixed_primal = _primal(X, y, c, margin, fixed_V, b)
+    dual = margin * jnp.sum(c[None, :] * fixed) - 0.5 * jnp.sum(fixed_V * fixed_V)
+    better = fixed_primal < primal
+    best = jnp.where(better, fixed_V, V)
+    return V, best, jnp.minimum(primal, fixed_primal), jnp.where(ok, dual, -jnp.inf)
+
+
+def solve_fn(
+    X, y, c, margin, tol, max_passes, key, fit_intercept, *, n_classes: int
+) -> SolveResult:
+    r"""Passes of dual coordinate ascent until the certified relative gap is at most
     ``tol`` or ``max_passes`` passes are done (the arguments as :func:`svmjax.solve.solve`
-    prepares them: dense ``X [N, D]``, labels ``y [N]``, weights ``c [N]``, 0 on padding
-    rows); ``n_iter`` of the result counts passes. Products at ``Precision.HIGHEST`` (see
-    :func:`svmjax.continuation.solve_fn`)."""
+    prepares them: dense ``X [N, D]``, centred with an intercept, labels ``y [N]``, weights
+    ``c [N]``, 0 on padding rows); ``n_iter`` of the result counts passes. Products at
+    ``Precision.HIGHEST`` (see :func:`svmjax.continuation.solve_fn`).
+
+    The intercept (``fit_intercept``, static) by the method of multipliers: the passes
+    maximise :math:`D(a) + \langle b, r \rangle - \tfrac\rho2 \lVert r \rVert^2` with
+    :math:`r = \sum_i u_i`, whose one-example sub-problem is the one without intercept
+    with scores shifted by :math:`b - \rho r` and :math:`\lVert x_i \rVert^2 + \rho` in
+    place of :math:`\lVert x_i \rVert^2`; after each pass :math:`b \leftarrow b - \rho
+    r`. :math:`\rho` is :data:`PENALTY` times the mean :math:`\lVert x_i \rVert^2`. The
+    certificate's dual point is repaired to :math:`r = 0` exactly (as the continuation's)."""
     with jax.default_matmul_precision("highest"):
-        return _solve(X, y, c, margin, tol, max_passes, key, n_classes)
+        return _solve(X, y, c, margin, tol, max_passes, key, fit_intercept, n_classes)
 
 
-def _solve(X, y, c, margin, tol, max_passes, key, n_classes):
+def _solve(X, y, c, margin, tol, max_passes, key, fit_intercept, n_classes):
     n, dtype = X.shape[0], X.dtype
     blocks = -(-n // BLOCK)
     live = jnp.arange(blocks * BLOCK) < n
     A = jnp.zeros((n, n_classes), dtype)
     V = jnp.zeros((n_classes, X.shape[1]), dtype)
+    b = jnp.zeros(n_classes, dtype)
     inf = jnp.asarray(jnp.inf, dtype)
+    counted = c > 0
+    mean_square = jnp.sum(jnp.where(counted, jnp.sum(X * X, axis=1), 0)) / jnp.maximum(
+        jnp.sum(counted), 1
+    )
+    rho = PENALTY * mean_square if fit_intercept else jnp.zeros((), dtype)
 
     def done(primal, dual, tol):
         return jnp.isfinite(primal - dual) & (primal - dual <= tol * jnp.abs(primal))
 
     def round_(state):
-        A, V, best_V, passes, primal, dual = state
+        A, V, b, best_V, best_b, passes, primal, dual = state
 
         def one(t, carry):
+            A, V, b = carry
             order = jax.random.permutation(jax.random.fold_in(key, passes + t), n)
             order = jnp.pad(order, (0, blocks * BLOCK - n))
-            A, V = carry
-            return _pass(X, y, c, margin, A, V, order, live)
+            A, V, r = _pass(X, y, c, margin, A, V, b, rho, order, live)
+            return A, V, b - rho * r
 
         count = jnp.minimum(CERTIFY_EVERY, max_passes - passes)
-        A, V = jax.lax.fori_loop(0, count, one, (A, V))
-        V, new_primal, new_dual = _certify(X, y, c, margin, A)
+        A, V, b = jax.lax.fori_loop(0, count, one, (A, V, b))
+        V, new_V, new_primal, new_dual = _certify(X, y, c, margin, A, b, fit_intercept)
         better = new_primal < primal
         return (
             A,
             V,
-            jnp.where(better, V, best_V),
+            b,
+            jnp.where(better, new_V, best_V),
+            jnp.where(better, b, best_b),
             passes + count,
             jnp.minimum(new_primal, primal),
             jnp.maximum(new_dual, dual),
         )
 
-    state = (A, V, V, jnp.zeros((), jnp.int32), inf, -inf)
+    state = (A, V, b, V, b, jnp.zeros((), jnp.int32), inf, -inf)
     # The loop stops a little inside tol, as the continuation's does.
     state = jax.lax.while_loop(
-        lambda s: (s[3] < max_passes) & ~done(s[4], s[5], _INSIDE * tol), round_, state
+        lambda s: (s[5] < max_passes) & ~done(s[6], s[7], _INSIDE * tol), round_, state
     )
-    _, _, best_V, passes, primal, dual = state
+    *_, best_V, best_b, passes, primal, dual = state
     return SolveResult(
-        params={"W": best_V.T, "b": jnp.zeros(n_classes, dtype)},
+        params={"W": best_V.T, "b": best_b},
         objective=primal,
         dual=dual,
         gap=primal - dual,
@@ -246,5 +294,5 @@ def _solve(X, y, c, margin, tol, max_passes, key, n_classes):
 # Plain jax.jit, not svmjax.cache.jit: the loop emitters that cache.compiler_options asks
 # XLA:CPU for (fusion emitters off) make the many small sequential steps here about twice
 # as slow (measured: 100 classes, 40 passes, 4.8 s against 2.4 s).
-run = jax.jit(solve_fn, static_argnames=("n_classes",))
+run = jax.jit(solve_fn, static_argnames=("fit_intercept", "n_classes"))
 """``solve_fn`` compiled."""

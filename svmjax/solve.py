@@ -378,24 +378,24 @@ def solve(
             np.asarray(tol, dtype),
             np.asarray(int(max_iter), np.int32),
             jax.random.key(0) if key is None else key,
+            bool(fit_intercept),
             n_classes=n_classes,
         )
-        W = np.asarray(result.params["W"])[:d]
-        return result._replace(params={"W": jax.device_put(W), "b": result.params["b"]})
-    result = continuation.run(
-        X_rows,
-        rows(pad(y, (0, n_pad))),
-        rows(pad(c, (0, n_pad)).astype(dtype)),
-        same(np.asarray(margin, dtype)),
-        same(np.asarray(tol, dtype)),
-        same(np.asarray(int(max_iter), np.int32)),
-        same(np.asarray(_MU0 * margin, dtype)),
-        same({"W": np.pad(W0, ((0, d_pad), (0, 0))), "b": np.asarray(b0, dtype)}),
-        same(np.asarray(bool(fit_intercept))),
-        loss=loss,
-        squared=bool(squared),
-        options=options,
-    )
+    else:
+        result = continuation.run(
+            X_rows,
+            rows(pad(y, (0, n_pad))),
+            rows(pad(c, (0, n_pad)).astype(dtype)),
+            same(np.asarray(margin, dtype)),
+            same(np.asarray(tol, dtype)),
+            same(np.asarray(int(max_iter), np.int32)),
+            same(np.asarray(_MU0 * margin, dtype)),
+            same({"W": np.pad(W0, ((0, d_pad), (0, 0))), "b": np.asarray(b0, dtype)}),
+            same(np.asarray(bool(fit_intercept))),
+            loss=loss,
+            squared=bool(squared),
+            options=options,
+        )
     if mesh is not None:  # replicated global arrays: unpad where they live
         W = result.params["W"][:d]
         b = result.params["b"]
