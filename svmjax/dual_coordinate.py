@@ -1,7 +1,7 @@
 r"""Crammer–Singer by dual coordinate ascent: the exact solver's method for many classes.
 
 :func:`svmjax.solve.solve` runs it (``method="coordinate"``, and by default for
-Crammer–Singer without an intercept beyond :data:`MANY_CLASSES` classes on CPU) in place of
+Crammer–Singer beyond :data:`MANY_CLASSES` classes on CPU) in place of
 the smoothing continuation of :mod:`svmjax.continuation`, and returns the same
 :class:`svmjax.continuation.SolveResult` with the same certificate.
 
@@ -40,9 +40,12 @@ more than they save (measured: docs/performance.md, many classes). Every
 rounding does not accumulate), and the primal at that ``V`` and the dual value give the
 certified gap.
 
+The unpenalised intercept's constraint :math:`\sum_i u_i = 0` couples every example; it
+is kept by the method of multipliers (:func:`solve_fn`), whose penalty only adds a constant
+to the block's Gram matrix.
+
 Layout: examples-major, dual variables ``A [N, C]`` (a block's rows are gathered). Dense
-``X``, one device; no intercept (its constraint :math:`\sum_i u_i = 0` couples every
-example: the continuation handles it).
+``X``, one device.
 """
 
 from __future__ import annotations
@@ -87,8 +90,8 @@ def applies(method, loss, squared, options, fit_intercept, init, mesh, sparse) -
     ]
     if method == "coordinate" and unsupported:
         raise ValueError(
-            "method='coordinate' solves the Crammer-Singer hinge without intercept, warm "
-            f"start, options or mesh on dense X; got {', '.join(unsupported)} "
+            "method='coordinate' solves the Crammer-Singer hinge without warm start, "
+            f"options or mesh on dense X; got {', '.join(unsupported)} "
             "(method='continuation' takes them)"
         )
     if method == "auto":

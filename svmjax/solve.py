@@ -273,8 +273,8 @@ def solve(
         centred on the devices, never gathered. ``None`` (default): one device.
       method: ``"continuation"`` (smoothing continuation with L-BFGS: every loss and
         setting), ``"coordinate"`` (dual coordinate ascent, :mod:`svmjax.dual_coordinate`:
-        Crammer–Singer's hinge only, without intercept, ``init``, ``loss_options`` or
-        ``mesh``, dense ``X``) or ``"auto"`` (default): the coordinate method where it
+        Crammer–Singer's hinge only, without ``init``, ``loss_options`` or ``mesh``, dense
+        ``X``) or ``"auto"`` (default): the coordinate method where it
         applies, on CPU, beyond ``dual_coordinate.MANY_CLASSES`` classes (there it needs
         tens of passes where the continuation needs hundreds of iterations of about the
         same cost), else the continuation.
