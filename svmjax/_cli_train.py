@@ -80,7 +80,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
     )
     exact.add_argument("--tol", type=positive_float, help=f"relative duality gap ({SOLVE['tol']})")
     exact.add_argument(
-        "--max-iter", type=positive_int, help=f"L-BFGS iterations ({SOLVE['max_iter']})"
+        "--max-iter",
+        type=positive_int,
+        help=f"L-BFGS iterations or coordinate passes ({SOLVE['max_iter']})",
     )
     exact.add_argument(
         "--C-path", type=positive_float, nargs="+", metavar="C", help="solve for every C "

@@ -82,8 +82,8 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
         rate 0.1, batch 256, ``max_iter`` epochs) on the same objective divided by
         :math:`C \sum_i s_i` (its ``reg`` is :math:`1 / (2 C \sum_i s_i)`); it accepts only
         uniform sample weights and ignores ``tol``.
-      max_iter: L-BFGS iterations (``"exact"``, default 5000) or epochs (``"sgd"``, default
-        100).
+      max_iter: L-BFGS iterations or coordinate passes (``"exact"``, default 5000; see
+        :func:`svmjax.solve.solve`'s ``method``) or epochs (``"sgd"``, default 100).
       tol: relative duality gap at which ``"exact"`` stops (default ``1e-3``; float32, the
         default JAX precision, reaches about ``1e-4`` — enable ``jax_enable_x64`` for more).
         ``tol`` is not a static argument of the compiled solver, so changing it builds no
@@ -102,7 +102,7 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
       classes_: the label values, sorted; scores column ``k`` belongs to ``classes_[k]``.
       coef_: ``[n_classes, n_features]`` (one row per class, also for two classes).
       intercept_: ``[n_classes]`` (zeros without ``fit_intercept``).
-      n_iter_: L-BFGS iterations or epochs run.
+      n_iter_: L-BFGS iterations, coordinate passes or epochs run.
       objective_: :math:`P` at the solution (:func:`svmjax.solve.primal_objective`).
       dual_gap_: certified bound on :math:`P - P^\star` (``"exact"``; NaN for ``"sgd"``).
       n_features_in_, feature_names_in_: as in scikit-learn.
