@@ -138,11 +138,11 @@ def _flow(A, y, c):
     return jnp.sum(c[:, None] * jnp.where(true, -jnp.sum(A, axis=1)[:, None], A), axis=0)
 
 
-def _pass(X, y, c, margin, A, V, shift, rho, order, live):
-    """One pass over the examples in ``order`` (``[blocks * BLOCK]``, ``live`` False on the
-    padding of the last block) with the intercept's multipliers ``shift`` ``[C]`` and
-    penalty ``rho`` (0 without intercept; see :func:`solve_fn`): returns the new ``A``,
-    ``V`` and the flow :math:`r` at the end of the pass."""
+def _pass(X, y, c, margin, A, V, shift, rho, order, live, blocks):
+    """One pass over the first ``blocks`` blocks of the examples in ``order`` (``live``
+    False on padding) with the intercept's multipliers ``shift`` ``[C]`` and penalty
+    ``rho`` (0 without intercept; see :func:`solve_fn`): returns the new ``A``, ``V`` and
+    the flow :math:`r` at the end of the pass."""
     n_classes = A.shape[1]
     classes = jnp.arange(n_classes)
     squares = jnp.sum(X * X, axis=1) + rho
@@ -177,16 +177,16 @@ def _pass(X, y, c, margin, A, V, shift, rho, order, live):
         A = A.at[jnp.where(on, rows, A.shape[0])].set(new, mode="drop")
         return A, V - G.T @ Xb, r + jnp.sum(G, axis=0)
 
-    return jax.lax.fori_loop(0, order.size // BLOCK, block, (A, V, _flow(A, y, c)))
+    return jax.lax.fori_loop(0, blocks, block, (A, V, _flow(A, y, c)))
 
 
 def _primal(X, y, c, margin, V, b):
-    """The primal objective at ``(V, b)``."""
+    """The primal objective at ``(V, b)`` and each example's largest margin ``[N]``."""
     true = jnp.arange(V.shape[0])[None, :] == y[:, None]
     Z = X @ V.T + b[None, :]
     z_true = jnp.sum(jnp.where(true, Z, 0), axis=1)
     worst = jnp.max(jnp.where(true, -jnp.inf, Z - z_true[:, None] + margin), axis=1)
-    return 0.5 * jnp.sum(V * V) + jnp.sum(c * jnp.maximum(worst, 0))
+    return 0.5 * jnp.sum(V * V) + jnp.sum(c * jnp.maximum(worst, 0)), worst
 
 
 def _weights(A, y, c, X):
@@ -197,21 +197,24 @@ def _weights(A, y, c, X):
 
 def _certify(X, y, c, margin, A, b, fit_intercept):
     r"""``V = -u @ X`` from the dual variables, the better primal point of ``(V, b)`` and
-    (with an intercept) the repaired point's ``(V', b)``, its value, and the dual value
-    (of the repaired variables, which meet :math:`\sum_i u_i = 0`; ``-inf`` if the repair
-    fails)."""
+    (with an intercept) the repaired point's ``(V', b)``, its value, the dual value (of
+    the repaired variables, which meet :math:`\sum_i u_i = 0`; ``-inf`` if the repair
+    fails), and which examples the next passes visit (:func:`_solve`)."""
     V = _weights(A, y, c, X)
-    primal = _primal(X, y, c, margin, V, b)
+    primal, worst = _primal(X, y, c, margin, V, b)
+    visit = ((jnp.sum(A, axis=1) > 0) | (worst >= 0)) & (c > 0)
     if not fit_intercept:
-        return V, V, primal, margin * jnp.sum(c[:, None] * A) - 0.5 * jnp.sum(V * V)
+        dual = margin * jnp.sum(c[:, None] * A) - 0.5 * jnp.sum(V * V)
+        return V, V, primal, dual, visit
     true = jnp.arange(A.shape[1])[None, :] == y[:, None]
     fixed, ok = duals.CRAMMER_SINGER.repair(A.T, true.T, c)
     fixed_V = _weights(fixed.T, y, c, X)
-    fixed_primal = _primal(X, y, c, margin, fixed_V, b)
+    fixed_primal = _primal(X, y, c, margin, fixed_V, b)[0]
     dual = margin * jnp.sum(c[None, :] * fixed) - 0.5 * jnp.sum(fixed_V * fixed_V)
     better = fixed_primal < primal
     best = jnp.where(better, fixed_V, V)
-    return V, best, jnp.minimum(primal, fixed_primal), jnp.where(ok, dual, -jnp.inf)
+    primal = jnp.minimum(primal, fixed_primal)
+    return V, best, primal, jnp.where(ok, dual, -jnp.inf), visit
 
 
 def solve_fn(
@@ -237,7 +240,6 @@ def solve_fn(
 def _solve(X, y, c, margin, tol, max_passes, key, fit_intercept, n_classes):
     n, dtype = X.shape[0], X.dtype
     blocks = -(-n // BLOCK)
-    live = jnp.arange(blocks * BLOCK) < n
     A = jnp.zeros((n, n_classes), dtype)
     V = jnp.zeros((n_classes, X.shape[1]), dtype)
     b = jnp.zeros(n_classes, dtype)
@@ -252,18 +254,25 @@ def _solve(X, y, c, margin, tol, max_passes, key, fit_intercept, n_classes):
         return jnp.isfinite(primal - dual) & (primal - dual <= tol * jnp.abs(primal))
 
     def round_(state):
-        A, V, b, best_V, best_b, passes, primal, dual = state
+        A, V, b, best_V, best_b, passes, primal, dual, visit = state
+        # Shrinking: the passes visit only the examples that the last certificate found
+        # with dual variables or a margin not met (the others' steps would be zero there);
+        # every certificate looks at all of them again.
+        visited = jnp.sum(visit)
+        count_blocks = -(-visited // BLOCK)
+        live = jnp.arange(blocks * BLOCK) < visited
 
         def one(t, carry):
             A, V, b = carry
             order = jax.random.permutation(jax.random.fold_in(key, passes + t), n)
+            order = order[jnp.argsort(~visit[order], stable=True)]  # the visited first
             order = jnp.pad(order, (0, blocks * BLOCK - n))
-            A, V, r = _pass(X, y, c, margin, A, V, b, rho, order, live)
+            A, V, r = _pass(X, y, c, margin, A, V, b, rho, order, live, count_blocks)
             return A, V, b - rho * r
 
         count = jnp.minimum(CERTIFY_EVERY, max_passes - passes)
         A, V, b = jax.lax.fori_loop(0, count, one, (A, V, b))
-        V, new_V, new_primal, new_dual = _certify(X, y, c, margin, A, b, fit_intercept)
+        V, new_V, new_primal, new_dual, visit = _certify(X, y, c, margin, A, b, fit_intercept)
         better = new_primal < primal
         return (
             A,
@@ -274,14 +283,16 @@ def _solve(X, y, c, margin, tol, max_passes, key, fit_intercept, n_classes):
             passes + count,
             jnp.minimum(new_primal, primal),
             jnp.maximum(new_dual, dual),
+            visit,
         )
 
-    state = (A, V, b, V, b, jnp.zeros((), jnp.int32), inf, -inf)
+    visit = jnp.ones(n, bool)
+    state = (A, V, b, V, b, jnp.zeros((), jnp.int32), inf, -inf, visit)
     # The loop stops a little inside tol, as the continuation's does.
     state = jax.lax.while_loop(
         lambda s: (s[5] < max_passes) & ~done(s[6], s[7], _INSIDE * tol), round_, state
     )
-    *_, best_V, best_b, passes, primal, dual = state
+    *_, best_V, best_b, passes, primal, dual, _ = state
     return SolveResult(
         params={"W": best_V.T, "b": best_b},
         objective=primal,
