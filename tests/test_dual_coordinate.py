@@ -109,22 +109,26 @@ def test_auto_picks_the_coordinate_method_only_where_it_applies(monkeypatch):
     monkeypatch.setattr(dual_coordinate, "run", spy)
     X, y = _problem(3, n=200, d=6, k=66)
     X = X.astype(np.float32)
-    solve.solve(X, y, loss="crammer_singer", C=0.1, max_iter=5)
-    assert calls == [66]
-    few = y % 8
     solve.solve(X, y, loss="crammer_singer", C=0.1, max_iter=5, fit_intercept=True)
-    assert calls == [66, 66]
-    for options in (
-        dict(y=few),  # 8 classes: the continuation
-        dict(y=y, squared=True),
-        dict(y=y, loss="weston_watkins"),
-        dict(y=y, method="continuation"),
+    assert calls == [66]
+    solve.solve(X, y % 8, loss="crammer_singer", C=0.1, max_iter=5)  # 8 classes: continuation
+    assert calls == [66]
+    solve.solve(X, y % 8, loss="crammer_singer", C=0.1, max_iter=5, method="coordinate")
+    assert calls == [66, 8]
+    # Which settings "auto" gives the coordinate method (the class count aside), on CPU:
+    plain = dict(loss="crammer_singer", squared=False, options=(), fit_intercept=False)
+    plain |= dict(init=None, mesh=None, sparse=False)
+    assert dual_coordinate.applies("auto", **plain) == (jax.default_backend() == "cpu")
+    for change in (
+        dict(loss="weston_watkins"),
+        dict(squared=True),
+        dict(options=(("k", 2),)),
+        dict(init={"W": None}),
+        dict(sparse=True),
     ):
-        settings = dict(loss="crammer_singer", C=0.1, max_iter=5) | options
-        solve.solve(X, **settings)
-    assert calls == [66, 66]
-    solve.solve(X, few, loss="crammer_singer", C=0.1, max_iter=5, method="coordinate")
-    assert calls == [66, 66, 8]
+        assert not dual_coordinate.applies("auto", **(plain | change))
+        assert not dual_coordinate.applies("continuation", **(plain | change))
+    assert not dual_coordinate.applies("continuation", **plain)
 
 
 @pytest.mark.parametrize(
