@@ -312,7 +312,15 @@ def _decimals(
         with np.errstate(over="ignore"):
             nearest = value.astype(np.float32)
         wide = nearest.astype(np.float64)
-        halfway = [(wide + np.nextafter(nearest, np.float32(to))) / 2 for to in (-np.inf, np.inf)]
+        with np.errstate(over="ignore"):  # float32's largest value steps to infinity...
+            steps = [
+                np.nextafter(nearest, np.float32(to)).astype(np.float64) for to in (-np.inf, np.inf)
+            ]
+        # ...where rounding goes to infinity from the largest value plus half its spacing.
+        steps = [
+            np.where(np.isinf(t) & np.isfinite(nearest), np.sign(t) * 2.0**128, t) for t in steps
+        ]
+        halfway = [(wide + t) / 2 for t in steps]
         margin = 4 * np.spacing(np.abs(value))
         clear = (np.abs(value - halfway[0]) > margin) & (np.abs(value - halfway[1]) > margin)
         exact |= fast & (significant <= 18) & clear

@@ -471,7 +471,7 @@ def test_defaults_are_the_apis(files, capsys):
         cli.main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     shown = ["epochs (10)", "batch size (256)", "learning rate (0.1)", "L2 regularisation (0.0)"]
-    shown += ["C, weight of the loss (1.0)", "duality gap (0.001)", "iterations (5000)"]
+    shown += ["C, weight of the loss (1.0)", "duality gap (0.001)", "coordinate passes (5000)"]
     assert all(item in text for item in shown), [item for item in shown if item not in text]
 
 

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 import scipy.sparse
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from svmjax import formats, preprocessing
@@ -101,7 +101,10 @@ def test_blocks_parse_as_line_by_line(edits, n_features, max_index):
 
 def _near_halfway(f: float, steps: int) -> str:
     """A decimal ``steps`` float64 steps from halfway between float32 ``f`` and the next."""
-    halfway = (f + float(np.nextafter(np.float32(f), np.float32(np.inf)))) / 2
+    with np.errstate(over="ignore"):
+        up = float(np.nextafter(np.float32(f), np.float32(np.inf)))
+    up = 2.0**128 if up == np.inf and np.isfinite(f) else up  # float32 rounds to inf from there
+    halfway = (f + up) / 2
     return f"{halfway + steps * np.spacing(halfway):.18g}"
 
 
@@ -117,6 +120,8 @@ _DECIMAL = st.one_of(
 
 @FUZZ
 @given(st.lists(_DECIMAL, min_size=1, max_size=40))
+@example(numbers=["0", "3.4028234663852886e+38", "-3.4028234663852886e+38"])
+@example(numbers=["3.4028235677973366e+38", "3.4028235677973362e+38", "3.4028235677973370e+38"])
 def test_numbers_parse_as_float_parses_them(numbers):
     """Correct rounding: each label and value equals Python's ``float`` of its text (the
     values then rounded to float32), or both readers refuse the same line."""
