@@ -54,7 +54,7 @@ def _problem(seed, n=240, d=12, k=70, scale=1.0):
 
 
 @pytest.mark.float64
-@pytest.mark.parametrize("C, intercept", [(0.05, False), (0.5, False), (0.2, True)])
+@pytest.mark.parametrize("C, intercept", [(0.05, False), (0.2, True)])
 def test_coordinate_solve_meets_the_continuations_optimum(C, intercept):
     X, y = _problem(0)
     if intercept:

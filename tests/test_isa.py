@@ -43,7 +43,13 @@ NODES_BY_ISA = {"AVX2": NODES, "SSE4_2": NODES[:2] + NODES[4:5]}
 TIMEOUT = 240
 
 
-@pytest.mark.parametrize("isa", list(NODES_BY_ISA))
+# AVX2 (the commonest other ISA) in every run; SSE4.2 under the slow marker (`-m slow`).
+ISAS = [
+    pytest.param(isa, marks=[pytest.mark.slow] if isa == "SSE4_2" else []) for isa in NODES_BY_ISA
+]
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_delicate_tests_pass_with_xla_capped(isa):
     flag = f"--xla_cpu_max_isa={isa}"
     if platform.machine().lower() not in ("x86_64", "amd64"):
