@@ -52,11 +52,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from svmjax import duals
+from svmjax import _sparse, duals
 from svmjax.continuation import SolveResult
 
-__all__ = ["BLOCK", "CERTIFY_EVERY", "MANY_CLASSES", "applies", "run", "solve_fn"]
+__all__ = ["BLOCK", "CERTIFY_EVERY", "MANY_CLASSES", "applies", "run", "solve_fn", "takes_path"]
 
 BLOCK = 64  # examples per block (their scores kept current by their Gram matrix)
 CERTIFY_EVERY = 5  # passes between two certificates
@@ -97,6 +98,25 @@ def applies(method, loss, squared, options, fit_intercept, init, mesh, sparse) -
     if method == "auto":
         return not unsupported and jax.default_backend() == "cpu"
     return method == "coordinate"
+
+
+def takes_path(X, y, options: dict) -> bool:
+    """Whether :func:`svmjax.solve.solve` takes this method for the first solve of
+    :func:`svmjax.solve.solve_path` with ``options``
+    (``method="coordinate"``, or ``"auto"`` where it applies): then every ``C`` takes it,
+    not a warm-started continuation (at many classes tens of passes from zero beat hundreds
+    of warm iterations)."""
+    method = options.get("method", "auto")
+    if method != "auto":
+        return method == "coordinate"
+    loss = options.get("loss", "weston_watkins")
+    if loss != "crammer_singer" or options.get("loss_options") or options.get("squared"):
+        return False
+    settings = (loss, False, (), options.get("fit_intercept", False), None)
+    if not applies("auto", *settings, options.get("mesh"), _sparse.is_sparse(X)):
+        return False
+    n_classes = options.get("n_classes") or int(np.max(np.asarray(y))) + 1
+    return n_classes > MANY_CLASSES
 
 
 def _root(p: jax.Array, offset, extra, start) -> jax.Array:

@@ -423,7 +423,9 @@ def solve_path(
 
     Every result carries its own certificate, so each meets ``tol`` (or says it did not)
     exactly as an independent :func:`solve` would; the path only saves iterations. All
-    solves share one compiled program (same shapes).
+    solves share one compiled program (same shapes). Where the first solve takes the
+    coordinate method (``method="coordinate"``, or ``"auto"`` on many classes), every solve
+    does, each from zero: that method takes no warm start.
 
     Args:
       X, y: as for :func:`solve`.
@@ -442,7 +444,10 @@ def solve_path(
     Cs = [checks.scalar("C", C, positive=True) for C in Cs]
     results: dict[int, SolveResult] = {}
     init: dict[str, ArrayLike] | None = None
+    cold = dual_coordinate.takes_path(X, y, options)
+    if cold:  # the coordinate method for every C, each from its own start (it takes no init)
+        options = {**options, "method": "coordinate"}
     for i in sorted(range(len(Cs)), key=Cs.__getitem__):
         results[i] = solve(X, y, C=Cs[i], init=init, **options)
-        init = dict(results[i].params)
+        init = None if cold else dict(results[i].params)
     return [results[i] for i in range(len(Cs))]

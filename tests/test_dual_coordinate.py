@@ -154,3 +154,23 @@ def test_unknown_method_is_refused():
     X, y = _problem(4, n=40, d=6, k=5)
     with pytest.raises(ValueError, match="method must be one of"):
         solve.solve(X, y, loss="crammer_singer", method="newton")
+
+
+def test_a_path_on_many_classes_takes_the_coordinate_method_for_every_C(monkeypatch):
+    calls = []
+    real = dual_coordinate.run
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["n_classes"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dual_coordinate, "run", spy)
+    X, y = _problem(5, n=200, d=6, k=66)
+    X = X.astype(np.float32)
+    path = solve.solve_path(X, y, [0.3, 0.1], loss="crammer_singer")
+    assert calls == [66, 66]  # each from zero, not a warm-started continuation
+    alone = solve.solve(X, y, loss="crammer_singer", C=0.3)
+    assert np.array_equal(np.asarray(path[0].params["W"]), np.asarray(alone.params["W"]))
+    assert all(bool(r.converged) for r in path)
+    solve.solve_path(X, y % 8, [0.3, 0.1], loss="crammer_singer", max_iter=5)
+    assert calls == [66, 66, 66]  # 8 classes: the continuation, warm-started
