@@ -25,12 +25,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/pyright
 
-# Two workers (CI has 2 cores); tests are shared out one by one, except the files with
-# module fixtures (the 8-device child process, the CLI runs), which mark themselves
-# xdist_group and stay on one worker. WORKERS=0 runs serially.
+# Two workers (CI has 2 cores); a test file stays on one worker, so a module's fixtures
+# (the 8-device child process, the CLI runs) are set up once. WORKERS=0 runs serially.
 WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile
 
 # The tests whose meaning changes on an accelerator, on the device JAX picks, stopped after
 # ACCEL_DEADLINE seconds; summary.txt and junit.xml in ACCEL_OUT. Without make or a venv:

@@ -175,9 +175,9 @@ def pytest_runtest_setup(item):
         pytest.skip(reason)
 
 
-# `make test` runs pytest-xdist with --dist loadgroup: tests go to the two workers one by one
-# in collection order, a file marked xdist_group as a whole. The longest files go first, so
-# that what is handed out last is short and neither worker waits long for the other.
+# `make test` runs pytest-xdist with --dist loadfile, which hands whole files to the two
+# workers in collection order: the longest files go first, so that the files handed out
+# last are short and neither worker waits long for the other at the end.
 _LONGEST_FIRST = (
     "test_sparse.py",
     "test_experiments.py",

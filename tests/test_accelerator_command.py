@@ -21,9 +21,6 @@ from run_accelerator import AREAS, area_of, interleave
 from svmjax import fused, linear
 from svmjax.solve import primal_objective, solve
 
-# One worker runs this whole file (`make test`: --dist loadgroup): its module fixtures once.
-pytestmark = pytest.mark.xdist_group("test_accelerator_command")
-
 RUNNER = Path(__file__).resolve().parent / "run_accelerator.py"
 REQUIRED = (
     "losses",

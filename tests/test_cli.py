@@ -12,9 +12,6 @@ import pytest
 
 from svmjax import cli, data, linear, model, optim, registry, solve, train
 
-# One worker runs this whole file (`make test`: --dist loadgroup): its module fixtures once.
-pytestmark = pytest.mark.xdist_group("test_cli")
-
 
 def run(*args, timeout=300):
     return subprocess.run(

@@ -20,9 +20,6 @@ from pathlib import Path
 
 import pytest
 
-# One worker runs this whole file (`make test`: --dist loadgroup): its module fixtures once.
-pytestmark = pytest.mark.xdist_group("test_docs")
-
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 # The site's pages, and the README's tour.

@@ -36,9 +36,6 @@ from hypothesis import strategies as st
 
 from svmjax import checkpoint, data, formats
 
-# One worker runs this whole file (`make test`: --dist loadgroup): its module fixtures once.
-pytestmark = pytest.mark.xdist_group("test_fuzz")
-
 HANG_SECONDS = 30  # far above the slowest load seen (~0.5 s with compilation)
 EXAMPLES = int(os.environ.get("SVMJAX_FUZZ_EXAMPLES", "40"))  # e.g. 2000 for a long hunt
 FUZZ = settings(

@@ -23,13 +23,10 @@ import svmjax
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = [
-    pytest.mark.skipif(
-        importlib.util.find_spec("hatchling") is None,
-        reason="hatchling not installed (the dev extra); the wheel is built offline with it",
-    ),
-    pytest.mark.xdist_group("test_package"),  # one worker builds the wheel (--dist loadgroup)
-]
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("hatchling") is None,
+    reason="hatchling not installed (the dev extra); the wheel is built offline with it",
+)
 
 _CHECK_IMPORTS = """
 import importlib, importlib.metadata, pkgutil, sys

@@ -51,9 +51,6 @@ from svmjax import (
     train,
 )
 
-# One worker runs this whole file (`make test`: --dist loadgroup): its module fixtures once.
-pytestmark = pytest.mark.xdist_group("test_sharding")
-
 DEVICES = 8
 # Sharded vs one device, float32, max-norm relative error (max |a - b| / max |b|).
 LOSS_RTOL = 1e-6  # objective value and gradient (a different summation order)

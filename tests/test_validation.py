@@ -43,9 +43,6 @@ import svmjax
 import svmjax.cache
 from svmjax import analytic, cli, grid, linear, losses, optim, train, validate
 
-# One worker runs this whole file (`make test`: --dist loadgroup): its module fixtures once.
-pytestmark = pytest.mark.xdist_group("test_validation")
-
 # --- svmjax.validate and the losses' own checks -------------------------------------------
 
 SCORES = np.zeros((4, 3), np.float32)
