@@ -70,11 +70,11 @@ PENALTY = 0.1  # the intercept's rho, relative to the mean squared norm of the r
 _METHODS = ("auto", "continuation", "coordinate")
 
 
-def applies(method, loss, squared, options, fit_intercept, init, mesh, sparse) -> bool:
+def applies(method, loss, squared, options, init, mesh, sparse, n_classes) -> bool:
     """Whether :func:`svmjax.solve.solve`'s ``method`` means this method for these settings
-    (``"auto"``: where it applies, on CPU, where its sequential steps are cheap; the number
-    of classes is checked by the caller); a clear refusal where ``method="coordinate"``
-    asks for a setting it does not cover."""
+    (``"auto"``: where it applies, on CPU, where its sequential steps are cheap, beyond
+    :data:`MANY_CLASSES` classes); a clear refusal where ``method="coordinate"`` asks for a
+    setting it does not cover."""
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     unsupported = [
@@ -96,7 +96,8 @@ def applies(method, loss, squared, options, fit_intercept, init, mesh, sparse) -
             "(method='continuation' takes them)"
         )
     if method == "auto":
-        return not unsupported and jax.default_backend() == "cpu"
+        cpu = jax.default_backend() == "cpu"
+        return not unsupported and cpu and n_classes > MANY_CLASSES
     return method == "coordinate"
 
 
@@ -106,17 +107,11 @@ def takes_path(X, y, options: dict) -> bool:
     (``method="coordinate"``, or ``"auto"`` where it applies): then every ``C`` takes it,
     not a warm-started continuation (at many classes tens of passes from zero beat hundreds
     of warm iterations)."""
-    method = options.get("method", "auto")
-    if method != "auto":
-        return method == "coordinate"
-    loss = options.get("loss", "weston_watkins")
-    if loss != "crammer_singer" or options.get("loss_options") or options.get("squared"):
-        return False
-    settings = (loss, False, (), options.get("fit_intercept", False), None)
-    if not applies("auto", *settings, options.get("mesh"), _sparse.is_sparse(X)):
-        return False
+    loss, squared, loss_options = (options.get(k) for k in ("loss", "squared", "loss_options"))
     n_classes = options.get("n_classes") or int(np.max(np.asarray(y))) + 1
-    return n_classes > MANY_CLASSES
+    mesh, sparse = options.get("mesh"), _sparse.is_sparse(X)
+    method = options.get("method", "auto")
+    return applies(method, loss, squared, loss_options, None, mesh, sparse, n_classes)
 
 
 def _root(p: jax.Array, offset, extra, start) -> jax.Array:
@@ -152,17 +147,18 @@ def _threshold(p: jax.Array, total: jax.Array) -> jax.Array:
     return jnp.maximum(inactive, active)
 
 
-def _flow(A, y, c):
-    r""":math:`r = \sum_i u_i` ``[C]``: what the intercept's constraint asks to be 0."""
+def _dual_map(A, y, c):
+    r""":math:`u_i = c_i (a_i - (\sum_j a_{ij}) e_{y_i})` ``[N, C]`` for dual variables (or
+    their changes) ``A`` ``[N, C]``: :func:`svmjax.duals` relative map in this layout."""
     true = jnp.arange(A.shape[1])[None, :] == y[:, None]
-    return jnp.sum(c[:, None] * jnp.where(true, -jnp.sum(A, axis=1)[:, None], A), axis=0)
+    return c[:, None] * jnp.where(true, -jnp.sum(A, axis=1)[:, None], A)
 
 
 def _pass(X, y, c, margin, A, V, shift, rho, order, live, blocks):
-    """One pass over the first ``blocks`` blocks of the examples in ``order`` (``live``
+    r"""One pass over the first ``blocks`` blocks of the examples in ``order`` (``live``
     False on padding) with the intercept's multipliers ``shift`` ``[C]`` and penalty
     ``rho`` (0 without intercept; see :func:`solve_fn`): returns the new ``A``, ``V`` and
-    the flow :math:`r` at the end of the pass."""
+    :math:`r = \sum_i u_i` at the end of the pass."""
     n_classes = A.shape[1]
     classes = jnp.arange(n_classes)
     squares = jnp.sum(X * X, axis=1) + rho
@@ -191,13 +187,13 @@ def _pass(X, y, c, margin, A, V, shift, rho, order, live, blocks):
 
         scores = Xb @ V.T + (shift - rho * r)[None, :]
         _, new = jax.lax.fori_loop(0, BLOCK, example, (scores, ab))
-        d = new - ab
-        G = cb[:, None] * jnp.where(classes[None, :] == yb[:, None], -jnp.sum(d, 1)[:, None], d)
+        G = _dual_map(new - ab, yb, cb)
         # Padding entries are dropped (out of range), never written over a real row.
         A = A.at[jnp.where(on, rows, A.shape[0])].set(new, mode="drop")
         return A, V - G.T @ Xb, r + jnp.sum(G, axis=0)
 
-    return jax.lax.fori_loop(0, blocks, block, (A, V, _flow(A, y, c)))
+    r = jnp.sum(_dual_map(A, y, c), axis=0)  # from A, not carried: no drift across passes
+    return jax.lax.fori_loop(0, blocks, block, (A, V, r))
 
 
 def _primal(X, y, c, margin, V, b):
@@ -211,8 +207,7 @@ def _primal(X, y, c, margin, V, b):
 
 def _weights(A, y, c, X):
     """``V = -u @ X`` of the dual variables ``A``."""
-    true = jnp.arange(A.shape[1])[None, :] == y[:, None]
-    return -((c[:, None] * jnp.where(true, -jnp.sum(A, axis=1)[:, None], A)).T @ X)
+    return -(_dual_map(A, y, c).T @ X)
 
 
 def _certify(X, y, c, margin, A, b, fit_intercept):

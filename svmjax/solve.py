@@ -314,10 +314,8 @@ def solve(
     n, d = features.shape
     dtype = features.dtype
     sparse = _sparse.is_sparse(features)
-    settings = (loss, squared, options, fit_intercept, init, mesh, sparse)
-    coordinate = dual_coordinate.applies(method, *settings) and (
-        method == "coordinate" or n_classes > dual_coordinate.MANY_CLASSES
-    )
+    settings = (loss, squared, options, init, mesh, sparse, n_classes)
+    coordinate = dual_coordinate.applies(method, *settings)
     margin = checks.scalar("margin", margin, positive=True)
     tol = checks.scalar("tol", tol, positive=True)
     max_iter = checks.count("max_iter", max_iter)

@@ -98,15 +98,21 @@ def test_float32_solve_is_certified_and_reproducible():
     assert float(reference.dual) <= float(one.objective) * (1 + 1e-6)
 
 
-def test_auto_picks_the_coordinate_method_only_where_it_applies(monkeypatch):
-    calls = []
+@pytest.fixture
+def calls(monkeypatch):
+    """The class counts of every run of the coordinate method, in order."""
+    seen = []
     real = dual_coordinate.run
 
     def spy(*args, **kwargs):
-        calls.append(kwargs["n_classes"])
+        seen.append(kwargs["n_classes"])
         return real(*args, **kwargs)
 
     monkeypatch.setattr(dual_coordinate, "run", spy)
+    return seen
+
+
+def test_auto_picks_the_coordinate_method_only_where_it_applies(calls):
     X, y = _problem(3, n=200, d=6, k=66)
     X = X.astype(np.float32)
     solve.solve(X, y, loss="crammer_singer", C=0.1, max_iter=5, fit_intercept=True)
@@ -116,9 +122,10 @@ def test_auto_picks_the_coordinate_method_only_where_it_applies(monkeypatch):
     solve.solve(X, y % 8, loss="crammer_singer", C=0.1, max_iter=5, method="coordinate")
     assert calls == [66, 8]
     # Which settings "auto" gives the coordinate method (the class count aside), on CPU:
-    plain = dict(loss="crammer_singer", squared=False, options=(), fit_intercept=False)
-    plain |= dict(init=None, mesh=None, sparse=False)
+    plain = dict(loss="crammer_singer", squared=False, options=(), init=None, mesh=None)
+    plain |= dict(sparse=False, n_classes=65)
     assert dual_coordinate.applies("auto", **plain) == (jax.default_backend() == "cpu")
+    assert not dual_coordinate.applies("auto", **(plain | dict(n_classes=64)))
     for change in (
         dict(loss="weston_watkins"),
         dict(squared=True),
@@ -156,15 +163,7 @@ def test_unknown_method_is_refused():
         solve.solve(X, y, loss="crammer_singer", method="newton")
 
 
-def test_a_path_on_many_classes_takes_the_coordinate_method_for_every_C(monkeypatch):
-    calls = []
-    real = dual_coordinate.run
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs["n_classes"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(dual_coordinate, "run", spy)
+def test_a_path_on_many_classes_takes_the_coordinate_method_for_every_C(calls):
     X, y = _problem(5, n=200, d=6, k=66)
     X = X.astype(np.float32)
     path = solve.solve_path(X, y, [0.3, 0.1], loss="crammer_singer")
